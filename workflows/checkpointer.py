@@ -1,0 +1,758 @@
+"""`DjangoSaver`: LangGraph checkpoints in the app's own database, through Django.
+
+Why not LangGraph's own savers: they keep their own connections, tables and
+migrations, outside Django's transactions and admin. This saver uses Django's
+connection for the calling thread, so a call made on the caller's thread (as
+`update_state` is) joins the caller's transaction, and a call made from LangGraph's
+background threads commits on that thread's own connection, which is handed back
+when the thread ends.
+
+Storage follows the official savers' contract (see langgraph-checkpoint's
+`BaseCheckpointSaver`): a checkpoint row per step, a blob row per channel version
+(written only for `new_versions`), and pending writes keyed by task and index. Two
+additions: small scalar values live in the checkpoint row (one serialized value,
+encrypted like the rest), and a list that grew by appending is stored as just the
+appended items, chained to the version it extends, with a full copy whenever the
+list has doubled since the last one. That keeps an accumulating message list linear
+in storage instead of quadratic, and bounds the chain a read must follow.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from asgiref.sync import sync_to_async
+from django.db import connections, models, transaction
+from django.db.models.fields.json import KeyTransform
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from workflows.models import Checkpoint as CheckpointRow
+from workflows.models import CheckpointBlob, CheckpointWrite
+from workflows.serde import SealedSerializer, default_serde
+
+# Checkpoint keys kept as JSON beside the serialized values; none of them is state.
+_JSON_KEYS = ("v", "ts", "channel_versions", "versions_seen", "updated_channels")
+_INLINE_STR_MAX = 256
+# A delta chain is cut (a full copy written) after this many rows even if the list
+# has not doubled, so one read never concatenates more rows than this.
+MAX_CHAIN_ROWS = 1000
+# Reads build tuples in batches: a batch costs a fixed number of queries.
+_LIST_BATCH = 100
+_TAIL_CACHE_SIZE = 512
+
+
+def _is_inline(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return len(value) <= _INLINE_STR_MAX
+    return value is None or kind in (bool, int, float)
+
+
+def _msgpack_array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def _msgpack_array_split(data: bytes) -> tuple[int, bytes] | None:
+    """(item count, encoded items) of a msgpack array, or None if `data` is not one."""
+    if not data:
+        return None
+    first = data[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F, data[1:]
+    if first == 0xDC:
+        return int.from_bytes(data[1:3], "big"), data[3:]
+    if first == 0xDD:
+        return int.from_bytes(data[1:5], "big"), data[5:]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _ListState:
+    """What the saver remembers of the last stored version of a list channel."""
+
+    version: str
+    count: int
+    body: bytes  # the msgpack encoding of the items, to prove a new value extends it
+    root_version: str
+    root_count: int
+    chain_items: int
+    chain_rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Tail:
+    checkpoint_id: str
+    lists: dict[str, _ListState]
+
+
+class _TailCache:
+    """Per (thread, namespace): the list channels of the checkpoint last put.
+
+    Only a put whose parent is that checkpoint can store deltas; anything else
+    (another process, a fork, a resume after a crash) stores full copies, so the
+    cache only ever saves space and never decides correctness.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple[str, str], _Tail] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> _Tail | None:
+        with self.lock:
+            tail = self.items.get(key)
+            if tail is not None:
+                self.items.move_to_end(key)
+            return tail
+
+    def set(self, key: tuple[str, str], tail: _Tail) -> None:
+        with self.lock:
+            self.items[key] = tail
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+    def forget(self, thread_ids: Iterable[str] | None = None) -> None:
+        with self.lock:
+            if thread_ids is None:
+                self.items.clear()
+                return
+            doomed = set(thread_ids)
+            for key in [k for k in self.items if k[0] in doomed]:
+                del self.items[key]
+
+
+class _ThreadConnections:
+    """Closes the Django connections a short-lived thread opened, when it ends.
+
+    LangGraph writes checkpoints from a thread pool it creates per invocation;
+    Django gives each of those threads its own connection and never closes it.
+    Kept in a thread-local, this object is released when its thread exits.
+    """
+
+    def __init__(self) -> None:
+        self.wrappers: dict[str, Any] = {}
+
+    def __del__(self) -> None:
+        for wrapper in self.wrappers.values():
+            try:
+                # Release may happen from another thread during interpreter cleanup.
+                wrapper.inc_thread_sharing()
+                wrapper.close()
+            except Exception:  # noqa: BLE001, S110 - nothing useful to do at thread exit
+                pass
+
+
+_thread_state = threading.local()
+
+
+def _watch_connection(alias: str) -> None:
+    if threading.current_thread() is threading.main_thread():
+        return
+    watcher = getattr(_thread_state, "connections", None)
+    if watcher is None:
+        watcher = _thread_state.connections = _ThreadConnections()
+    if alias not in watcher.wrappers:
+        watcher.wrappers[alias] = connections[alias]
+
+
+def _config_parts(config: RunnableConfig) -> tuple[str, str, str | None]:
+    configurable = config["configurable"]
+    return (
+        str(configurable["thread_id"]),
+        configurable.get("checkpoint_ns", "") or "",
+        configurable.get("checkpoint_id"),
+    )
+
+
+_ROW_FIELDS = (
+    "thread_id",
+    "checkpoint_ns",
+    "checkpoint_id",
+    "parent_checkpoint_id",
+    "checkpoint",
+    "values_type",
+    "values",
+    "metadata",
+)
+
+
+class DjangoSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer over `workflows.models`, on any database Django supports.
+
+    Tested on SQLite and PostgreSQL with LangGraph's conformance suite (all eight
+    capabilities). Async methods run the sync ones in a worker thread, one hop per
+    call.
+    """
+
+    def __init__(self, *, serde: SerializerProtocol | None = None, using: str = "default") -> None:
+        super().__init__(serde=serde or default_serde())
+        self.using = using
+        self._tails = _TailCache(_TAIL_CACHE_SIZE)
+
+    # -- connection and serialization helpers -------------------------------------
+
+    def _atomic(self) -> transaction.Atomic:
+        _watch_connection(self.using)
+        # No savepoint: a failed write must fail the caller's transaction too.
+        return transaction.atomic(using=self.using, savepoint=False)
+
+    def _rows(self, model: type[models.Model]) -> models.QuerySet[Any]:
+        _watch_connection(self.using)
+        return model._default_manager.using(self.using).all()
+
+    def _plain_serde(self) -> SerializerProtocol:
+        serde = self.serde
+        return serde.serde if isinstance(serde, EncryptedSerializer) else serde
+
+    def _seal(self, type_: str, data: bytes) -> tuple[str, bytes]:
+        """Encrypt bytes another serializer produced, as `EncryptedSerializer` would."""
+        serde = self.serde
+        if isinstance(serde, EncryptedSerializer):
+            cipher_name, ciphertext = serde.cipher.encrypt(data)
+            return f"{type_}+{cipher_name}", ciphertext
+        return type_, data
+
+    def _loads(self, type_: str, blob: bytes | memoryview | None) -> Any:
+        return self.serde.loads_typed((type_, bytes(blob) if blob is not None else b""))
+
+    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> DjangoSaver:
+        serde = self.serde
+        if isinstance(serde, SealedSerializer) and isinstance(serde.serde, JsonPlusSerializer):
+            inner = serde.serde.with_msgpack_allowlist(extra_allowlist)
+            if inner is serde.serde:
+                return self
+            clone = copy.copy(self)
+            clone.serde = SealedSerializer(serde.cipher, inner)
+            return clone
+        return cast(DjangoSaver, super().with_allowlist(extra_allowlist))
+
+    def get_next_version(self, current: str | None, channel: None = None) -> str:
+        # Zero-padded so text order is numeric order; the random part makes every
+        # version unique, so a fork never overwrites a blob of the branch it left.
+        if current is None:
+            number = 0
+        elif isinstance(current, (int, float)):
+            number = int(current)
+        else:
+            number = int(current.split(".")[0])
+        return f"{number + 1:032}.{random.random():016}"
+
+    # -- writes --------------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        thread_id, ns, parent_id = _config_parts(config)
+        values = checkpoint["channel_values"]
+        inline = {name: value for name, value in values.items() if _is_inline(value)}
+        extra = {
+            key: value
+            for key, value in checkpoint.items()
+            if key not in _JSON_KEYS and key not in ("id", "channel_values") and value
+        }
+        values_type, values_blob = self.serde.dumps_typed({"values": inline, "extra": extra})
+
+        tail = self._tails.get((thread_id, ns))
+        parent_lists = tail.lists if tail is not None and tail.checkpoint_id == parent_id else {}
+        blobs: list[CheckpointBlob] = []
+        lists: dict[str, _ListState] = {}
+        for channel, version in new_versions.items():
+            if channel in inline or channel not in values:
+                continue
+            blob, state = self._blob_row(
+                thread_id, ns, channel, str(version), values[channel], parent_lists.get(channel)
+            )
+            blobs.append(blob)
+            if state is not None:
+                lists[channel] = state
+        # Lists that did not change this step are still the parent's versions.
+        versions = checkpoint["channel_versions"]
+        for channel, state in parent_lists.items():
+            if channel not in lists and str(versions.get(channel)) == state.version:
+                lists[channel] = state
+
+        row = CheckpointRow(
+            thread_id=thread_id,
+            checkpoint_ns=ns,
+            checkpoint_id=checkpoint["id"],
+            parent_checkpoint_id=parent_id,
+            checkpoint={key: checkpoint.get(key) for key in _JSON_KEYS},
+            values_type=values_type,
+            values=values_blob,
+            metadata=get_serializable_checkpoint_metadata(config, metadata),
+        )
+        with self._atomic():
+            if blobs:
+                CheckpointBlob._default_manager.using(self.using).bulk_create(blobs, ignore_conflicts=True)
+            CheckpointRow._default_manager.using(self.using).bulk_create(
+                [row],
+                update_conflicts=True,
+                unique_fields=["thread_id", "checkpoint_ns", "checkpoint_id"],
+                update_fields=["checkpoint", "values_type", "values", "metadata"],
+            )
+        self._tails.set((thread_id, ns), _Tail(checkpoint["id"], lists))
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def _blob_row(
+        self,
+        thread_id: str,
+        ns: str,
+        channel: str,
+        version: str,
+        value: Any,
+        base: _ListState | None,
+    ) -> tuple[CheckpointBlob, _ListState | None]:
+        row = CheckpointBlob(thread_id=thread_id, checkpoint_ns=ns, channel=channel, version=version)
+        if type(value) is not list:
+            row.type, row.blob = self.serde.dumps_typed(value)
+            return row, None
+        plain_type, plain = self._plain_serde().dumps_typed(value)
+        split = _msgpack_array_split(plain) if plain_type == "msgpack" else None
+        if split is None:
+            row.type, row.blob = self._seal(plain_type, plain)
+            return row, None
+        count, body = split
+        # A byte-level prefix check, not ==: it also catches items mutated in place.
+        if base is not None and count > base.count and body.startswith(base.body):
+            chain_items = base.chain_items + count - base.count
+            chain_rows = base.chain_rows + 1
+            if chain_items <= base.root_count and chain_rows <= MAX_CHAIN_ROWS:
+                delta = _msgpack_array_header(count - base.count) + body[len(base.body) :]
+                row.type, row.blob = self._seal("msgpack", delta)
+                row.base_version = base.version
+                row.root_version = base.root_version
+                state = _ListState(
+                    version, count, body, base.root_version, base.root_count, chain_items, chain_rows
+                )
+                return row, state
+        row.type, row.blob = self._seal(plain_type, plain)
+        return row, _ListState(version, count, body, version, count, 0, 0)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        thread_id, ns, checkpoint_id = _config_parts(config)
+        if not writes:
+            return
+        rows = []
+        for position, (channel, value) in enumerate(writes):
+            type_, blob = self.serde.dumps_typed(value)
+            rows.append(
+                CheckpointWrite(
+                    thread_id=thread_id,
+                    checkpoint_ns=ns,
+                    checkpoint_id=checkpoint_id,
+                    task_id=task_id,
+                    task_path=task_path,
+                    idx=WRITES_IDX_MAP.get(channel, position),
+                    channel=channel,
+                    type=type_,
+                    blob=blob,
+                )
+            )
+        manager = CheckpointWrite._default_manager.using(self.using)
+        with self._atomic():
+            if all(channel in WRITES_IDX_MAP for channel, _ in writes):
+                # Special channels (error, interrupt, resume) are replaced on retry;
+                # ordinary writes are immutable, so a repeated write is ignored.
+                manager.bulk_create(
+                    rows,
+                    update_conflicts=True,
+                    unique_fields=["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"],
+                    update_fields=["channel", "type", "blob", "task_path"],
+                )
+            else:
+                manager.bulk_create(rows, ignore_conflicts=True)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        thread_id, ns, checkpoint_id = _config_parts(config)
+        rows = self._rows(CheckpointRow).filter(thread_id=thread_id, checkpoint_ns=ns)
+        rows = rows.filter(checkpoint_id=checkpoint_id) if checkpoint_id else rows.order_by("-checkpoint_id")
+        found = list(rows.values_list(*_ROW_FIELDS)[:1])
+        if not found:
+            return None
+        return self._build(found)[0]
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        rows = self._rows(CheckpointRow)
+        if config is not None:
+            configurable = config["configurable"]
+            if configurable.get("thread_id") is not None:
+                rows = rows.filter(thread_id=str(configurable["thread_id"]))
+            if "checkpoint_ns" in configurable:
+                rows = rows.filter(checkpoint_ns=configurable["checkpoint_ns"] or "")
+            if configurable.get("checkpoint_id"):
+                rows = rows.filter(checkpoint_id=configurable["checkpoint_id"])
+        for position, (key, value) in enumerate((filter or {}).items()):
+            # An alias keeps keys with "__" or other odd characters from being read
+            # as lookups; the key itself is passed to the database as a parameter.
+            alias = f"_metadata_key_{position}"
+            rows = rows.alias(**{alias: KeyTransform(key, "metadata")}).filter(**{alias: value})
+        if before is not None and (before_id := get_checkpoint_id(before)):
+            rows = rows.filter(checkpoint_id__lt=before_id)
+        rows = rows.order_by("-checkpoint_id")
+        if limit is not None:
+            rows = rows[:limit]
+        found = list(rows.values_list(*_ROW_FIELDS))
+        for start in range(0, len(found), _LIST_BATCH):
+            yield from self._build(found[start : start + _LIST_BATCH])
+
+    def _build(self, found: Sequence[tuple[Any, ...]]) -> list[CheckpointTuple]:
+        """Checkpoint tuples for rows of one batch, in a fixed number of queries."""
+        decoded = []
+        wanted: set[tuple[str, str, str, str]] = set()
+        for thread_id, ns, checkpoint_id, parent_id, doc, values_type, values, metadata in found:
+            payload = self._loads(values_type, values)
+            inline = payload.get("values", {})
+            for channel, version in doc["channel_versions"].items():
+                if channel not in inline:
+                    wanted.add((thread_id, ns, channel, str(version)))
+            decoded.append((thread_id, ns, checkpoint_id, parent_id, doc, payload, metadata))
+
+        blob_values = self._blob_values(wanted)
+        writes = self._pending_writes({(row[0], row[1], row[2]) for row in found})
+
+        tuples = []
+        for thread_id, ns, checkpoint_id, parent_id, doc, payload, metadata in decoded:
+            channel_values = dict(payload.get("values", {}))
+            for channel, version in doc["channel_versions"].items():
+                key = (thread_id, ns, channel, str(version))
+                if channel not in channel_values and key in blob_values:
+                    channel_values[channel] = blob_values[key]
+            checkpoint: dict[str, Any] = {
+                "v": doc["v"],
+                "id": checkpoint_id,
+                "ts": doc["ts"],
+                "channel_values": channel_values,
+                "channel_versions": doc["channel_versions"],
+                "versions_seen": doc["versions_seen"],
+                "updated_channels": doc.get("updated_channels"),
+                **payload.get("extra", {}),
+            }
+            tuples.append(
+                CheckpointTuple(
+                    config={
+                        "configurable": {
+                            "thread_id": thread_id,
+                            "checkpoint_ns": ns,
+                            "checkpoint_id": checkpoint_id,
+                        }
+                    },
+                    checkpoint=cast(Checkpoint, checkpoint),
+                    metadata=cast(CheckpointMetadata, metadata),
+                    parent_config=(
+                        {
+                            "configurable": {
+                                "thread_id": thread_id,
+                                "checkpoint_ns": ns,
+                                "checkpoint_id": parent_id,
+                            }
+                        }
+                        if parent_id
+                        else None
+                    ),
+                    pending_writes=writes.get((thread_id, ns, checkpoint_id), []),
+                )
+            )
+        return tuples
+
+    def _blob_values(self, wanted: set[tuple[str, str, str, str]]) -> dict[tuple[str, str, str, str], Any]:
+        if not wanted:
+            return {}
+        fields = (
+            "thread_id",
+            "checkpoint_ns",
+            "channel",
+            "version",
+            "type",
+            "blob",
+            "base_version",
+            "root_version",
+        )
+        found = self._rows(CheckpointBlob).filter(
+            thread_id__in={key[0] for key in wanted},
+            checkpoint_ns__in={key[1] for key in wanted},
+            channel__in={key[2] for key in wanted},
+            version__in={key[3] for key in wanted},
+        )
+        rows = {tuple(row[:4]): row for row in found.values_list(*fields) if tuple(row[:4]) in wanted}
+        chains = {(row[0], row[1], row[2], row[7]) for row in rows.values() if row[6] is not None}
+        if chains:
+            # One query for every chain: all rows sharing a root, and the roots.
+            family = (
+                self._rows(CheckpointBlob)
+                .filter(
+                    thread_id__in={key[0] for key in chains},
+                    checkpoint_ns__in={key[1] for key in chains},
+                    channel__in={key[2] for key in chains},
+                )
+                .filter(
+                    models.Q(root_version__in={key[3] for key in chains})
+                    | models.Q(version__in={key[3] for key in chains})
+                )
+            )
+            for row in family.values_list(*fields):
+                rows.setdefault(tuple(row[:4]), row)
+
+        loaded: dict[tuple[str, str, str, str], Any] = {}
+
+        def load(key: tuple[str, str, str, str]) -> Any:
+            row = rows[key]
+            if key not in loaded:
+                loaded[key] = self._loads(row[4], row[5])
+            return loaded[key]
+
+        values: dict[tuple[str, str, str, str], Any] = {}
+        for key in wanted:
+            row = rows.get(key)
+            if row is None or row[4] == "empty":
+                continue
+            if row[6] is None:
+                values[key] = load(key)
+                continue
+            parts = []
+            cursor: tuple[str, str, str, str] | None = key
+            while cursor is not None:
+                parts.append(load(cursor))
+                base = rows[cursor][6]
+                cursor = (key[0], key[1], key[2], base) if base is not None else None
+            values[key] = [item for part in reversed(parts) for item in part]
+        return values
+
+    def _pending_writes(
+        self, keys: set[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], list[PendingWrite]]:
+        if not keys:
+            return {}
+        found = self._rows(CheckpointWrite).filter(
+            thread_id__in={key[0] for key in keys},
+            checkpoint_ns__in={key[1] for key in keys},
+            checkpoint_id__in={key[2] for key in keys},
+        )
+        grouped: dict[tuple[str, str, str], list[tuple[tuple[str, str, int], PendingWrite]]] = {}
+        for thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type_, blob in found.values_list(
+            "thread_id",
+            "checkpoint_ns",
+            "checkpoint_id",
+            "task_id",
+            "task_path",
+            "idx",
+            "channel",
+            "type",
+            "blob",
+        ):
+            key = (thread_id, ns, checkpoint_id)
+            if key not in keys:
+                continue
+            grouped.setdefault(key, []).append(
+                (writes_sort_key(task_path, task_id, idx), (task_id, channel, self._loads(type_, blob)))
+            )
+        return {
+            key: [write for _, write in sorted(items, key=lambda item: item[0])]
+            for key, items in grouped.items()
+        }
+
+    # -- deletion, copying, pruning ------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> None:
+        thread_id = str(thread_id)
+        with self._atomic():
+            for model in (CheckpointWrite, CheckpointBlob, CheckpointRow):
+                self._rows(model).filter(thread_id=thread_id).delete()
+        self._tails.forget([thread_id])
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        run_ids = [str(run_id) for run_id in run_ids]
+        if not run_ids:
+            return
+        with self._atomic():
+            doomed = list(
+                self._rows(CheckpointRow)
+                .filter(metadata__run_id__in=run_ids)
+                .values_list("id", "thread_id", "checkpoint_ns", "checkpoint_id")
+            )
+            if not doomed:
+                return
+            writes = models.Q()
+            for _, thread_id, ns, checkpoint_id in doomed:
+                writes |= models.Q(thread_id=thread_id, checkpoint_ns=ns, checkpoint_id=checkpoint_id)
+            self._rows(CheckpointWrite).filter(writes).delete()
+            self._rows(CheckpointRow).filter(id__in=[row[0] for row in doomed]).delete()
+            self._collect_blobs({row[1] for row in doomed})
+        self._tails.forget()
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        source, target = str(source_thread_id), str(target_thread_id)
+        with self._atomic():
+            for model in (CheckpointRow, CheckpointBlob, CheckpointWrite):
+                copies = []
+                for row in self._rows(model).filter(thread_id=source).iterator(chunk_size=500):
+                    row.pk = None
+                    row.thread_id = target
+                    copies.append(row)
+                    if len(copies) >= 500:
+                        self._rows(model).bulk_create(copies, ignore_conflicts=True)
+                        copies = []
+                if copies:
+                    self._rows(model).bulk_create(copies, ignore_conflicts=True)
+        self._tails.forget([target])
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        thread_ids = [str(thread_id) for thread_id in thread_ids]
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        with self._atomic():
+            if strategy == "delete":
+                for model in (CheckpointWrite, CheckpointBlob, CheckpointRow):
+                    self._rows(model).filter(thread_id__in=thread_ids).delete()
+            else:
+                for thread_id in thread_ids:
+                    self._keep_latest(thread_id)
+        self._tails.forget(thread_ids)
+
+    def _keep_latest(self, thread_id: str) -> None:
+        rows = self._rows(CheckpointRow).filter(thread_id=thread_id)
+        latest: dict[str, str] = {}
+        for ns, checkpoint_id in rows.values_list("checkpoint_ns", "checkpoint_id"):
+            if checkpoint_id > latest.get(ns, ""):
+                latest[ns] = checkpoint_id
+        if not latest:
+            return
+        keep = models.Q()
+        for ns, checkpoint_id in latest.items():
+            keep |= models.Q(checkpoint_ns=ns, checkpoint_id=checkpoint_id)
+        rows.exclude(keep).delete()
+        self._rows(CheckpointWrite).filter(thread_id=thread_id).exclude(keep).delete()
+        # The kept checkpoints' parents are gone; say so rather than dangle.
+        rows.update(parent_checkpoint_id=None)
+        self._collect_blobs({thread_id})
+
+    def _collect_blobs(self, thread_ids: set[str]) -> None:
+        """Delete blob rows no checkpoint of these threads needs, keeping delta chains whole."""
+        for thread_id in thread_ids:
+            needed: set[tuple[str, str, str]] = set()
+            for ns, doc in (
+                self._rows(CheckpointRow)
+                .filter(thread_id=thread_id)
+                .values_list("checkpoint_ns", "checkpoint")
+            ):
+                needed.update(
+                    (ns, channel, str(version)) for channel, version in doc["channel_versions"].items()
+                )
+            blobs = {
+                (ns, channel, version): (pk, base)
+                for pk, ns, channel, version, base in self._rows(CheckpointBlob)
+                .filter(thread_id=thread_id)
+                .values_list("id", "checkpoint_ns", "channel", "version", "base_version")
+            }
+            pending = [key for key in needed if key in blobs]
+            while pending:
+                ns, channel, version = pending.pop()
+                base = blobs[(ns, channel, version)][1]
+                if base is not None and (ns, channel, base) not in needed:
+                    needed.add((ns, channel, base))
+                    if (ns, channel, base) in blobs:
+                        pending.append((ns, channel, base))
+            orphans = [pk for key, (pk, _) in blobs.items() if key not in needed]
+            for start in range(0, len(orphans), 500):
+                self._rows(CheckpointBlob).filter(id__in=orphans[start : start + 500]).delete()
+
+    # -- async: one worker-thread hop per call -------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await sync_to_async(self.get_tuple, thread_sensitive=False)(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        def collect() -> list[CheckpointTuple]:
+            return list(self.list(config, filter=filter, before=before, limit=limit))
+
+        for item in await sync_to_async(collect, thread_sensitive=False)():
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await sync_to_async(self.put, thread_sensitive=False)(
+            config, checkpoint, metadata, new_versions
+        )
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await sync_to_async(self.put_writes, thread_sensitive=False)(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await sync_to_async(self.delete_thread, thread_sensitive=False)(thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await sync_to_async(self.delete_for_runs, thread_sensitive=False)(run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await sync_to_async(self.copy_thread, thread_sensitive=False)(source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await sync_to_async(self.prune, thread_sensitive=False)(thread_ids, strategy=strategy)
