@@ -100,9 +100,13 @@ def test_update_state_joins_the_callers_transaction(saver: DjangoSaver):
     graph.invoke({"amount": 5.0}, config, durability="sync")
     before = Checkpoint.objects.filter(thread_id=config["configurable"]["thread_id"]).count()
 
-    with pytest.raises(RuntimeError, match="decision refused"), transaction.atomic():
-        graph.update_state(config, {"approved": True})
-        raise RuntimeError("decision refused")
+    def decide_then_fail() -> None:
+        with transaction.atomic():
+            graph.update_state(config, {"approved": True})
+            raise RuntimeError("decision refused")
+
+    with pytest.raises(RuntimeError, match="decision refused"):
+        decide_then_fail()
 
     assert Checkpoint.objects.filter(thread_id=config["configurable"]["thread_id"]).count() == before
     assert graph.get_state(config).values["approved"] is False
