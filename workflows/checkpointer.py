@@ -19,6 +19,7 @@ in storage instead of quadratic, and bounds the chain a read must follow.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import random
 import threading
@@ -284,7 +285,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
 
         tail = self._tails.get((thread_id, ns))
         parent_lists = tail.lists if tail is not None and tail.checkpoint_id == parent_id else {}
-        blobs: list[CheckpointBlob] = []
+        blobs: builtins.list[CheckpointBlob] = []
         lists: dict[str, _ListState] = {}
         for channel, version in new_versions.items():
             if channel in inline or channel not in values:
@@ -372,6 +373,8 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         thread_id, ns, checkpoint_id = _config_parts(config)
+        if checkpoint_id is None:
+            raise ValueError("put_writes needs the checkpoint_id the writes belong to")
         if not writes:
             return
         rows = []
@@ -446,7 +449,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         for start in range(0, len(found), _LIST_BATCH):
             yield from self._build(found[start : start + _LIST_BATCH])
 
-    def _build(self, found: Sequence[tuple[Any, ...]]) -> list[CheckpointTuple]:
+    def _build(self, found: Sequence[tuple[Any, ...]]) -> builtins.list[CheckpointTuple]:
         """Checkpoint tuples for rows of one batch, in a fixed number of queries."""
         decoded = []
         wanted: set[tuple[str, str, str, str]] = set()
@@ -570,7 +573,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
 
     def _pending_writes(
         self, keys: set[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], list[PendingWrite]]:
+    ) -> dict[tuple[str, str, str], builtins.list[PendingWrite]]:
         if not keys:
             return {}
         found = self._rows(CheckpointWrite).filter(
@@ -578,7 +581,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             checkpoint_ns__in={key[1] for key in keys},
             checkpoint_id__in={key[2] for key in keys},
         )
-        grouped: dict[tuple[str, str, str], list[tuple[tuple[str, str, int], PendingWrite]]] = {}
+        grouped: dict[tuple[str, str, str], builtins.list[tuple[tuple[str, str, int], PendingWrite]]] = {}
         for thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type_, blob in found.values_list(
             "thread_id",
             "checkpoint_ns",
@@ -719,7 +722,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        def collect() -> list[CheckpointTuple]:
+        def collect() -> builtins.list[CheckpointTuple]:
             return list(self.list(config, filter=filter, before=before, limit=limit))
 
         for item in await sync_to_async(collect, thread_sensitive=False)():
