@@ -1,0 +1,51 @@
+# Signoff: `make run` to try it, `make test` to check it. `make help` lists every target.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/signoff
+
+.NOTPARALLEL:
+.PHONY: help venv setup services lint test test-sqlite test-postgres run clean
+
+help: ## list the targets
+	@echo "Signoff: make run (try it) and make test (check it)."
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+venv: ## create .venv (Python >= 3.12) and install requirements-dev.txt when they change
+	@bin/setup-venv
+
+setup: venv
+
+services: ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
+	@bin/services
+
+lint: setup ## ruff check, ruff format --check, mypy
+	@echo "==> ruff check"
+	$(BIN)/ruff check .
+	@echo "==> ruff format --check"
+	$(BIN)/ruff format --check .
+	@echo "==> mypy"
+	@# The django-stubs plugin imports config.settings, which needs a secret key with DEBUG off.
+	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-mypy-only-not-a-secret} $(BIN)/mypy
+
+test: setup services lint test-sqlite test-postgres ## lint, then the test suite on SQLite and on PostgreSQL
+
+test-sqlite: setup ## the test suite on SQLite (the default DATABASE_URL)
+	@echo
+	@echo "==================== pytest on SQLite (default DATABASE_URL) ===================="
+	env -u DATABASE_URL $(BIN)/pytest --create-db
+
+test-postgres: setup services ## the test suite on PostgreSQL (POSTGRES_URL)
+	@echo
+	@echo "==================== pytest on PostgreSQL ($(POSTGRES_URL)) ===================="
+	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest --create-db
+
+run: setup ## migrate, create the demo login, serve on http://127.0.0.1:8000/admin/ (HOST, PORT)
+	@bin/run
+
+clean: ## remove var/ (the databases) and caches; keeps .venv
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
