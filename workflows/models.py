@@ -8,8 +8,6 @@ else writes them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import models
 from django.utils import timezone
 
@@ -41,14 +39,6 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.thread_id}/{self.checkpoint_ns or '-'}/{self.checkpoint_id}"
-
-    @property
-    def step(self) -> Any:
-        return self.metadata.get("step")
-
-    @property
-    def source(self) -> Any:
-        return self.metadata.get("source")
 
 
 class CheckpointBlob(models.Model):
