@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import json
 import random
 import threading
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.db import connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.fields.json import KeyTransform
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -191,7 +193,51 @@ def _config_parts(config: RunnableConfig) -> tuple[str, str, str | None]:
     )
 
 
-_ROW_FIELDS = (
+def _insert_sql(
+    conn: BaseDatabaseWrapper,
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    unique: Sequence[str],
+    update: Sequence[str] = (),
+) -> tuple[str, list[Any]]:
+    """One multi-row INSERT ... ON CONFLICT statement, valid on SQLite and PostgreSQL.
+
+    The hot write path skips the ORM: a checkpoint write is one statement, hence one
+    round trip and (outside a caller's transaction) one implicit commit.
+    """
+    quote = conn.ops.quote_name
+    json_columns = {
+        field.column for field in model._meta.concrete_fields if isinstance(field, models.JSONField)
+    }
+    cast_json = "::jsonb" if conn.vendor == "postgresql" else ""
+    row = "(" + ", ".join(f"%s{cast_json}" if c in json_columns else "%s" for c in columns) + ")"
+    conflict = (
+        "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update)
+        if update
+        else "DO NOTHING"
+    )
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES {', '.join([row] * len(rows))} "
+        f"ON CONFLICT ({', '.join(quote(c) for c in unique)}) {conflict}"
+    )
+    return sql, [value for values in rows for value in values]
+
+
+_BLOB_COLUMNS = (
+    "thread_id",
+    "checkpoint_ns",
+    "channel",
+    "version",
+    "type",
+    "blob",
+    "base_version",
+    "root_version",
+)
+_BLOB_KEY = ("thread_id", "checkpoint_ns", "channel", "version")
+_CHECKPOINT_COLUMNS = (
     "thread_id",
     "checkpoint_ns",
     "checkpoint_id",
@@ -201,6 +247,19 @@ _ROW_FIELDS = (
     "values",
     "metadata",
 )
+_CHECKPOINT_KEY = ("thread_id", "checkpoint_ns", "checkpoint_id")
+_WRITE_COLUMNS = (
+    "thread_id",
+    "checkpoint_ns",
+    "checkpoint_id",
+    "task_id",
+    "task_path",
+    "idx",
+    "channel",
+    "type",
+    "blob",
+)
+_WRITE_KEY = ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx")
 
 
 class DjangoSaver(BaseCheckpointSaver[str]):
@@ -217,6 +276,10 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         self._tails = _TailCache(_TAIL_CACHE_SIZE)
 
     # -- connection and serialization helpers -------------------------------------
+
+    def _connection(self) -> BaseDatabaseWrapper:
+        _watch_connection(self.using)
+        return connections[self.using]
 
     def _atomic(self) -> transaction.Atomic:
         _watch_connection(self.using)
@@ -285,15 +348,15 @@ class DjangoSaver(BaseCheckpointSaver[str]):
 
         tail = self._tails.get((thread_id, ns))
         parent_lists = tail.lists if tail is not None and tail.checkpoint_id == parent_id else {}
-        blobs: builtins.list[CheckpointBlob] = []
+        blob_rows = []
         lists: dict[str, _ListState] = {}
         for channel, version in new_versions.items():
             if channel in inline or channel not in values:
                 continue
-            blob, state = self._blob_row(
+            row, state = self._blob_row(
                 thread_id, ns, channel, str(version), values[channel], parent_lists.get(channel)
             )
-            blobs.append(blob)
+            blob_rows.append(row)
             if state is not None:
                 lists[channel] = state
         # Lists that did not change this step are still the parent's versions.
@@ -302,25 +365,36 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             if channel not in lists and str(versions.get(channel)) == state.version:
                 lists[channel] = state
 
-        row = CheckpointRow(
-            thread_id=thread_id,
-            checkpoint_ns=ns,
-            checkpoint_id=checkpoint["id"],
-            parent_checkpoint_id=parent_id,
-            checkpoint={key: checkpoint.get(key) for key in _JSON_KEYS},
-            values_type=values_type,
-            values=values_blob,
-            metadata=get_serializable_checkpoint_metadata(config, metadata),
+        conn = self._connection()
+        checkpoint_row = (
+            thread_id,
+            ns,
+            checkpoint["id"],
+            parent_id,
+            json.dumps({key: checkpoint.get(key) for key in _JSON_KEYS}),
+            values_type,
+            values_blob,
+            json.dumps(get_serializable_checkpoint_metadata(config, metadata)),
         )
-        with self._atomic():
-            if blobs:
-                CheckpointBlob._default_manager.using(self.using).bulk_create(blobs, ignore_conflicts=True)
-            CheckpointRow._default_manager.using(self.using).bulk_create(
-                [row],
-                update_conflicts=True,
-                unique_fields=["thread_id", "checkpoint_ns", "checkpoint_id"],
-                update_fields=["checkpoint", "values_type", "values", "metadata"],
+        statements = [
+            _insert_sql(
+                conn,
+                CheckpointRow,
+                _CHECKPOINT_COLUMNS,
+                [checkpoint_row],
+                unique=_CHECKPOINT_KEY,
+                update=("checkpoint", "values_type", "values", "metadata"),
             )
+        ]
+        if blob_rows:
+            blobs = _insert_sql(conn, CheckpointBlob, _BLOB_COLUMNS, blob_rows, unique=_BLOB_KEY)
+            if conn.vendor == "postgresql":
+                # A data-modifying CTE makes blobs and checkpoint one statement: atomic
+                # on its own, one round trip, one commit.
+                statements = [(f"WITH blobs AS ({blobs[0]}) {statements[0][0]}", blobs[1] + statements[0][1])]
+            else:
+                statements.insert(0, blobs)
+        self._execute(conn, statements)
         self._tails.set((thread_id, ns), _Tail(checkpoint["id"], lists))
         return {
             "configurable": {
@@ -338,16 +412,16 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         version: str,
         value: Any,
         base: _ListState | None,
-    ) -> tuple[CheckpointBlob, _ListState | None]:
-        row = CheckpointBlob(thread_id=thread_id, checkpoint_ns=ns, channel=channel, version=version)
+    ) -> tuple[tuple[Any, ...], _ListState | None]:
+        """The blob row for one channel version (in `_BLOB_COLUMNS` order), and for a
+        list, what to remember of it so the next step can store a delta."""
+        key = (thread_id, ns, channel, version)
         if type(value) is not list:
-            row.type, row.blob = self.serde.dumps_typed(value)
-            return row, None
+            return (*key, *self.serde.dumps_typed(value), None, None), None
         plain_type, plain = self._plain_serde().dumps_typed(value)
         split = _msgpack_array_split(plain) if plain_type == "msgpack" else None
         if split is None:
-            row.type, row.blob = self._seal(plain_type, plain)
-            return row, None
+            return (*key, *self._seal(plain_type, plain), None, None), None
         count, body = split
         # A byte-level prefix check, not ==: it also catches items mutated in place.
         if base is not None and count > base.count and body.startswith(base.body):
@@ -355,15 +429,13 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             chain_rows = base.chain_rows + 1
             if chain_items <= base.root_count and chain_rows <= MAX_CHAIN_ROWS:
                 delta = _msgpack_array_header(count - base.count) + body[len(base.body) :]
-                row.type, row.blob = self._seal("msgpack", delta)
-                row.base_version = base.version
-                row.root_version = base.root_version
                 state = _ListState(
                     version, count, body, base.root_version, base.root_count, chain_items, chain_rows
                 )
-                return row, state
-        row.type, row.blob = self._seal(plain_type, plain)
-        return row, _ListState(version, count, body, version, count, 0, 0)
+                return (*key, *self._seal("msgpack", delta), base.version, base.root_version), state
+        return (*key, *self._seal(plain_type, plain), None, None), _ListState(
+            version, count, body, version, count, 0, 0
+        )
 
     def put_writes(
         self,
@@ -377,35 +449,42 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             raise ValueError("put_writes needs the checkpoint_id the writes belong to")
         if not writes:
             return
-        rows = []
-        for position, (channel, value) in enumerate(writes):
-            type_, blob = self.serde.dumps_typed(value)
-            rows.append(
-                CheckpointWrite(
-                    thread_id=thread_id,
-                    checkpoint_ns=ns,
-                    checkpoint_id=checkpoint_id,
-                    task_id=task_id,
-                    task_path=task_path,
-                    idx=WRITES_IDX_MAP.get(channel, position),
-                    channel=channel,
-                    type=type_,
-                    blob=blob,
-                )
+        rows = [
+            (
+                thread_id,
+                ns,
+                checkpoint_id,
+                task_id,
+                task_path,
+                WRITES_IDX_MAP.get(channel, position),
+                channel,
+                *self.serde.dumps_typed(value),
             )
-        manager = CheckpointWrite._default_manager.using(self.using)
-        with self._atomic():
-            if all(channel in WRITES_IDX_MAP for channel, _ in writes):
-                # Special channels (error, interrupt, resume) are replaced on retry;
-                # ordinary writes are immutable, so a repeated write is ignored.
-                manager.bulk_create(
-                    rows,
-                    update_conflicts=True,
-                    unique_fields=["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"],
-                    update_fields=["channel", "type", "blob", "task_path"],
-                )
-            else:
-                manager.bulk_create(rows, ignore_conflicts=True)
+            for position, (channel, value) in enumerate(writes)
+        ]
+        # Special channels (error, interrupt, resume) are replaced on retry; ordinary
+        # writes are immutable, so a repeated write is ignored.
+        special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        conn = self._connection()
+        statement = _insert_sql(
+            conn,
+            CheckpointWrite,
+            _WRITE_COLUMNS,
+            rows,
+            unique=_WRITE_KEY,
+            update=("channel", "type", "blob", "task_path") if special else (),
+        )
+        self._execute(conn, [statement])
+
+    def _execute(self, conn: BaseDatabaseWrapper, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        # One statement is atomic by itself; more need a transaction (or join the caller's).
+        if len(statements) == 1:
+            with conn.cursor() as cursor:
+                cursor.execute(*statements[0])
+            return
+        with self._atomic(), conn.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -413,7 +492,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         thread_id, ns, checkpoint_id = _config_parts(config)
         rows = self._rows(CheckpointRow).filter(thread_id=thread_id, checkpoint_ns=ns)
         rows = rows.filter(checkpoint_id=checkpoint_id) if checkpoint_id else rows.order_by("-checkpoint_id")
-        found = list(rows.values_list(*_ROW_FIELDS)[:1])
+        found = list(rows.values_list(*_CHECKPOINT_COLUMNS)[:1])
         if not found:
             return None
         return self._build(found)[0]
@@ -445,7 +524,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         rows = rows.order_by("-checkpoint_id")
         if limit is not None:
             rows = rows[:limit]
-        found = list(rows.values_list(*_ROW_FIELDS))
+        found = list(rows.values_list(*_CHECKPOINT_COLUMNS))
         for start in range(0, len(found), _LIST_BATCH):
             yield from self._build(found[start : start + _LIST_BATCH])
 

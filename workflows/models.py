@@ -9,7 +9,7 @@ else writes them.
 from __future__ import annotations
 
 from django.db import models
-from django.utils import timezone
+from django.db.models.functions import Now
 
 
 class Checkpoint(models.Model):
@@ -27,7 +27,7 @@ class Checkpoint(models.Model):
     values_type = models.CharField(max_length=32)
     values = models.BinaryField()
     metadata = models.JSONField(default=dict)
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(db_default=Now())
 
     class Meta:
         constraints = [
