@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
 
-from workflows.checkpointer import DjangoSaver
+from workflows.checkpointer import DjangoSaver, close_write_connections
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -18,6 +19,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("postgres"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkpoint_connections_closed_at_the_end(django_db_setup: None) -> Iterator[None]:
+    # Depending on django_db_setup makes this teardown run first: PostgreSQL will not
+    # drop the test database while the saver's write connections are open.
+    yield
+    close_write_connections()
 
 
 @pytest.fixture(autouse=True)

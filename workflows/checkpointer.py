@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import builtins
 import copy
+import functools
 import json
+import os
+import queue
 import random
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -184,6 +188,82 @@ def _watch_connection(alias: str) -> None:
         watcher.wrappers[alias] = connections[alias]
 
 
+class _WriteConnections:
+    """A few Django connections of one database that any thread may borrow for a write.
+
+    LangGraph calls `put` and `put_writes` from threads it creates for each
+    invocation. Giving each of those its own connection costs a connect (SQLite: a
+    file open and pragmas) per thread, and on SQLite makes concurrent writers sleep in
+    the busy handler. These connections live as long as the process; SQLite gets one
+    (it has one writer at a time anyway), PostgreSQL a few, so a task's writes and the
+    next checkpoint can commit side by side.
+    """
+
+    def __init__(self, alias: str, size: int) -> None:
+        self.alias = alias
+        self.size = size
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.free: queue.LifoQueue[BaseDatabaseWrapper] = queue.LifoQueue()
+        self.opened: list[BaseDatabaseWrapper] = []
+
+    @contextmanager
+    def borrow(self) -> Iterator[BaseDatabaseWrapper]:
+        wrapper: BaseDatabaseWrapper | None
+        try:
+            wrapper = self.free.get_nowait()
+        except queue.Empty:
+            with self.lock:
+                wrapper = self._open() if len(self.opened) < self.size else None
+            if wrapper is None:
+                wrapper = self.free.get()
+        try:
+            yield wrapper
+        except Exception:
+            # A broken connection is dropped; the next borrower reconnects.
+            if wrapper.connection is not None and not wrapper.is_usable():
+                wrapper.close()
+            raise
+        finally:
+            self.free.put(wrapper)
+
+    def _open(self) -> BaseDatabaseWrapper:
+        wrapper = connections.create_connection(self.alias)
+        # Borrowers take turns through `free`, so sharing across threads is safe.
+        wrapper.inc_thread_sharing()
+        self.opened.append(wrapper)
+        return wrapper
+
+    def close(self) -> None:
+        with self.lock:
+            for wrapper in self.opened:
+                wrapper.close()
+
+
+_write_connections: dict[str, _WriteConnections] = {}
+_write_connections_lock = threading.Lock()
+
+
+def _writers(alias: str) -> _WriteConnections:
+    with _write_connections_lock:
+        writers = _write_connections.get(alias)
+        # A forked child (a Celery prefork worker) must not use its parent's sockets.
+        if writers is None or writers.pid != os.getpid():
+            sqlite = connections[alias].vendor == "sqlite"
+            writers = _write_connections[alias] = _WriteConnections(alias, 1 if sqlite else 2)
+        return writers
+
+
+def close_write_connections() -> None:
+    """Close the connections checkpoint writes borrow (tests call this before dropping
+    their database; a process that exits needs not)."""
+    with _write_connections_lock:
+        for writers in _write_connections.values():
+            if writers.pid == os.getpid():
+                writers.close()
+        _write_connections.clear()
+
+
 def _config_parts(config: RunnableConfig) -> tuple[str, str, str | None]:
     configurable = config["configurable"]
     return (
@@ -196,34 +276,50 @@ def _config_parts(config: RunnableConfig) -> tuple[str, str, str | None]:
 def _insert_sql(
     conn: BaseDatabaseWrapper,
     model: type[models.Model],
-    columns: Sequence[str],
+    columns: tuple[str, ...],
     rows: Sequence[Sequence[Any]],
     *,
-    unique: Sequence[str],
-    update: Sequence[str] = (),
+    unique: tuple[str, ...],
+    update: tuple[str, ...] = (),
 ) -> tuple[str, list[Any]]:
     """One multi-row INSERT ... ON CONFLICT statement, valid on SQLite and PostgreSQL.
 
     The hot write path skips the ORM: a checkpoint write is one statement, hence one
     round trip and (outside a caller's transaction) one implicit commit.
     """
-    quote = conn.ops.quote_name
+    sql = _insert_template(conn.vendor, model, columns, len(rows), unique, update)
+    return sql, [value for values in rows for value in values]
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_template(
+    vendor: str,
+    model: type[models.Model],
+    columns: tuple[str, ...],
+    count: int,
+    unique: tuple[str, ...],
+    update: tuple[str, ...],
+) -> str:
+    def quote(name: str) -> str:
+        # Our own column and table names; SQLite and PostgreSQL both quote with ".
+        return f'"{name}"'
+
     json_columns = {
         field.column for field in model._meta.concrete_fields if isinstance(field, models.JSONField)
     }
-    cast_json = "::jsonb" if conn.vendor == "postgresql" else ""
-    row = "(" + ", ".join(f"%s{cast_json}" if c in json_columns else "%s" for c in columns) + ")"
+    # Placeholders for the DB-API driver itself (see DjangoSaver._execute).
+    mark, cast_json = ("%s", "::jsonb") if vendor == "postgresql" else ("?", "")
+    row = "(" + ", ".join(f"{mark}{cast_json}" if c in json_columns else mark for c in columns) + ")"
     conflict = (
         "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update)
         if update
         else "DO NOTHING"
     )
-    sql = (
+    return (
         f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES {', '.join([row] * len(rows))} "
+        f"VALUES {', '.join([row] * count)} "
         f"ON CONFLICT ({', '.join(quote(c) for c in unique)}) {conflict}"
     )
-    return sql, [value for values in rows for value in values]
 
 
 _BLOB_COLUMNS = (
@@ -277,9 +373,15 @@ class DjangoSaver(BaseCheckpointSaver[str]):
 
     # -- connection and serialization helpers -------------------------------------
 
-    def _connection(self) -> BaseDatabaseWrapper:
-        _watch_connection(self.using)
-        return connections[self.using]
+    @contextmanager
+    def _write_connection(self) -> Iterator[BaseDatabaseWrapper]:
+        own = connections[self.using]
+        if own.in_atomic_block:
+            # The caller's transaction (update_state inside a decision): join it.
+            yield own
+            return
+        with _writers(self.using).borrow() as shared:
+            yield shared
 
     def _atomic(self) -> transaction.Atomic:
         _watch_connection(self.using)
@@ -365,7 +467,6 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             if channel not in lists and str(versions.get(channel)) == state.version:
                 lists[channel] = state
 
-        conn = self._connection()
         checkpoint_row = (
             thread_id,
             ns,
@@ -376,6 +477,20 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             values_blob,
             json.dumps(get_serializable_checkpoint_metadata(config, metadata)),
         )
+        with self._write_connection() as conn:
+            self._execute(conn, self._put_statements(conn, checkpoint_row, blob_rows))
+        self._tails.set((thread_id, ns), _Tail(checkpoint["id"], lists))
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def _put_statements(
+        self, conn: BaseDatabaseWrapper, checkpoint_row: tuple[Any, ...], blob_rows: Sequence[tuple[Any, ...]]
+    ) -> builtins.list[tuple[str, builtins.list[Any]]]:
         statements = [
             _insert_sql(
                 conn,
@@ -393,16 +508,8 @@ class DjangoSaver(BaseCheckpointSaver[str]):
                 # on its own, one round trip, one commit.
                 statements = [(f"WITH blobs AS ({blobs[0]}) {statements[0][0]}", blobs[1] + statements[0][1])]
             else:
-                statements.insert(0, blobs)
-        self._execute(conn, statements)
-        self._tails.set((thread_id, ns), _Tail(checkpoint["id"], lists))
-        return {
-            "configurable": {
-                "thread_id": thread_id,
-                "checkpoint_ns": ns,
-                "checkpoint_id": checkpoint["id"],
-            }
-        }
+                statements.insert(0, blobs)  # blobs first: see _execute
+        return statements
 
     def _blob_row(
         self,
@@ -465,26 +572,40 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         # Special channels (error, interrupt, resume) are replaced on retry; ordinary
         # writes are immutable, so a repeated write is ignored.
         special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
-        conn = self._connection()
-        statement = _insert_sql(
-            conn,
-            CheckpointWrite,
-            _WRITE_COLUMNS,
-            rows,
-            unique=_WRITE_KEY,
-            update=("channel", "type", "blob", "task_path") if special else (),
-        )
-        self._execute(conn, [statement])
+        with self._write_connection() as conn:
+            statement = _insert_sql(
+                conn,
+                CheckpointWrite,
+                _WRITE_COLUMNS,
+                rows,
+                unique=_WRITE_KEY,
+                update=("channel", "type", "blob", "task_path") if special else (),
+            )
+            self._execute(conn, [statement])
 
     def _execute(self, conn: BaseDatabaseWrapper, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        # One statement is atomic by itself; more need a transaction (or join the caller's).
-        if len(statements) == 1:
-            with conn.cursor() as cursor:
-                cursor.execute(*statements[0])
-            return
-        with self._atomic(), conn.cursor() as cursor:
-            for sql, params in statements:
-                cursor.execute(sql, params)
+        """Run our own INSERTs, in order, on the DB-API connection Django opened.
+
+        Skipping Django's cursor wrapper (and, on PostgreSQL, its client-side
+        parameter binding, which sends blobs as hex text) is most of what a write
+        costs beyond its commit. Inside the caller's transaction the statements join
+        it; otherwise each commits by itself. That is safe for `put` on SQLite, its
+        only two-statement write: blob rows go first and the checkpoint row that
+        refers to them last, so a crash between leaves blobs nothing reads, never a
+        checkpoint missing its values.
+        """
+        conn.ensure_connection()
+        raw: Any = conn.connection
+        with conn.wrap_database_errors:
+            if conn.vendor == "postgresql":
+                import psycopg
+
+                with psycopg.Cursor(raw) as cursor:
+                    for sql, params in statements:
+                        cursor.execute(sql, params)
+            else:
+                for sql, params in statements:
+                    raw.execute(sql, params)
 
     # -- reads ---------------------------------------------------------------------
 

@@ -66,9 +66,12 @@ class CheckpointBlob(models.Model):
             )
         ]
         indexes = [
+            # Only delta rows are looked up by their chain's root; full copies (most
+            # rows) need not pay for this index on every insert.
             models.Index(
                 fields=["thread_id", "checkpoint_ns", "channel", "root_version"],
                 name="checkpointblob_chain",
+                condition=models.Q(root_version__isnull=False),
             )
         ]
 
