@@ -5,65 +5,98 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Checkpoint',
+            name="Checkpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('thread_id', models.CharField(max_length=255)),
-                ('checkpoint_ns', models.CharField(blank=True, default='', max_length=255)),
-                ('checkpoint_id', models.CharField(max_length=64)),
-                ('parent_checkpoint_id', models.CharField(blank=True, max_length=64, null=True)),
-                ('checkpoint', models.JSONField()),
-                ('values_type', models.CharField(max_length=32)),
-                ('values', models.BinaryField()),
-                ('metadata', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("thread_id", models.CharField(max_length=255)),
+                ("checkpoint_ns", models.CharField(blank=True, default="", max_length=255)),
+                ("checkpoint_id", models.CharField(max_length=64)),
+                ("parent_checkpoint_id", models.CharField(blank=True, max_length=64, null=True)),
+                ("checkpoint", models.JSONField()),
+                ("values_type", models.CharField(max_length=32)),
+                ("values", models.BinaryField()),
+                ("metadata", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('thread_id', 'checkpoint_ns', 'checkpoint_id'), name='checkpoint_unique_id')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("thread_id", "checkpoint_ns", "checkpoint_id"), name="checkpoint_unique_id"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='CheckpointBlob',
+            name="CheckpointBlob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('thread_id', models.CharField(max_length=255)),
-                ('checkpoint_ns', models.CharField(blank=True, default='', max_length=255)),
-                ('channel', models.CharField(max_length=255)),
-                ('version', models.CharField(max_length=64)),
-                ('type', models.CharField(max_length=32)),
-                ('blob', models.BinaryField(null=True)),
-                ('base_version', models.CharField(blank=True, max_length=64, null=True)),
-                ('root_version', models.CharField(blank=True, max_length=64, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("thread_id", models.CharField(max_length=255)),
+                ("checkpoint_ns", models.CharField(blank=True, default="", max_length=255)),
+                ("channel", models.CharField(max_length=255)),
+                ("version", models.CharField(max_length=64)),
+                ("type", models.CharField(max_length=32)),
+                ("blob", models.BinaryField(null=True)),
+                ("base_version", models.CharField(blank=True, max_length=64, null=True)),
+                ("root_version", models.CharField(blank=True, max_length=64, null=True)),
             ],
             options={
-                'indexes': [models.Index(condition=models.Q(('root_version__isnull', False)), fields=['thread_id', 'checkpoint_ns', 'channel', 'root_version'], name='checkpointblob_chain')],
-                'constraints': [models.UniqueConstraint(fields=('thread_id', 'checkpoint_ns', 'channel', 'version'), name='checkpointblob_unique_version')],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("root_version__isnull", False)),
+                        fields=["thread_id", "checkpoint_ns", "channel", "root_version"],
+                        name="checkpointblob_chain",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("thread_id", "checkpoint_ns", "channel", "version"),
+                        name="checkpointblob_unique_version",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='CheckpointWrite',
+            name="CheckpointWrite",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('thread_id', models.CharField(max_length=255)),
-                ('checkpoint_ns', models.CharField(blank=True, default='', max_length=255)),
-                ('checkpoint_id', models.CharField(max_length=64)),
-                ('task_id', models.CharField(max_length=64)),
-                ('task_path', models.TextField(blank=True, default='')),
-                ('idx', models.IntegerField()),
-                ('channel', models.CharField(max_length=255)),
-                ('type', models.CharField(max_length=32)),
-                ('blob', models.BinaryField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("thread_id", models.CharField(max_length=255)),
+                ("checkpoint_ns", models.CharField(blank=True, default="", max_length=255)),
+                ("checkpoint_id", models.CharField(max_length=64)),
+                ("task_id", models.CharField(max_length=64)),
+                ("task_path", models.TextField(blank=True, default="")),
+                ("idx", models.IntegerField()),
+                ("channel", models.CharField(max_length=255)),
+                ("type", models.CharField(max_length=32)),
+                ("blob", models.BinaryField()),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('thread_id', 'checkpoint_ns', 'checkpoint_id', 'task_id', 'idx'), name='checkpointwrite_unique_idx')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"),
+                        name="checkpointwrite_unique_idx",
+                    )
+                ],
             },
         ),
     ]
