@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,8 @@ from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.base.id import uuid6
 
 from tests.graphs import config_for, make_expense_graph, make_growing_graph, make_log_graph
-from workflows.checkpointer import DjangoSaver
+from workflows import checkpointer
+from workflows.checkpointer import BrokenDeltaChain, DjangoSaver
 from workflows.models import Checkpoint, CheckpointBlob, CheckpointWrite
 from workflows.serde import PlaintextRefused, make_serde
 
@@ -321,3 +323,89 @@ def test_a_pickled_row_is_refused_not_executed(saver: DjangoSaver):
 
     with pytest.raises(NotImplementedError, match="pickle"):
         saver.get_tuple(config)
+
+
+# -- bad input and damage ---------------------------------------------------------------
+
+
+def test_metadata_filter_keys_cannot_inject_sql(saver: DjangoSaver):
+    thread_id = new_thread()
+    put_checkpoint(saver, thread_id, {}, {}, {})
+    config = config_for(thread_id)
+
+    hostile = {'source") OR 1=1 --': "x", "a' OR '1'='1": "y"}
+
+    assert list(saver.list(config, filter=hostile)) == []
+    assert len(list(saver.list(config, filter={"source": "loop"}))) == 1
+
+
+def test_put_writes_without_a_checkpoint_id_is_refused(saver: DjangoSaver):
+    with pytest.raises(ValueError, match="checkpoint_id"):
+        saver.put_writes(config_for(new_thread(), checkpoint_ns=""), [("x", 1)], task_id="t")
+
+
+def test_an_unknown_prune_strategy_is_refused_and_deletes_nothing(saver: DjangoSaver):
+    thread_id = new_thread()
+    put_checkpoint(saver, thread_id, {}, {}, {})
+
+    with pytest.raises(ValueError, match="keep_latest"):
+        saver.prune([thread_id], strategy="everything")
+    assert Checkpoint.objects.filter(thread_id=thread_id).count() == 1
+
+
+def test_a_wrong_key_cannot_read_encrypted_checkpoints():
+    writer = DjangoSaver(serde=make_serde(key=KEY))
+    thread_id = new_thread()
+    version = writer.get_next_version(None)
+    config = put_checkpoint(
+        writer, thread_id, {"data": {"secret": MARKER}}, {"data": version}, {"data": version}
+    )
+
+    reader = DjangoSaver(serde=make_serde(key=b"w" * 32))
+    with pytest.raises(ValueError, match="MAC check failed"):
+        reader.get_tuple(config)
+
+
+def test_a_list_whose_base_row_was_deleted_fails_with_a_clear_error(saver: DjangoSaver):
+    graph = make_growing_graph(saver)
+    config = config_for(new_thread())
+    graph.invoke({"items": [], "target": 40}, {**config, "recursion_limit": 100}, durability="sync")
+    head = saver.get_tuple(config)
+    assert head is not None
+    version = str(head.checkpoint["channel_versions"]["items"])
+    base = CheckpointBlob.objects.get(
+        thread_id=config["configurable"]["thread_id"], channel="items", version=version
+    )
+    assert base.base_version is not None
+    CheckpointBlob.objects.filter(version=base.base_version).delete()
+
+    with pytest.raises(BrokenDeltaChain, match="missing"):
+        saver.get_tuple(config)
+
+
+def test_many_graphs_writing_at_once_all_read_back(saver: DjangoSaver):
+    graph = make_growing_graph(saver)
+    threads = [new_thread() for _ in range(16)]
+
+    def grow(thread_id: str) -> list[Any]:
+        config = config_for(thread_id)
+        graph.invoke({"items": [], "target": 25}, {**config, "recursion_limit": 100}, durability="sync")
+        return DjangoSaver().get_tuple(config).checkpoint["channel_values"]["items"]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(grow, threads))
+
+    expected = [f"item-{i:05d}-" + "x" * 40 for i in range(25)]
+    assert results == [expected] * len(threads)
+
+
+def test_a_forked_process_opens_its_own_write_connections(monkeypatch: pytest.MonkeyPatch):
+    parent = checkpointer._writers("default")
+    # Put the parent's connections back afterwards, so they are closed at the end.
+    monkeypatch.setitem(checkpointer._write_connections, "default", parent)
+    monkeypatch.setattr(checkpointer.os, "getpid", lambda: parent.pid + 1)
+
+    child = checkpointer._writers("default")
+
+    assert child is not parent
+    assert child.opened == []

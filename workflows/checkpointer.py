@@ -69,6 +69,10 @@ _LIST_BATCH = 100
 _TAIL_CACHE_SIZE = 512
 
 
+class BrokenDeltaChain(RuntimeError):
+    """A stored list extends a version whose row is gone (deleted behind the saver's back)."""
+
+
 def _is_inline(value: Any) -> bool:
     kind = type(value)
     if kind is str:
@@ -765,6 +769,11 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             parts = []
             cursor: tuple[str, str, str, str] | None = key
             while cursor is not None:
+                if cursor not in rows:
+                    raise BrokenDeltaChain(
+                        f"thread {key[0]!r}: version {key[3]} of channel {key[2]!r} extends version "
+                        f"{cursor[3]}, which is missing; the checkpoint cannot be read back"
+                    )
                 parts.append(load(cursor))
                 base = rows[cursor][6]
                 cursor = (key[0], key[1], key[2], base) if base is not None else None
