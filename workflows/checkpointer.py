@@ -715,16 +715,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
     def _blob_values(self, wanted: set[tuple[str, str, str, str]]) -> dict[tuple[str, str, str, str], Any]:
         if not wanted:
             return {}
-        fields = (
-            "thread_id",
-            "checkpoint_ns",
-            "channel",
-            "version",
-            "type",
-            "blob",
-            "base_version",
-            "root_version",
-        )
+        fields = _BLOB_COLUMNS
         found = self._rows(CheckpointBlob).filter(
             thread_id__in={key[0] for key in wanted},
             checkpoint_ns__in={key[1] for key in wanted},
@@ -792,15 +783,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         )
         grouped: dict[tuple[str, str, str], builtins.list[tuple[tuple[str, str, int], PendingWrite]]] = {}
         for thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type_, blob in found.values_list(
-            "thread_id",
-            "checkpoint_ns",
-            "checkpoint_id",
-            "task_id",
-            "task_path",
-            "idx",
-            "channel",
-            "type",
-            "blob",
+            *_WRITE_COLUMNS
         ):
             key = (thread_id, ns, checkpoint_id)
             if key not in keys:
