@@ -1,11 +1,12 @@
 """`DjangoSaver`: LangGraph checkpoints in the app's own database, through Django.
 
 Why not LangGraph's own savers: they keep their own connections, tables and
-migrations, outside Django's transactions and admin. This saver uses Django's
-connection for the calling thread, so a call made on the caller's thread (as
-`update_state` is) joins the caller's transaction, and a call made from LangGraph's
-background threads commits on that thread's own connection, which is handed back
-when the thread ends.
+migrations, outside Django's transactions and admin. This saver writes through
+Django's connections: a write made while the calling thread is inside
+`transaction.atomic()` (as `update_state` in a decision is) joins that transaction;
+any other write (LangGraph calls `put` and `put_writes` from short-lived threads of
+its own) borrows one of a few long-lived connections and commits at once. So never
+invoke a graph inside a transaction: its background writes would queue behind it.
 
 Storage follows the official savers' contract (see langgraph-checkpoint's
 `BaseCheckpointSaver`): a checkpoint row per step, a blob row per channel version
