@@ -616,12 +616,44 @@ class DjangoSaver(BaseCheckpointSaver[str]):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id, ns, checkpoint_id = _config_parts(config)
-        rows = self._rows(CheckpointRow).filter(thread_id=thread_id, checkpoint_ns=ns)
-        rows = rows.filter(checkpoint_id=checkpoint_id) if checkpoint_id else rows.order_by("-checkpoint_id")
-        found = list(rows.values_list(*_CHECKPOINT_COLUMNS)[:1])
+        where: dict[str, Collection[Any]] = {"thread_id": [thread_id], "checkpoint_ns": [ns]}
+        if checkpoint_id:
+            where["checkpoint_id"] = [checkpoint_id]
+        found = self._select(
+            CheckpointRow, _CHECKPOINT_COLUMNS, where, tail='ORDER BY "checkpoint_id" DESC LIMIT 1'
+        )
         if not found:
             return None
         return self._build(found)[0]
+
+    def _select(
+        self,
+        model: type[models.Model],
+        columns: Sequence[str],
+        where: dict[str, Collection[Any]],
+        *,
+        either: Sequence[tuple[str, Collection[Any]]] = (),
+        tail: str = "",
+    ) -> builtins.list[tuple[Any, ...]]:
+        """SELECT columns WHERE each column is one of its values (and, if given, any
+        one of `either` holds). Hand-written because the ORM's query compilation cost
+        more than the database on these reads; values always travel as parameters."""
+
+        def condition(column: str, values: Collection[Any]) -> str:
+            params.extend(values)
+            return f'"{column}" IN ({", ".join(["%s"] * len(values))})'
+
+        params: builtins.list[Any] = []
+        clauses = [condition(column, values) for column, values in where.items()]
+        if either:
+            clauses.append("(" + " OR ".join(condition(column, values) for column, values in either) + ")")
+        selected = ", ".join(f'"{column}"' for column in columns)
+        sql = f'SELECT {selected} FROM "{model._meta.db_table}" WHERE {" AND ".join(clauses)} {tail}'
+        _watch_connection(self.using)
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, params)
+            rows: builtins.list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
     def list(
         self,
@@ -659,6 +691,9 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         decoded = []
         wanted: set[tuple[str, str, str, str]] = set()
         for thread_id, ns, checkpoint_id, parent_id, doc, values_type, values, metadata in found:
+            # Hand-written SELECTs return JSON as text, the ORM as decoded values.
+            doc = json.loads(doc) if isinstance(doc, str) else doc
+            metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
             payload = self._loads(values_type, values)
             inline = payload.get("values", {})
             for channel, version in doc["channel_versions"].items():
@@ -716,46 +751,47 @@ class DjangoSaver(BaseCheckpointSaver[str]):
     def _blob_values(self, wanted: set[tuple[str, str, str, str]]) -> dict[tuple[str, str, str, str], Any]:
         if not wanted:
             return {}
-        fields = _BLOB_COLUMNS
-        found = self._rows(CheckpointBlob).filter(
-            thread_id__in={key[0] for key in wanted},
-            checkpoint_ns__in={key[1] for key in wanted},
-            channel__in={key[2] for key in wanted},
-            version__in={key[3] for key in wanted},
+        found = self._select(
+            CheckpointBlob,
+            _BLOB_COLUMNS,
+            {
+                "thread_id": {key[0] for key in wanted},
+                "checkpoint_ns": {key[1] for key in wanted},
+                "channel": {key[2] for key in wanted},
+                "version": {key[3] for key in wanted},
+            },
         )
-        rows = {tuple(row[:4]): row for row in found.values_list(*fields) if tuple(row[:4]) in wanted}
+        rows = {tuple(row[:4]): row for row in found if tuple(row[:4]) in wanted}
         chains = {(row[0], row[1], row[2], row[7]) for row in rows.values() if row[6] is not None}
         if chains:
             # One query for every chain: all rows sharing a root, and the roots.
-            family = (
-                self._rows(CheckpointBlob)
-                .filter(
-                    thread_id__in={key[0] for key in chains},
-                    checkpoint_ns__in={key[1] for key in chains},
-                    channel__in={key[2] for key in chains},
-                )
-                .filter(
-                    models.Q(root_version__in={key[3] for key in chains})
-                    | models.Q(version__in={key[3] for key in chains})
-                )
+            roots = {key[3] for key in chains}
+            family = self._select(
+                CheckpointBlob,
+                _BLOB_COLUMNS,
+                {
+                    "thread_id": {key[0] for key in chains},
+                    "checkpoint_ns": {key[1] for key in chains},
+                    "channel": {key[2] for key in chains},
+                },
+                either=[("root_version", roots), ("version", roots)],
             )
-            for row in family.values_list(*fields):
+            for row in family:
                 rows.setdefault(tuple(row[:4]), row)
 
         loaded: dict[tuple[str, str, str, str], Any] = {}
 
         def load(key: tuple[str, str, str, str]) -> Any:
-            row = rows[key]
             if key not in loaded:
-                loaded[key] = self._loads(row[4], row[5])
+                loaded[key] = self._loads(rows[key][4], rows[key][5])
             return loaded[key]
 
         values: dict[tuple[str, str, str, str], Any] = {}
         for key in wanted:
-            row = rows.get(key)
-            if row is None or row[4] == "empty":
+            found_row = rows.get(key)
+            if found_row is None or found_row[4] == "empty":
                 continue
-            if row[6] is None:
+            if found_row[6] is None:
                 values[key] = load(key)
                 continue
             parts = []
@@ -777,15 +813,17 @@ class DjangoSaver(BaseCheckpointSaver[str]):
     ) -> dict[tuple[str, str, str], builtins.list[PendingWrite]]:
         if not keys:
             return {}
-        found = self._rows(CheckpointWrite).filter(
-            thread_id__in={key[0] for key in keys},
-            checkpoint_ns__in={key[1] for key in keys},
-            checkpoint_id__in={key[2] for key in keys},
+        found = self._select(
+            CheckpointWrite,
+            _WRITE_COLUMNS,
+            {
+                "thread_id": {key[0] for key in keys},
+                "checkpoint_ns": {key[1] for key in keys},
+                "checkpoint_id": {key[2] for key in keys},
+            },
         )
         grouped: dict[tuple[str, str, str], builtins.list[tuple[tuple[str, str, int], PendingWrite]]] = {}
-        for thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type_, blob in found.values_list(
-            *_WRITE_COLUMNS
-        ):
+        for thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type_, blob in found:
             key = (thread_id, ns, checkpoint_id)
             if key not in keys:
                 continue
