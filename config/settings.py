@@ -42,6 +42,11 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
 
 
+# The checkpoint saver holds two pooled connections for its writes (see
+# workflows.checkpointer._WriteConnections); requests and reads need the rest.
+MIN_POOL_SIZE = 4
+
+
 def database_from_url(url: str) -> dict[str, Any]:
     """Turn DATABASE_URL into a Django DATABASES entry (sqlite:/// or postgres://)."""
     parts = urlsplit(url)
@@ -85,6 +90,11 @@ def database_from_url(url: str) -> dict[str, Any]:
             "OPTIONS": {},
         }
         pool_size = envint("DATABASE_POOL_SIZE", 10)
+        if 0 < pool_size < MIN_POOL_SIZE:
+            raise ImproperlyConfigured(
+                f"DATABASE_POOL_SIZE must be 0 (no pool) or at least {MIN_POOL_SIZE}, got {pool_size}: "
+                "the checkpoint saver keeps 2 connections of its own for writes"
+            )
         if pool_size > 0:
             # A pool keeps connections open across requests, tasks and the short-lived
             # threads LangGraph writes checkpoints from; Django requires CONN_MAX_AGE=0

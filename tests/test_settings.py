@@ -97,6 +97,14 @@ def test_a_pool_size_that_is_not_a_number_is_refused(monkeypatch):
         database_from_url("postgres://postgres@127.0.0.1:5432/signoff")
 
 
+@pytest.mark.parametrize("size", ["1", "3"])
+def test_a_pool_too_small_for_the_savers_write_connections_is_refused(monkeypatch, size):
+    monkeypatch.setenv("DATABASE_POOL_SIZE", size)
+
+    with pytest.raises(ImproperlyConfigured, match="at least 4"):
+        database_from_url("postgres://postgres@127.0.0.1:5432/signoff")
+
+
 def test_an_unsupported_database_scheme_is_refused_with_the_supported_ones():
     with pytest.raises(ImproperlyConfigured) as refused:
         database_from_url("mysql://root@127.0.0.1/signoff")
