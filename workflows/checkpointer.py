@@ -162,9 +162,10 @@ class _TailCache:
 class _ThreadConnections:
     """Closes the Django connections a short-lived thread opened, when it ends.
 
-    LangGraph writes checkpoints from a thread pool it creates per invocation;
-    Django gives each of those threads its own connection and never closes it.
-    Kept in a thread-local, this object is released when its thread exits.
+    Reads and maintenance run on the calling thread's Django connection, and the
+    caller may be a thread Django knows nothing of (an async method's worker thread,
+    a pool of the caller's own), so nothing else would ever close it. Kept in a
+    thread-local, this object is released when its thread exits.
     """
 
     def __init__(self) -> None:
@@ -380,11 +381,13 @@ class DjangoSaver(BaseCheckpointSaver[str]):
 
     @contextmanager
     def _write_connection(self) -> Iterator[BaseDatabaseWrapper]:
-        own = connections[self.using]
-        if own.in_atomic_block:
-            # The caller's transaction (update_state inside a decision): join it.
-            yield own
-            return
+        # Only a connection this thread already opened can be in a transaction; asking
+        # `connections[alias]` would build a wrapper for every LangGraph thread.
+        for own in connections.all(initialized_only=True):
+            if own.alias == self.using and own.in_atomic_block:
+                # The caller's transaction (update_state inside a decision): join it.
+                yield own
+                return
         with _writers(self.using).borrow() as shared:
             yield shared
 
