@@ -17,7 +17,6 @@ import operator
 import os
 import platform
 import random
-import re
 import sqlite3
 import statistics
 import string
@@ -423,7 +422,7 @@ class Tally:
 
 
 class Probe:
-    """Time and calls of saver methods and (for Django) of queries, commits, connects.
+    """Time and calls of saver methods and (for DjangoSaver) of its SQL.
 
     Wraps functions process-wide, since LangGraph calls the saver from worker threads.
     """
@@ -431,8 +430,6 @@ class Probe:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.tallies: dict[str, Tally] = {}
-        self.statements: dict[str, Tally] = {}
-        self.autocommits = 0
         self.intervals: dict[str, list[tuple[float, float]]] = {}
         self.undo: list[Callable[[], None]] = []
 
@@ -452,20 +449,9 @@ class Probe:
                     tally = self.tallies.setdefault(key, Tally())
                     tally.seconds += elapsed
                     tally.calls += 1
-                    if key == "query":
-                        self.count_statement(args[0], str(args[1]), elapsed)
 
         setattr(owner, attr, wrapper)
         self.undo.append(lambda: setattr(owner, attr, original) if own else delattr(owner, attr))
-
-    def count_statement(self, cursor: Any, sql: str, seconds: float) -> None:
-        tables = re.findall(r"INSERT INTO (\S+)", sql)
-        verb = "INSERT " + " + ".join(t.strip('"') for t in tables) if tables else sql.split()[0]
-        tally = self.statements.setdefault(verb, Tally())
-        tally.seconds += seconds
-        tally.calls += 1
-        if tables and not cursor.db.in_atomic_block:
-            self.autocommits += 1  # a write outside a transaction commits by itself
 
     def overlap(self) -> str:
         """Share of put_writes calls that ran while a put ran, and their mean ms vs the others'."""
@@ -510,12 +496,10 @@ def wal_since(start: str) -> tuple[int, int]:
 
 def profile(tmp: Path, threads: int) -> None:
     """Where each saver's time goes, per durable step."""
-    from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.backends.utils import CursorWrapper
-
     steps = NODES * threads
     methods = ("put", "put_writes", "get_tuple")
-    db_keys = ("query", "commit", "connect", "close")
+    # DjangoSaver runs every write through _execute and every get_tuple read through _select.
+    sql_keys = ("_execute", "_select")
 
     def ms(seconds: float) -> str:
         return f"{seconds / steps * 1e3:.2f}"
@@ -535,10 +519,8 @@ def profile(tmp: Path, threads: int) -> None:
                     for method in methods:
                         probe.wrap(saver, method, method)
                     if name.startswith("DjangoSaver"):
-                        probe.wrap(CursorWrapper, "execute", "query")
-                        probe.wrap(CursorWrapper, "executemany", "query")
-                        for key in db_keys[1:]:
-                            probe.wrap(BaseDatabaseWrapper, key, key)
+                        for key in sql_keys:
+                            probe.wrap(saver, key, key)
                     wall = run_threads(graph, f"prof-{name}-{size}", threads, payloads[-1])
                 commits, wal_bytes = wal_since(wal_start) if pg else (0, 0)
             in_saver = sum(probe.get(m).seconds for m in methods)
@@ -548,21 +530,14 @@ def profile(tmp: Path, threads: int) -> None:
             row += [f"{commits / steps:.2f}", f"{wal_bytes / steps:,.0f}"] if pg else ["", ""]
             timing.append(row)
             if name.startswith("DjangoSaver"):
-                in_db = sum(probe.get(k).seconds for k in db_keys[:3])
-                counts = ", ".join(
-                    f"{verb} x{t.calls / threads:g} ({t.seconds / t.calls * 1e3:.2f} ms)"
-                    for verb, t in sorted(probe.statements.items())
-                )
+                in_sql = sum(probe.get(k).seconds for k in sql_keys)
                 django.append(
                     [
                         f"{size // 1024} KB",
                         name,
-                        f"{probe.get('query').calls / steps:.2f}",
-                        f"{(probe.get('commit').calls + probe.autocommits) / steps:.2f}",
-                        f"{probe.get('connect').calls / threads:.1f}",
-                        *(ms(probe.get(k).seconds) for k in db_keys),
-                        ms(in_saver - in_db),
-                        counts,
+                        *(f"{probe.get(k).calls / steps:.2f}" for k in sql_keys),
+                        *(ms(probe.get(k).seconds) for k in sql_keys),
+                        ms(in_saver - in_sql),
                     ]
                 )
     print(f"\n## Profile: where the time goes ({threads} threads x {NODES} steps, one run each)\n")
@@ -575,12 +550,11 @@ def profile(tmp: Path, threads: int) -> None:
     head = ["size", "saver", "steps/s", "wall", *methods, "all saver calls"]
     head += ["put_writes during a put: share, ms during / ms alone", "PG commits/step"]
     table([*head, "WAL B/step"], timing)
-    print("\nDjangoSaver, inside its calls: Django cursor execute/executemany ('query', incl. the")
-    print("driver and round trip), connection.commit(), connect() (a new thread's connection); close()")
-    print("runs when LangGraph's worker thread exits. Commits = commit() calls + INSERTs run outside a")
-    print("transaction. Python = saver calls - query - commit - connect.\n")
-    head = ["size", "saver", "queries/step", "commits/step", "connects/invoke", *(f"{k} ms" for k in db_keys)]
-    table([*head, "Python ms", "statements per invoke (ms per statement)"], django)
+    print("\nDjangoSaver, inside its calls: `_execute` runs every write (its statements, round trip and")
+    print("commit on the DB-API connection), `_select` every read of get_tuple. Python = saver calls minus")
+    print("both (serialization, SQL building, waiting to borrow a write connection).\n")
+    head = ["size", "saver", "writes/step", "reads/step", "write SQL ms", "read SQL ms", "Python ms"]
+    table(head, django)
 
 
 # -- report ----------------------------------------------------------------------------
