@@ -29,7 +29,7 @@ import queue
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -364,6 +364,12 @@ _WRITE_COLUMNS = (
 _WRITE_KEY = ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx")
 
 
+def _values_of(columns: Sequence[str], keys: Iterable[tuple[Any, ...]]) -> dict[str, set[Any]]:
+    """For each column, every value it takes in `keys` (their leading fields): a filter
+    that matches at least those keys, and which callers then narrow to exactly them."""
+    return {column: set(values) for column, values in zip(columns, zip(*keys, strict=True), strict=False)}
+
+
 class DjangoSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer over `workflows.models`, on any database Django supports.
 
@@ -633,7 +639,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         self,
         model: type[models.Model],
         columns: Sequence[str],
-        where: dict[str, Collection[Any]],
+        where: Mapping[str, Collection[Any]],
         *,
         either: Sequence[tuple[str, Collection[Any]]] = (),
         tail: str = "",
@@ -757,12 +763,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         found = self._select(
             CheckpointBlob,
             _BLOB_COLUMNS,
-            {
-                "thread_id": {key[0] for key in wanted},
-                "checkpoint_ns": {key[1] for key in wanted},
-                "channel": {key[2] for key in wanted},
-                "version": {key[3] for key in wanted},
-            },
+            _values_of(_BLOB_KEY, wanted),
         )
         rows = {tuple(row[:4]): row for row in found if tuple(row[:4]) in wanted}
         chains = {(row[0], row[1], row[2], row[7]) for row in rows.values() if row[6] is not None}
@@ -772,11 +773,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             family = self._select(
                 CheckpointBlob,
                 _BLOB_COLUMNS,
-                {
-                    "thread_id": {key[0] for key in chains},
-                    "checkpoint_ns": {key[1] for key in chains},
-                    "channel": {key[2] for key in chains},
-                },
+                _values_of(_BLOB_KEY[:3], chains),
                 either=[("root_version", roots), ("version", roots)],
             )
             for row in family:
@@ -819,11 +816,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         found = self._select(
             CheckpointWrite,
             _WRITE_COLUMNS,
-            {
-                "thread_id": {key[0] for key in keys},
-                "checkpoint_ns": {key[1] for key in keys},
-                "checkpoint_id": {key[2] for key in keys},
-            },
+            _values_of(_CHECKPOINT_KEY, keys),
         )
         grouped: dict[tuple[str, str, str], builtins.list[tuple[tuple[str, str, int], PendingWrite]]] = {}
         for thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type_, blob in found:
