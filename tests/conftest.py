@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from workflows.checkpointer import DjangoSaver, close_write_connections
 
@@ -42,8 +41,3 @@ def _plain_static_files(settings: Any) -> None:
 @pytest.fixture
 def saver() -> DjangoSaver:
     return DjangoSaver()
-
-
-@pytest.fixture
-def on_postgres() -> bool:
-    return connection.vendor == "postgresql"

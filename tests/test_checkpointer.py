@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gc
+import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -114,23 +115,52 @@ def test_update_state_joins_the_callers_transaction(saver: DjangoSaver):
     assert graph.get_state(config).values["approved"] is False
 
 
-@pytest.mark.postgres
-def test_langgraph_worker_threads_give_their_connections_back(saver: DjangoSaver):
-    pool = connection.pool
-    if pool is None:
+@pytest.fixture
+def pool() -> Any:
+    if connection.pool is None:
         pytest.skip("this test checks the pooled configuration (DATABASE_POOL_SIZE > 0)")
+    return connection.pool
+
+
+def pooled_connections_checked_out(pool: Any) -> int:
+    gc.collect()
+    stats = pool.get_stats()
+    return stats["pool_size"] - stats["pool_available"]
+
+
+# The saver's own write connections, kept for the life of the process.
+WRITE_CONNECTIONS = 2
+
+
+@pytest.mark.postgres
+def test_checkpoint_writes_from_langgraph_threads_leak_no_connections(saver: DjangoSaver, pool: Any):
     graph = make_log_graph(saver, Counter())
-    # More invocations than the pool holds: a leaked connection per invocation would
+    # More invocations than the pool holds: a connection leaked per invocation would
     # exhaust it and the next checkpoint write would time out.
     for _ in range(pool.max_size * 3):
         graph.invoke({"log": []}, config_for(new_thread()), durability="sync")
-    gc.collect()
 
-    stats = pool.get_stats()
-    checked_out = stats["pool_size"] - stats["pool_available"]
     main_thread_connection = 1 if connection.connection is not None else 0
-    write_connections = 2  # the saver's own, kept for the life of the process
-    assert checked_out <= main_thread_connection + write_connections
+    assert pooled_connections_checked_out(pool) <= main_thread_connection + WRITE_CONNECTIONS
+
+
+@pytest.mark.postgres
+def test_reads_from_short_lived_threads_give_their_connections_back(saver: DjangoSaver, pool: Any):
+    config = put_checkpoint(saver, new_thread(), {}, {}, {})
+    found: list[CheckpointTuple | None] = []
+    # Reads run on the calling thread's own connection; a thread that ends without
+    # handing it back keeps it from the pool for good, so past the pool's size the
+    # next reader would wait out the pool's timeout and fail.
+    readers = pool.max_size + 2
+    for _ in range(readers):
+        reader = threading.Thread(target=lambda: found.append(saver.get_tuple(config)))
+        reader.start()
+        reader.join()
+
+    assert all(isinstance(item, CheckpointTuple) for item in found)
+    assert len(found) == readers
+    main_thread_connection = 1 if connection.connection is not None else 0
+    assert pooled_connections_checked_out(pool) <= main_thread_connection + WRITE_CONNECTIONS
 
 
 # -- query counts -----------------------------------------------------------------
