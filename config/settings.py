@@ -38,6 +38,19 @@ def envint(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}") from None
 
 
+def envfloat(name: str, default: float) -> float:
+    value = os.getenv(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise ImproperlyConfigured(f"{name} must be more than 0, got {value!r}")
+    return number
+
+
 def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
 
@@ -231,3 +244,67 @@ SIGNOFF_ENCRYPTION_KEY = encryption_key(os.getenv("SIGNOFF_ENCRYPTION_KEY", ""))
 # Extra (module, name) pairs that checkpoint deserialization may revive, on top of
 # LangGraph's safe types and the types in registered state schemas.
 SIGNOFF_MSGPACK_ALLOWLIST: list[tuple[str, str]] = []
+
+# Registered workflows come from `graphs.py` in installed apps, plus these modules.
+SIGNOFF_GRAPH_MODULES = envlist("SIGNOFF_GRAPH_MODULES", "")
+SIGNOFF_RECURSION_LIMIT = envint("SIGNOFF_RECURSION_LIMIT", 100)
+
+# The runtime. A worker holds a run's lease while it runs, renewing it every step and
+# every third of its length; a lease that runs out (a dead or frozen worker) lets the
+# sweeper hand the run to another worker, up to SIGNOFF_MAX_ATTEMPTS claims.
+SIGNOFF_LEASE_SECONDS = envfloat("SIGNOFF_LEASE_SECONDS", 60.0)
+SIGNOFF_MAX_ATTEMPTS = envint("SIGNOFF_MAX_ATTEMPTS", 3)
+SIGNOFF_SWEEP_SECONDS = envfloat("SIGNOFF_SWEEP_SECONDS", 30.0)
+# A queued run whose message has not been taken for this long is published again.
+SIGNOFF_QUEUED_GRACE_SECONDS = envfloat("SIGNOFF_QUEUED_GRACE_SECONDS", 60.0)
+SIGNOFF_SWEEP_BATCH = envint("SIGNOFF_SWEEP_BATCH", 500)
+# After a transient database error a run goes back to the queue and is retried this much later.
+SIGNOFF_RETRY_DELAY_SECONDS = envfloat("SIGNOFF_RETRY_DELAY_SECONDS", 5.0)
+# How many times a delivery that finds another worker's live lease comes back to look again.
+SIGNOFF_BUSY_RETRIES = envint("SIGNOFF_BUSY_RETRIES", 5)
+
+# Celery: the database is the truth, a message only rings the bell (docs/architecture.md).
+# Redis in production (CELERY_BROKER_URL=redis://...); by default an on-disk broker under
+# var/ that needs no server (it never redelivers: the sweeper makes up for that).
+CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "filesystem://")
+BROKER_DIR = VAR_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for sub in ("queue", "processed"):
+        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the longest run plus its wait in the queue, so a healthy slow run
+        # is not delivered twice; a dead worker's run is recovered by lease + sweeper.
+        "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 7200),
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_ACKS_ON_FAILURE = True
+CELERY_TASK_ACKS_ON_TIMEOUT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", 3300)
+CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", 3600)
+CELERY_TASK_DEFAULT_RETRY_DELAY = 5
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 4
+# Publishing gives up after a few tries instead of hanging a request: the run is saved
+# and the sweeper delivers it.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {"task": "workflows.tasks.sweep", "schedule": SIGNOFF_SWEEP_SECONDS},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -28,16 +28,19 @@ import os
 import queue
 import random
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.fields.json import KeyTransform
+from django.utils import timezone
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -56,7 +59,7 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from workflows.models import Checkpoint as CheckpointRow
-from workflows.models import CheckpointBlob, CheckpointWrite
+from workflows.models import CheckpointBlob, CheckpointWrite, Run
 from workflows.serde import SealedSerializer, default_serde
 
 # Checkpoint keys kept as JSON beside the serialized values; none of them is state.
@@ -68,6 +71,30 @@ MAX_CHAIN_ROWS = 1000
 # Reads build tuples in batches: a batch costs a fixed number of queries.
 _LIST_BATCH = 100
 _TAIL_CACHE_SIZE = 512
+# The key in `config["configurable"]` that carries a run's lease into every write.
+# LangGraph passes `__`-prefixed keys to the saver but keeps them out of metadata.
+LEASE_KEY = "__signoff_lease"
+
+
+class LeaseLost(RuntimeError):
+    """The run writing this checkpoint no longer holds its lease: the write is refused."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    run_id: int
+    token: str
+    seconds: float
+
+    def as_configurable(self) -> dict[str, Any]:
+        return {LEASE_KEY: {"run_id": self.run_id, "token": self.token, "seconds": self.seconds}}
+
+
+def _lease_of(config: RunnableConfig) -> Lease | None:
+    value = config["configurable"].get(LEASE_KEY)
+    if value is None:
+        return None
+    return Lease(int(value["run_id"]), str(value["token"]), float(value["seconds"]))
 
 
 class BrokenDeltaChain(RuntimeError):
@@ -492,7 +519,7 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             json.dumps(get_serializable_checkpoint_metadata(config, metadata)),
         )
         with self._write_connection() as conn:
-            self._execute(conn, self._put_statements(conn, checkpoint_row, blob_rows))
+            self._execute(conn, self._put_statements(conn, checkpoint_row, blob_rows), _lease_of(config))
         self._tails.set((thread_id, ns), _Tail(checkpoint["id"], lists))
         return {
             "configurable": {
@@ -595,9 +622,14 @@ class DjangoSaver(BaseCheckpointSaver[str]):
                 unique=_WRITE_KEY,
                 update=("channel", "type", "blob", "task_path") if special else (),
             )
-            self._execute(conn, [statement])
+            self._execute(conn, [statement], _lease_of(config))
 
-    def _execute(self, conn: BaseDatabaseWrapper, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    def _execute(
+        self,
+        conn: BaseDatabaseWrapper,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        lease: Lease | None = None,
+    ) -> None:
         """Run our own INSERTs, in order, on the DB-API connection Django opened.
 
         Skipping Django's cursor wrapper (and, on PostgreSQL, its client-side
@@ -607,19 +639,68 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         only two-statement write: blob rows go first and the checkpoint row that
         refers to them last, so a crash between leaves blobs nothing reads, never a
         checkpoint missing its values.
+
+        With a lease (a run's writes), the statements are fenced: one transaction
+        first renews the lease with `UPDATE run ... WHERE lease_token = <ours>` and
+        writes only if that matched. The row lock it takes orders the write before
+        any takeover, so a worker that lost its lease writes nothing.
         """
         conn.ensure_connection()
         raw: Any = conn.connection
+        postgres = conn.vendor == "postgresql"
+        if lease is not None:
+            statements = [self._fence(conn, lease), *statements]
         with conn.wrap_database_errors:
-            if conn.vendor == "postgresql":
+            if postgres:
                 import psycopg
 
-                with psycopg.Cursor(raw) as cursor:
-                    for sql, params in statements:
-                        cursor.execute(sql, params)
+                if lease is not None and not conn.in_atomic_block:
+                    with raw.transaction(), psycopg.Cursor(raw) as cursor:
+                        self._run_fenced(cursor, statements)
+                else:
+                    with psycopg.Cursor(raw) as cursor:
+                        (self._run_fenced if lease else self._run)(cursor, statements)
+            elif lease is not None and not conn.in_atomic_block:
+                raw.execute("BEGIN IMMEDIATE")
+                try:
+                    self._run_fenced(raw, statements)
+                except BaseException:
+                    raw.execute("ROLLBACK")
+                    raise
+                raw.execute("COMMIT")
+            elif lease is not None:
+                self._run_fenced(raw, statements)
             else:
-                for sql, params in statements:
-                    raw.execute(sql, params)
+                self._run(raw, statements)
+
+    @staticmethod
+    def _run(cursor: Any, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        for sql, params in statements:
+            cursor.execute(sql, params)
+
+    @staticmethod
+    def _run_fenced(cursor: Any, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        (fence_sql, fence_params), *rest = statements
+        if cursor.execute(fence_sql, fence_params).rowcount != 1:
+            raise LeaseLost("this run's lease was taken over; the checkpoint write was refused")
+        for sql, params in rest:
+            cursor.execute(sql, params)
+
+    @staticmethod
+    def _fence(conn: BaseDatabaseWrapper, lease: Lease) -> tuple[str, list[Any]]:
+        expires_field = cast(models.Field[Any, Any], Run._meta.get_field("lease_expires_at"))
+        token_field = cast(models.Field[Any, Any], Run._meta.get_field("lease_token"))
+        mark = "%s" if conn.vendor == "postgresql" else "?"
+        expires = timezone.now() + timedelta(seconds=lease.seconds)
+        sql = (
+            f"UPDATE {Run._meta.db_table} SET lease_expires_at = {mark} "
+            f"WHERE id = {mark} AND lease_token = {mark} AND status = 'running'"
+        )
+        return sql, [
+            expires_field.get_db_prep_value(expires, conn),
+            lease.run_id,
+            token_field.get_db_prep_value(uuid.UUID(lease.token), conn),
+        ]
 
     # -- reads ---------------------------------------------------------------------
 

@@ -1,15 +1,150 @@
-"""Checkpoint storage for LangGraph, in the app's own database.
+"""The engine's tables: threads, their runs and audit trail, and LangGraph's checkpoints.
 
-The three tables mirror LangGraph's official savers (checkpoints, channel blobs,
+`Thread`, `Run` and `AuditEvent` are written only by `workflows.services`. The three
+checkpoint tables mirror LangGraph's official savers (checkpoints, channel blobs,
 pending writes) so that a checkpoint stores only the channels that changed in its
-step. Rows are written and read by `workflows.checkpointer.DjangoSaver`; nothing
-else writes them.
+step; they are written and read by `workflows.checkpointer.DjangoSaver` alone.
 """
 
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
+
+
+class Thread(models.Model):
+    """One execution history of a workflow; `public_id` is LangGraph's thread_id."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        INTERRUPTED = "interrupted"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workflow = models.CharField(max_length=100, db_index=True)
+    title = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=20, choices=Status, default=Status.QUEUED)
+    input = models.JSONField(default=dict, blank=True)
+    # The latest failure, for staff; cleared when the thread runs again.
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "-updated_at"], name="thread_status_updated")]
+        permissions = [("rollback_thread", "Can roll a thread back to an earlier checkpoint")]
+
+    def __str__(self) -> str:
+        return self.title or f"{self.workflow} {self.public_id}"
+
+    @property
+    def thread_id(self) -> str:
+        return str(self.public_id)
+
+
+ACTIVE_RUN_STATUSES = ("queued", "running")
+
+
+class Run(models.Model):
+    """One attempt to advance a thread. A Celery message only delivers it: the row is the truth."""
+
+    class Kind(models.TextChoices):
+        START = "start"
+        RESUME = "resume"
+        RETRY = "retry"
+        ROLLBACK = "rollback"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        INTERRUPTED = "interrupted"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(max_length=20, choices=Kind)
+    status = models.CharField(max_length=20, choices=Status, default=Status.QUEUED)
+    # What to invoke the graph with: {"input": ...} for a start, {"resume": {interrupt_id: value}}
+    # for answers to dynamic interrupts, {} to continue from the head checkpoint.
+    command = models.JSONField(default=dict, blank=True)
+    # The head checkpoint when the run was queued: progress past it was made by this run.
+    from_checkpoint_id = models.CharField(max_length=64, blank=True)
+    # The current holder's fencing token; every checkpoint write must present it.
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Which worker holds the lease (host:pid), so a redelivery on the same host can tell
+    # that the holder is dead without waiting for the lease to run out.
+    lease_holder = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # When the last Celery message for this run was published (the sweeper republishes).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["thread"],
+                condition=models.Q(status__in=ACTIVE_RUN_STATUSES),
+                name="run_one_active_per_thread",
+                violation_error_message="This thread already has an active run.",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["status", "lease_expires_at"],
+                name="run_active",
+                condition=models.Q(status__in=ACTIVE_RUN_STATUSES),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} of {self.thread_id}"
+
+
+class AuditEvent(models.Model):
+    """An append-only record of one state change, chained to the previous one by hash.
+
+    Written in the same transaction as the change it records. On PostgreSQL a
+    trigger refuses UPDATE, DELETE and TRUNCATE; `verify_audit` walks the chain.
+    """
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Who, as text, so the record outlives renames: a username or "system:worker".
+    actor_label = models.CharField(max_length=150)
+    action = models.CharField(max_length=50, db_index=True)
+    thread = models.ForeignKey(
+        Thread, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["thread", "id"], name="audit_thread")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}"
 
 
 class Checkpoint(models.Model):

@@ -1,0 +1,81 @@
+"""The people's side: a pending interrupt becomes a `Review`; an answer is its `Decision`.
+
+Written only by `approvals.services`.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from workflows.models import Run, Thread
+
+
+class Review(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"
+        DECIDED = "decided"
+        CANCELLED = "cancelled"
+
+    class Kind(models.TextChoices):
+        # interrupt(value) in a node; the answer is what interrupt() returns.
+        INTERRUPT = "interrupt"
+        # interrupt([HumanInterrupt]) as Agent Inbox writes it; answered with [HumanResponse].
+        AGENT_INBOX = "agent_inbox"
+        # A static breakpoint (interrupt_before/after): answered by continuing.
+        BREAKPOINT = "breakpoint"
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="reviews")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    interrupt_id = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=Kind)
+    node = models.CharField(max_length=200)
+    # The checkpoint the interrupt was raised at: a decision must be rendered from it.
+    checkpoint_id = models.CharField(max_length=64)
+    value = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status, default=Status.OPEN)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["thread", "interrupt_id"],
+                condition=models.Q(status="open"),
+                name="review_one_open_per_interrupt",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="review_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.node} on {self.thread}"
+
+
+class Decision(models.Model):
+    class Action(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        EDIT = "edit"
+        RESPOND = "respond"
+        IGNORE = "ignore"
+
+    review = models.OneToOneField(Review, on_delete=models.CASCADE, related_name="decision")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=20, choices=Action)
+    # Field edits as {"before": {...}, "after": {...}}, applied with update_state.
+    updates = models.JSONField(default=dict, blank=True)
+    # What the interrupt() call returns when the thread resumes (None for a breakpoint).
+    response = models.JSONField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    checkpoint_id = models.CharField(max_length=64)
+    # Set when the answer reached the thread (a resume run was queued with it). A decision
+    # made while the thread was busy on another answer waits until it pauses again.
+    applied_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_id} on review {self.review_id}"

@@ -1,0 +1,284 @@
+"""Every write to reviews and decisions. Each function is one transaction with its audit event."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractUser, User
+from django.db import IntegrityError, transaction
+from django.dispatch import receiver
+from django.utils import timezone
+
+from approvals.models import Decision, Review
+from workflows import registry
+from workflows import services as engine_services
+from workflows.models import Run, Thread
+from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
+
+AGENT_INBOX_ACTIONS = {
+    # our action -> (HumanInterruptConfig flag, HumanResponse type)
+    Decision.Action.APPROVE: ("allow_accept", "accept"),
+    Decision.Action.EDIT: ("allow_edit", "edit"),
+    Decision.Action.RESPOND: ("allow_respond", "response"),
+    Decision.Action.IGNORE: ("allow_ignore", "ignore"),
+}
+PLAIN_ACTIONS = (Decision.Action.APPROVE, Decision.Action.REJECT, Decision.Action.RESPOND)
+BREAKPOINT_ACTIONS = (Decision.Action.APPROVE, Decision.Action.REJECT)
+
+
+class DecisionRefused(Exception):
+    """The decision cannot be taken; nothing was written. The message says why."""
+
+
+class AlreadyDecided(DecisionRefused):
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        when = timezone.localtime(decision.created_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        super().__init__(
+            f"This review was already decided ({decision.action}) by {decision.actor} at {when}."
+        )
+
+
+class StaleReview(DecisionRefused):
+    pass
+
+
+class InvalidDecision(DecisionRefused):
+    pass
+
+
+def is_agent_inbox(value: Any) -> bool:
+    """Agent Inbox graphs call interrupt([HumanInterrupt]): a list of requests with a config."""
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(item, dict) and "action_request" in item and "config" in item for item in value)
+    )
+
+
+def allowed_actions(review: Review) -> list[str]:
+    if review.kind == Review.Kind.BREAKPOINT:
+        return list(BREAKPOINT_ACTIONS)
+    if review.kind == Review.Kind.AGENT_INBOX:
+        config = review.value[0].get("config", {})
+        return [action for action, (flag, _) in AGENT_INBOX_ACTIONS.items() if config.get(flag)]
+    return list(PLAIN_ACTIONS)
+
+
+def can_review(user: User | None, workflow: str) -> bool:
+    if user is None or not user.is_active:
+        return False
+    if isinstance(user, AbstractUser) and user.is_superuser:
+        return True
+    try:
+        group = registry.get(workflow).reviewer_group
+    except LookupError:
+        return False
+    return bool(group) and isinstance(user, AbstractUser) and user.groups.filter(name=group).exists()
+
+
+# -- reviews open and close with the thread ------------------------------------------------
+
+
+@receiver(thread_interrupted, dispatch_uid="approvals.open_reviews")
+def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt], **_: Any) -> None:
+    """Turn each pending interrupt into an open review, inside the run's outcome transaction.
+
+    An interrupt that was already answered while the thread was busy (two parallel
+    reviews decided in a row) gets no new review: its waiting decision resumes the thread.
+    """
+    waiting: list[Decision] = []
+    for pending in interrupts:
+        existing = Review.objects.filter(thread=thread, interrupt_id=pending.id).order_by("-id").first()
+        if existing is not None and existing.status == Review.Status.OPEN:
+            continue
+        if existing is not None and existing.status == Review.Status.DECIDED:
+            decision = existing.decision
+            if decision.applied_at is None:
+                waiting.append(decision)
+            continue
+        kind = (
+            Review.Kind.BREAKPOINT
+            if pending.kind == "breakpoint"
+            else Review.Kind.AGENT_INBOX
+            if is_agent_inbox(pending.value)
+            else Review.Kind.INTERRUPT
+        )
+        review = Review.objects.create(
+            thread=thread,
+            run=run,
+            interrupt_id=pending.id,
+            kind=kind,
+            node=pending.node,
+            checkpoint_id=pending.checkpoint_id,
+            value=engine_services._canonical(pending.value),
+        )
+        engine_services.record_event(
+            action="review.opened",
+            actor_label=engine_services.WORKER,
+            thread=thread,
+            run=run,
+            data={
+                "review": review.pk,
+                "node": review.node,
+                "interrupt_id": review.interrupt_id,
+                "kind": kind,
+            },
+        )
+    if waiting:
+        _apply(thread, waiting, actor=waiting[-1].actor)
+
+
+@receiver(interrupts_withdrawn, dispatch_uid="approvals.withdraw_reviews")
+def withdraw_reviews(*, thread: Thread, actor: User | None, reason: str, **_: Any) -> None:
+    now = timezone.now()
+    for review in Review.objects.filter(thread=thread, status=Review.Status.OPEN).select_for_update():
+        review.status = Review.Status.CANCELLED
+        review.closed_at = now
+        review.claimed_by = None
+        review.save(update_fields=["status", "closed_at", "claimed_by"])
+        engine_services.record_event(
+            action="review.cancelled",
+            actor=actor,
+            actor_label="" if actor is not None else engine_services.WORKER,
+            thread=thread,
+            data={"review": review.pk, "node": review.node, "reason": reason},
+        )
+
+
+# -- deciding ------------------------------------------------------------------------------
+
+
+def decide(
+    *,
+    review: Review | int,
+    actor: User,
+    action: str,
+    checkpoint_id: str,
+    updates: Mapping[str, Any] | None = None,
+    response: Any = None,
+    comment: str = "",
+) -> Decision:
+    """Record a reviewer's answer and resume the thread with it, once.
+
+    Refused (nothing written) when the review is no longer open, was rendered from
+    another checkpoint, or the action or edits are not allowed.
+    """
+    updates = dict(updates or {})
+    with transaction.atomic():
+        pk = review.pk if isinstance(review, Review) else review
+        locked = Review.objects.select_for_update().select_related("thread").filter(pk=pk).first()
+        if locked is None:
+            raise InvalidDecision("There is no such review.")
+        review = locked
+        if not can_review(actor, review.thread.workflow):
+            raise InvalidDecision("You are not a reviewer of this workflow.")
+        if review.status == Review.Status.DECIDED:
+            raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review))
+        if review.status == Review.Status.CANCELLED:
+            raise StaleReview("This review was withdrawn (the thread was cancelled or rolled back).")
+        if checkpoint_id != review.checkpoint_id:
+            raise StaleReview("The thread has moved on since this review was shown; reload it.")
+        if action not in allowed_actions(review):
+            raise InvalidDecision(
+                f"{action!r} is not allowed here; choose one of {', '.join(allowed_actions(review))}."
+            )
+        spec = registry.get(review.thread.workflow)
+        unknown = sorted(set(updates) - set(spec.editable))
+        if unknown:
+            raise InvalidDecision(f"These fields cannot be edited: {', '.join(unknown)}.")
+        if review.kind == Review.Kind.BREAKPOINT and action == Decision.Action.RESPOND:
+            raise InvalidDecision("A breakpoint takes approve or reject.")
+        answer = _answer(review, action, response, comment)
+        try:
+            with transaction.atomic():
+                decision = Decision.objects.create(
+                    review=review,
+                    actor=actor,
+                    action=action,
+                    updates={"after": engine_services._canonical(updates)} if updates else {},
+                    response=engine_services._canonical(answer),
+                    comment=comment,
+                    checkpoint_id=checkpoint_id,
+                )
+        except IntegrityError:
+            raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review)) from None
+        review.status = Review.Status.DECIDED
+        review.closed_at = decision.created_at
+        review.save(update_fields=["status", "closed_at"])
+        engine_services.record_event(
+            action="review.decided",
+            actor=actor,
+            thread=review.thread,
+            data={
+                "review": review.pk,
+                "decision": decision.pk,
+                "action": action,
+                "node": review.node,
+                "interrupt_id": review.interrupt_id,
+                "checkpoint_id": checkpoint_id,
+                "updates": updates,
+                "comment": comment,
+            },
+        )
+        if review.kind == Review.Kind.BREAKPOINT and action == Decision.Action.REJECT:
+            engine_services.cancel_thread(
+                thread=review.thread, actor=actor, reason=comment or "rejected at review"
+            )
+            decision.applied_at = timezone.now()
+            decision.save(update_fields=["applied_at"])
+            return decision
+        # ThreadBusy: another answer is being applied right now; this one waits for the
+        # thread's next pause, where open_reviews applies it.
+        with contextlib.suppress(engine_services.ThreadBusy):
+            _apply(review.thread, [decision], actor=actor)
+    return decision
+
+
+def _answer(review: Review, action: str, response: Any, comment: str) -> Any:
+    """What the interrupt() call returns: Agent Inbox's [HumanResponse], or for a plain
+    interrupt {"action", "response", "comment"}. None for a breakpoint."""
+    if review.kind == Review.Kind.BREAKPOINT:
+        return None
+    if review.kind == Review.Kind.AGENT_INBOX:
+        _, kind = AGENT_INBOX_ACTIONS[Decision.Action(action)]
+        request = review.value[0]["action_request"]
+        if kind == "edit":
+            if not isinstance(response, dict):
+                raise InvalidDecision("An edit needs the action's arguments as a JSON object.")
+            args: Any = {"action": request.get("action"), "args": response}
+        elif kind == "response":
+            if not isinstance(response, str) or not response.strip():
+                raise InvalidDecision("A response needs some text.")
+            args = response
+        else:
+            args = None
+        return [{"type": kind, "args": args}]
+    return {"action": action, "response": response, "comment": comment}
+
+
+def _apply(thread: Thread, decisions: list[Decision], *, actor: User) -> None:
+    """Resume the thread with these decisions' answers (and edits) in one run."""
+    resume: dict[str, Any] = {}
+    updates: dict[str, Any] = {}
+    proceed = False
+    for decision in decisions:
+        review = decision.review
+        updates.update(decision.updates.get("after", {}))
+        if review.kind == Review.Kind.BREAKPOINT:
+            proceed = True
+        else:
+            resume[review.interrupt_id] = decision.response
+    engine_services.resume_thread(
+        thread=thread,
+        actor=actor,
+        resume=resume or None,
+        updates=updates or None,
+        proceed=proceed,
+        data={"decisions": [decision.pk for decision in decisions]},
+    )
+    now: datetime = timezone.now()
+    Decision.objects.filter(pk__in=[decision.pk for decision in decisions]).update(applied_at=now)

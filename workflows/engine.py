@@ -1,0 +1,97 @@
+"""LangGraph glue: the compiled graph of a workflow, a thread's config, and reading its pauses.
+
+Nothing here writes Signoff's tables; `services` and `execution` do.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.conf import settings
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StateSnapshot
+
+from workflows import registry
+from workflows.checkpointer import DjangoSaver, Lease
+from workflows.signals import PendingInterrupt
+
+_compiled: dict[str, CompiledStateGraph[Any, Any, Any, Any]] = {}
+_lock = threading.Lock()
+
+
+def graph_for(workflow: str) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The workflow's graph compiled with DjangoSaver, once per process."""
+    with _lock:
+        graph = _compiled.get(workflow)
+        if graph is None:
+            spec = registry.get(workflow)
+            saver = DjangoSaver()
+            allow = _schema_types(spec.graph.state_schema)
+            if allow:
+                saver = saver.with_allowlist(allow)
+            graph = _compiled[workflow] = spec.compile(saver)
+        return graph
+
+
+def forget_compiled() -> None:
+    with _lock:
+        _compiled.clear()
+
+
+def _schema_types(schema: Any) -> set[tuple[str, ...]]:
+    # Strict msgpack revives only allowed types; a Pydantic or dataclass state schema's
+    # own types (and those of its fields) are part of the workflow, so allow them.
+    from langgraph._internal._serde import collect_allowlist_from_schemas
+
+    return set(collect_allowlist_from_schemas(schemas=[schema]))
+
+
+def config_for(thread_id: str, *, lease: Lease | None = None, checkpoint_id: str = "") -> RunnableConfig:
+    configurable: dict[str, Any] = {"thread_id": thread_id}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    if lease is not None:
+        configurable.update(lease.as_configurable())
+    return {"configurable": configurable, "recursion_limit": settings.SIGNOFF_RECURSION_LIMIT}
+
+
+def head(workflow: str, thread_id: str) -> StateSnapshot:
+    return graph_for(workflow).get_state(config_for(thread_id))
+
+
+def checkpoint_id_of(snapshot: StateSnapshot) -> str:
+    return str(snapshot.config.get("configurable", {}).get("checkpoint_id") or "")
+
+
+def pending_interrupts(workflow: str, snapshot: StateSnapshot) -> list[PendingInterrupt]:
+    """The pauses the snapshot is waiting on: unanswered `interrupt()` calls, or a static
+    breakpoint the graph stopped at. Empty when the thread can run on by itself."""
+    checkpoint_id = checkpoint_id_of(snapshot)
+    found = []
+    for task in snapshot.tasks:
+        for pending in task.interrupts:
+            found.append(PendingInterrupt(pending.id, task.name, checkpoint_id, pending.value))
+    if found or not snapshot.next:
+        return found
+    spec = registry.get(workflow)
+    before = set(snapshot.next) if spec.interrupt_before == "*" else set(spec.interrupt_before)
+    stopped = [node for node in snapshot.next if node in before]
+    if not stopped and spec.interrupt_after:
+        # Stopped after a node: the step that produced this checkpoint ran it.
+        parent = snapshot.parent_config
+        if parent is not None:
+            ran = graph_for(workflow).get_state(parent).next
+            after = set(ran) if spec.interrupt_after == "*" else set(spec.interrupt_after)
+            stopped = [node for node in ran if node in after]
+    return [
+        PendingInterrupt(
+            f"breakpoint:{checkpoint_id}:{node}",
+            node,
+            checkpoint_id,
+            {"next": list(snapshot.next)},
+            kind="breakpoint",
+        )
+        for node in stopped
+    ]

@@ -1,0 +1,151 @@
+"""What a worker does with one run: claim it, advance the graph, record where it stopped.
+
+The graph runs outside any transaction (its checkpoint writes commit one by one,
+each fenced by the run's lease token), between two short transactions of
+`services`: the claim and the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from langgraph.types import Command
+
+from workflows import engine, services
+from workflows.checkpointer import Lease, LeaseLost
+from workflows.models import Run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one delivery of a run, for the task and for tests."""
+
+    status: str  # done / busy / fenced / released / failed / recorded
+    busy_for: float = 0.0
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease while one long node runs (the writes renew it between steps).
+    A stopped process stops this too, so a frozen worker still loses its lease."""
+
+    def __init__(self, run_id: int, token: str) -> None:
+        super().__init__(name=f"lease-{run_id}", daemon=True)
+        self.run_id, self.token = run_id, token
+        self.stopped = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        interval = settings.SIGNOFF_LEASE_SECONDS / 3
+        try:
+            while not self.stopped.wait(interval):
+                try:
+                    if not services.renew_lease(run_id=self.run_id, token=self.token):
+                        self.lost = True
+                        return
+                except DatabaseError:
+                    logger.warning("could not renew the lease of run %s; retrying", self.run_id)
+        finally:
+            connection.close()
+
+
+def execute_run(run_id: int) -> Outcome:
+    claim = services.claim_run(run_id=run_id, holder=services.lease_holder())
+    if claim.run is None:
+        return Outcome("busy", claim.busy_for) if claim.busy_for else Outcome("done")
+    run, token = claim.run, claim.token
+    thread = run.thread
+    lease = Lease(run.pk, token, settings.SIGNOFF_LEASE_SECONDS)
+    config = engine.config_for(thread.thread_id, lease=lease)
+    heartbeat = _Heartbeat(run.pk, token)
+    heartbeat.start()
+    try:
+        graph = engine.graph_for(thread.workflow)
+        snapshot = graph.get_state(config)
+        action = _first_action(run, thread.workflow, snapshot)
+        if action is not None:
+            graph.invoke(action.value, config, durability="sync")
+        snapshot = graph.get_state(engine.config_for(thread.thread_id))
+        recorded = services.finish_run(
+            run_id=run.pk,
+            token=token,
+            interrupts=engine.pending_interrupts(thread.workflow, snapshot),
+            checkpoint_id=engine.checkpoint_id_of(snapshot),
+            values=_summary(snapshot.values),
+        )
+        return Outcome("recorded" if recorded else "fenced")
+    except LeaseLost:
+        logger.warning("run %s lost its lease; another worker owns it now", run.pk)
+        return Outcome("fenced")
+    except DatabaseError as exc:
+        # The database, not the graph, failed: hand the run back rather than fail the thread.
+        logger.exception("run %s: database error; releasing it", run.pk)
+        close_old_connections()
+        try:
+            released = services.release_run(
+                run_id=run.pk,
+                token=token,
+                error=_describe(exc),
+                countdown=settings.SIGNOFF_RETRY_DELAY_SECONDS,
+            )
+        except DatabaseError:
+            # Still down: the lease runs out and the sweeper takes the run back.
+            return Outcome("released")
+        return Outcome("released" if released else "fenced")
+    except Exception as exc:
+        logger.exception("run %s failed", run.pk)
+        failed = services.fail_run(run_id=run.pk, token=token, error=_describe(exc))
+        return Outcome("failed" if failed else "fenced")
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join()
+
+
+@dataclass(frozen=True)
+class _Action:
+    value: Any
+
+
+def _first_action(run: Run, workflow: str, snapshot: Any) -> _Action | None:
+    """What to invoke the graph with, or None when it is already at a pause.
+
+    `invoke(None)` walks past a static breakpoint it is sitting at, so a run passes a
+    pause only when it carries the answer to it (a resume, or a retry inheriting one)
+    and the head is still where that answer was given. A redelivered run whose
+    earlier attempt already reached the next pause records it instead.
+    """
+    command = run.command
+    head = engine.checkpoint_id_of(snapshot)
+    if not head:
+        return _Action(command.get("input"))
+    if head == run.from_checkpoint_id and ("resume" in command or command.get("proceed")):
+        if "resume" in command:
+            return _Action(Command(resume=command["resume"], update=command.get("update") or None))
+        return _Action(None)
+    if engine.pending_interrupts(workflow, snapshot):
+        return None
+    return _Action(None)
+
+
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc, limit=-8))[-8000:]
+
+
+def _summary(values: Any) -> dict[str, Any]:
+    """The final state for the audit record, JSON-safe and bounded."""
+    if not isinstance(values, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value if not isinstance(value, str) else value[:500]
+        else:
+            out[key] = repr(value)[:500]
+    return out

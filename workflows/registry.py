@@ -1,0 +1,173 @@
+"""The workflows Signoff can run, by name.
+
+A workflow is registered with `@register(...)` on a function that builds an
+uncompiled `StateGraph`. Registrations live in `graphs.py` modules of installed
+apps and are imported when Django starts (as the admin imports `admin.py`), plus
+any module listed in the `SIGNOFF_GRAPH_MODULES` setting.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import import_module
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import All
+
+Builder = Callable[[], StateGraph[Any, Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    title: str
+    builder: Builder
+    description: str = ""
+    # Members of this group (and superusers) review the workflow's interrupts.
+    reviewer_group: str = ""
+    # State fields a reviewer may change, with their types read from the state schema.
+    editable: tuple[str, ...] = ()
+    interrupt_before: tuple[str, ...] | All = ()
+    interrupt_after: tuple[str, ...] | All = ()
+    field_types: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def graph(self) -> StateGraph[Any, Any, Any, Any]:
+        return self.builder()
+
+    def compile(self, checkpointer: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
+        return self.graph.compile(
+            checkpointer=checkpointer,
+            interrupt_before=_nodes(self.interrupt_before),
+            interrupt_after=_nodes(self.interrupt_after),
+            name=self.name,
+        )
+
+    @property
+    def breakpoints(self) -> tuple[str, ...]:
+        nodes = set(self.graph.nodes)
+        before = nodes if self.interrupt_before == "*" else set(self.interrupt_before)
+        after = nodes if self.interrupt_after == "*" else set(self.interrupt_after)
+        return tuple(sorted(before | after))
+
+
+def _nodes(nodes: tuple[str, ...] | All) -> list[str] | All | None:
+    if nodes == "*":
+        return "*"
+    return list(nodes) or None
+
+
+_registry: dict[str, Workflow] = {}
+
+
+def schema_fields(schema: Any) -> dict[str, Any]:
+    """Field name -> annotation of a TypedDict, dataclass or Pydantic state schema,
+    with LangGraph's reducers (`Annotated[list, add]`) stripped to the plain type."""
+    model_fields = getattr(schema, "model_fields", None)
+    if isinstance(model_fields, dict):
+        hints = {name: info.annotation for name, info in model_fields.items()}
+    else:
+        hints = typing.get_type_hints(schema, include_extras=True)
+    return {name: _strip(hint) for name, hint in hints.items()}
+
+
+def _strip(hint: Any) -> Any:
+    while typing.get_origin(hint) in (typing.Annotated, typing.Required, typing.NotRequired):
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+def register(
+    name: str,
+    *,
+    title: str,
+    description: str = "",
+    reviewer_group: str = "",
+    editable: Sequence[str] = (),
+    interrupt_before: Sequence[str] | All = (),
+    interrupt_after: Sequence[str] | All = (),
+) -> Callable[[Builder], Builder]:
+    """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`."""
+
+    def decorate(builder: Builder) -> Builder:
+        add(
+            Workflow(
+                name=name,
+                title=title,
+                builder=builder,
+                description=description,
+                reviewer_group=reviewer_group,
+                editable=tuple(editable),
+                interrupt_before=interrupt_before if interrupt_before == "*" else tuple(interrupt_before),
+                interrupt_after=interrupt_after if interrupt_after == "*" else tuple(interrupt_after),
+            )
+        )
+        return builder
+
+    return decorate
+
+
+def add(workflow: Workflow) -> Workflow:
+    """Check a workflow and add it to the registry; errors name the workflow and the problem."""
+    where = getattr(workflow.builder, "__module__", "?")
+    if workflow.name in _registry:
+        first = getattr(_registry[workflow.name].builder, "__module__", "?")
+        raise ImproperlyConfigured(
+            f"workflow {workflow.name!r} is registered twice: in {first} and in {where}"
+        )
+    graph = workflow.builder()
+    if not isinstance(graph, StateGraph):
+        raise ImproperlyConfigured(
+            f"workflow {workflow.name!r} ({where}): the builder must return an uncompiled StateGraph, "
+            f"not {type(graph).__name__}"
+        )
+    fields = schema_fields(graph.state_schema)
+    missing = [name for name in workflow.editable if name not in fields]
+    if missing:
+        raise ImproperlyConfigured(
+            f"workflow {workflow.name!r} ({where}): editable field(s) {', '.join(missing)} are not in "
+            f"the state schema {graph.state_schema.__name__} (fields: {', '.join(fields) or 'none'})"
+        )
+    for kind, nodes in (
+        ("interrupt_before", workflow.interrupt_before),
+        ("interrupt_after", workflow.interrupt_after),
+    ):
+        unknown = [] if nodes == "*" else [node for node in nodes if node not in graph.nodes]
+        if unknown:
+            raise ImproperlyConfigured(
+                f"workflow {workflow.name!r} ({where}): {kind} names unknown node(s) {', '.join(unknown)}"
+            )
+    workflow.field_types.update({name: fields[name] for name in workflow.editable})
+    workflow.__dict__["graph"] = graph
+    _registry[workflow.name] = workflow
+    return workflow
+
+
+def remove(name: str) -> None:
+    _registry.pop(name, None)
+
+
+def get(name: str) -> Workflow:
+    try:
+        return _registry[name]
+    except KeyError:
+        known = ", ".join(sorted(_registry)) or "none"
+        raise LookupError(f"no workflow named {name!r} (registered: {known})") from None
+
+
+def all_workflows() -> Iterator[Workflow]:
+    return iter(sorted(_registry.values(), key=lambda workflow: workflow.name))
+
+
+def autodiscover(extra_modules: Sequence[str] = ()) -> None:
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules("graphs")
+    for module in extra_modules:
+        import_module(module)

@@ -1,0 +1,676 @@
+"""Every write to threads, runs and the audit trail.
+
+Each public function is one transaction: it checks the change is allowed, makes it,
+writes its audit event in the same transaction, and rings Celery's doorbell only once
+the transaction has committed. Views, admin actions, commands and tasks call these;
+they never save the models themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from workflows import engine, registry
+from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
+from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
+
+logger = logging.getLogger(__name__)
+
+WORKER = "system:worker"
+SWEEPER = "system:sweeper"
+# One key for the whole audit chain: appends are serialized so each sees the last hash.
+_AUDIT_LOCK = 0x5160FF
+
+Actor = User | None
+
+
+class ServiceError(Exception):
+    """A change that is not allowed now; the message says why, for the person who asked."""
+
+
+class ThreadBusy(ServiceError):
+    pass
+
+
+class InvalidState(ServiceError):
+    pass
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def event_hash(
+    *,
+    prev_hash: str,
+    actor_label: str,
+    actor_id: int | None,
+    action: str,
+    thread_id: int | None,
+    run_id: int | None,
+    data: Any,
+    created_at: datetime,
+) -> str:
+    body = json.dumps(
+        [prev_hash, actor_label, actor_id, action, thread_id, run_id, data, created_at.isoformat()],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def record_event(
+    *,
+    action: str,
+    actor: Actor = None,
+    actor_label: str = "",
+    thread: Thread | None = None,
+    run: Run | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one audit event, chained to the last; only inside the change's transaction."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("audit events are written inside the transaction of the change they record")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_LOCK])
+    # SQLite needs no lock: every transaction starts with BEGIN IMMEDIATE, one writer at a time.
+    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+    label = actor_label or (actor.get_username() if actor is not None else WORKER)
+    payload = _canonical(dict(data or {}))
+    created_at = timezone.now()
+    actor_id = actor.pk if actor is not None else None
+    event = AuditEvent(
+        actor_id=actor_id,
+        actor_label=label,
+        action=action,
+        thread=thread,
+        run=run,
+        data=payload,
+        created_at=created_at,
+        prev_hash=last or "",
+    )
+    event.hash = event_hash(
+        prev_hash=event.prev_hash,
+        actor_label=label,
+        actor_id=actor_id,
+        action=action,
+        thread_id=thread.pk if thread else None,
+        run_id=run.pk if run else None,
+        data=payload,
+        created_at=created_at,
+    )
+    event.save(force_insert=True)
+    return event
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    event_id: int
+    reason: str
+
+
+def verify_audit_chain(*, batch: int = 2000) -> tuple[int, ChainBreak | None]:
+    """Walk the audit chain in order; return how many events fit and the first that does not."""
+    prev = ""
+    checked = 0
+    last_id = 0
+    while True:
+        rows = list(AuditEvent.objects.filter(id__gt=last_id).order_by("id")[:batch])
+        if not rows:
+            return checked, None
+        for event in rows:
+            if event.prev_hash != prev:
+                return checked, ChainBreak(event.pk, "its prev_hash is not the hash of the event before it")
+            expected = event_hash(
+                prev_hash=event.prev_hash,
+                actor_label=event.actor_label,
+                actor_id=event.actor_id,
+                action=event.action,
+                thread_id=event.thread_id,
+                run_id=event.run_id,
+                data=event.data,
+                created_at=event.created_at,
+            )
+            if event.hash != expected:
+                return checked, ChainBreak(event.pk, "its contents do not match its hash")
+            prev = event.hash
+            checked += 1
+            last_id = event.pk
+
+
+# -- doorbell -------------------------------------------------------------------------
+
+
+def _ring(run: Run, *, countdown: float = 0) -> None:
+    """Publish the run's message once the transaction commits. A lost message only
+    delays the run: the sweeper republishes queued runs it finds waiting."""
+    from workflows.tasks import run_thread
+
+    if countdown:
+        run_thread.apply_async_on_commit((run.pk,), countdown=countdown)
+    else:
+        run_thread.delay_on_commit(run.pk)
+
+
+def _queue_run(
+    *, thread: Thread, kind: str, actor: Actor, command: dict[str, Any], from_checkpoint_id: str = ""
+) -> Run:
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                thread=thread,
+                kind=kind,
+                command=_canonical(command),
+                from_checkpoint_id=from_checkpoint_id,
+                created_by=actor if actor is not None and actor.pk else None,
+                enqueued_at=timezone.now(),
+            )
+    except IntegrityError as exc:
+        raise ThreadBusy("this thread already has a run queued or running; wait for it to finish") from exc
+    _ring(run)
+    return run
+
+
+def _active_run(thread: Thread) -> Run | None:
+    return thread.runs.filter(status__in=ACTIVE_RUN_STATUSES).first()
+
+
+def _lock_thread(thread: Thread | int) -> Thread:
+    pk = thread.pk if isinstance(thread, Thread) else thread
+    return Thread.objects.select_for_update(no_key=True).get(pk=pk)
+
+
+def _set_thread(thread: Thread, **changes: Any) -> None:
+    for name, value in changes.items():
+        setattr(thread, name, value)
+    thread.save(update_fields=[*changes, "updated_at"])
+
+
+def _head_checkpoint_id(thread: Thread) -> str:
+    return engine.checkpoint_id_of(engine.head(thread.workflow, thread.thread_id))
+
+
+# -- threads --------------------------------------------------------------------------
+
+
+def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title: str = "") -> Thread:
+    """Create a thread of `workflow` and queue its first run."""
+    try:
+        spec = registry.get(workflow)
+    except LookupError as exc:
+        raise InvalidState(str(exc)) from None
+    if not isinstance(input, Mapping):
+        raise InvalidState("the input must be a JSON object of state fields")
+    try:
+        payload = _canonical(dict(input))
+    except TypeError as exc:
+        raise InvalidState(f"the input must be JSON: {exc}") from None
+    with transaction.atomic():
+        thread = Thread.objects.create(
+            workflow=spec.name,
+            title=(title or spec.title)[:200],
+            input=payload,
+            created_by=actor if actor is not None and actor.pk else None,
+        )
+        run = _queue_run(thread=thread, kind=Run.Kind.START, actor=actor, command={"input": payload})
+        record_event(
+            action="thread.started",
+            actor=actor,
+            thread=thread,
+            run=run,
+            data={"workflow": spec.name, "input": payload},
+        )
+    return thread
+
+
+def resume_thread(
+    *,
+    thread: Thread,
+    actor: Actor,
+    resume: Mapping[str, Any] | None = None,
+    updates: Mapping[str, Any] | None = None,
+    as_node: str | None = None,
+    proceed: bool = False,
+    data: Mapping[str, Any] | None = None,
+) -> Run:
+    """Answer an interrupted thread and queue the run that continues it.
+
+    `resume` maps interrupt ids to the values their `interrupt()` calls return;
+    `proceed` passes a static breakpoint. `updates` are applied first with
+    `update_state`, in this transaction. If a resume run is still queued, the answers
+    join it, so two reviews decided in a row resume the thread once.
+    """
+    if not resume and not proceed:
+        raise InvalidState("a resume needs answers to interrupts or proceed=True for a breakpoint")
+    with transaction.atomic():
+        thread = _lock_thread(thread)
+        active = _active_run(thread)
+        if active is not None:
+            if active.status != Run.Status.QUEUED or active.kind != Run.Kind.RESUME:
+                raise ThreadBusy("this thread is running; its answers can be given when it pauses again")
+        elif thread.status != Thread.Status.INTERRUPTED:
+            raise InvalidState(f"the thread is {thread.status}, not waiting for input")
+        before = engine.head(thread.workflow, thread.thread_id)
+        changed: dict[str, Any] = {}
+        if updates:
+            changed = {"before": {key: before.values.get(key) for key in updates}, "after": dict(updates)}
+        command: dict[str, Any] = {}
+        if resume:
+            # At a dynamic interrupt, update_state would start a new step and orphan the
+            # pending interrupts' ids; edits travel with the answers as Command(update=...).
+            command["resume"] = dict(resume)
+            if updates:
+                command["update"] = dict(updates)
+        if proceed:
+            # At a static breakpoint there is nothing to orphan: edit the saved state now,
+            # in this transaction (the saver joins it), then continue past the breakpoint.
+            if updates:
+                graph = engine.graph_for(thread.workflow)
+                graph.update_state(engine.config_for(thread.thread_id), dict(updates), as_node=as_node)
+            command["proceed"] = True
+        head_id = _head_checkpoint_id(thread)
+        if active is not None:
+            merged = dict(active.command)
+            merged["resume"] = {**merged.get("resume", {}), **command.get("resume", {})}
+            merged["update"] = {**merged.get("update", {}), **command.get("update", {})}
+            merged["proceed"] = bool(merged.get("proceed") or proceed)
+            active.command = _canonical({key: value for key, value in merged.items() if value})
+            active.from_checkpoint_id = head_id
+            active.save(update_fields=["command", "from_checkpoint_id"])
+            run = active
+        else:
+            run = _queue_run(
+                thread=thread, kind=Run.Kind.RESUME, actor=actor, command=command, from_checkpoint_id=head_id
+            )
+            _set_thread(thread, status=Thread.Status.QUEUED)
+        record_event(
+            action="thread.resumed",
+            actor=actor,
+            thread=thread,
+            run=run,
+            data={
+                **(data or {}),
+                "resume": command.get("resume"),
+                "proceed": proceed,
+                "updates": changed,
+                "checkpoint_id": head_id,
+            },
+        )
+    return run
+
+
+def retry_thread(*, thread: Thread, actor: Actor) -> Run:
+    """Run a failed thread again from its last checkpoint: only the node that failed re-runs."""
+    with transaction.atomic():
+        thread = _lock_thread(thread)
+        if thread.status != Thread.Status.FAILED:
+            raise InvalidState(f"only a failed thread can be retried; this one is {thread.status}")
+        head_id = _head_checkpoint_id(thread)
+        failed = thread.runs.order_by("-id").first()
+        command: dict[str, Any] = {}
+        # The failed run may have been carrying answers past a pause (a reviewer's
+        # approval, then the node after it raised): they still stand for the retry.
+        if failed is not None and failed.from_checkpoint_id == head_id:
+            command = {
+                key: value for key, value in failed.command.items() if key in ("resume", "update", "proceed")
+            }
+        run = _queue_run(
+            thread=thread, kind=Run.Kind.RETRY, actor=actor, command=command, from_checkpoint_id=head_id
+        )
+        error = thread.error
+        _set_thread(thread, status=Thread.Status.QUEUED, error="")
+        record_event(
+            action="thread.retried",
+            actor=actor,
+            thread=thread,
+            run=run,
+            data={"checkpoint_id": head_id, "error": error},
+        )
+    return run
+
+
+def cancel_thread(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
+    """Stop a thread for good. A running run loses its lease, so it can write nothing more."""
+    with transaction.atomic():
+        thread = _lock_thread(thread)
+        if thread.status in (Thread.Status.COMPLETED, Thread.Status.CANCELLED):
+            raise InvalidState(f"the thread is already {thread.status}")
+        active = _active_run(thread)
+        if active is not None:
+            active.status = Run.Status.CANCELLED
+            active.lease_token = None
+            active.finished_at = timezone.now()
+            active.save(update_fields=["status", "lease_token", "finished_at"])
+        before = thread.status
+        _set_thread(thread, status=Thread.Status.CANCELLED)
+        interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread cancelled")
+        record_event(
+            action="thread.cancelled",
+            actor=actor,
+            thread=thread,
+            run=active,
+            data={"reason": reason, "status": {"before": before, "after": thread.status}},
+        )
+    return thread
+
+
+def rollback_thread(
+    *,
+    thread: Thread,
+    actor: Actor,
+    checkpoint_id: str,
+    reason: str,
+    updates: Mapping[str, Any] | None = None,
+) -> Run:
+    """Fork the thread from an earlier checkpoint (history stays) and run on from there."""
+    if not reason.strip():
+        raise InvalidState("a rollback needs a reason")
+    with transaction.atomic():
+        thread = _lock_thread(thread)
+        if _active_run(thread) is not None:
+            raise ThreadBusy("this thread has a run queued or running; cancel it or wait before rolling back")
+        graph = engine.graph_for(thread.workflow)
+        target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
+        if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
+            raise InvalidState(f"checkpoint {checkpoint_id} is not in this thread's history")
+        before = engine.head(thread.workflow, thread.thread_id)
+        fork = graph.update_state(target.config, None, as_node="__copy__")
+        if updates:
+            unknown = set(updates) - set(registry.get(thread.workflow).editable)
+            if unknown:
+                raise InvalidState(f"not editable: {', '.join(sorted(unknown))}")
+            fork = graph.update_state(fork, dict(updates))
+        head_id = str(fork["configurable"]["checkpoint_id"])
+        run = _queue_run(
+            thread=thread, kind=Run.Kind.ROLLBACK, actor=actor, command={}, from_checkpoint_id=head_id
+        )
+        status_before = thread.status
+        _set_thread(thread, status=Thread.Status.QUEUED, error="")
+        interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread rolled back")
+        record_event(
+            action="thread.rolled_back",
+            actor=actor,
+            thread=thread,
+            run=run,
+            data={
+                "from": engine.checkpoint_id_of(before),
+                "to": checkpoint_id,
+                "fork": head_id,
+                "reason": reason,
+                "updates": {
+                    "before": {key: target.values.get(key) for key in updates or {}},
+                    "after": dict(updates or {}),
+                },
+                "status": {"before": status_before, "after": thread.status},
+            },
+        )
+    return run
+
+
+# -- runs (called by the worker) --------------------------------------------------------
+
+
+def lease_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when the lease holder ran on this host and its process is gone."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Claim:
+    run: Run | None = None
+    token: str = ""
+    # Seconds until a live lease held by someone else runs out (try again then).
+    busy_for: float = 0.0
+
+
+def claim_run(*, run_id: int, holder: str) -> Claim:
+    """Take a queued run (or one whose holder lost its lease) with a fresh token."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update(no_key=True).select_related("thread").filter(pk=run_id).first()
+        if run is None or run.status not in ACTIVE_RUN_STATUSES:
+            return Claim()
+        now = timezone.now()
+        if run.status == Run.Status.RUNNING:
+            assert run.lease_expires_at is not None
+            live = run.lease_expires_at > now
+            if live and not _holder_is_dead(run.lease_holder):
+                return Claim(busy_for=(run.lease_expires_at - now).total_seconds())
+        if run.attempts >= settings.SIGNOFF_MAX_ATTEMPTS:
+            _fail(
+                run,
+                f"gave up after {run.attempts} attempts: the worker running it died or lost its lease "
+                "each time",
+                actor_label=WORKER,
+            )
+            return Claim()
+        token = uuid.uuid4()
+        run.status = Run.Status.RUNNING
+        run.lease_token = token
+        run.lease_expires_at = now + timedelta(seconds=settings.SIGNOFF_LEASE_SECONDS)
+        run.lease_holder = holder
+        run.attempts += 1
+        run.started_at = run.started_at or now
+        run.save(
+            update_fields=[
+                "status",
+                "lease_token",
+                "lease_expires_at",
+                "lease_holder",
+                "attempts",
+                "started_at",
+            ]
+        )
+        _set_thread(run.thread, status=Thread.Status.RUNNING, error="")
+        record_event(
+            action="run.started",
+            actor_label=WORKER,
+            thread=run.thread,
+            run=run,
+            data={"attempt": run.attempts, "holder": holder, "kind": run.kind},
+        )
+    return Claim(run=run, token=str(token))
+
+
+def renew_lease(*, run_id: int, token: str) -> bool:
+    """Push the lease out; False when the run is no longer ours (nothing is written then)."""
+    expires = timezone.now() + timedelta(seconds=settings.SIGNOFF_LEASE_SECONDS)
+    return bool(
+        Run.objects.filter(pk=run_id, lease_token=token, status=Run.Status.RUNNING).update(
+            lease_expires_at=expires
+        )
+    )
+
+
+def _own_run(run_id: int, token: str) -> Run | None:
+    return (
+        Run.objects.select_for_update(no_key=True)
+        .select_related("thread")
+        .filter(pk=run_id, lease_token=token, status=Run.Status.RUNNING)
+        .first()
+    )
+
+
+def _close_run(run: Run, status: str, error: str = "") -> None:
+    run.status = status
+    run.error = error
+    run.lease_token = None
+    run.lease_expires_at = None
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "error", "lease_token", "lease_expires_at", "finished_at"])
+
+
+def _fail(run: Run, error: str, *, actor_label: str) -> None:
+    _close_run(run, Run.Status.FAILED, error)
+    _set_thread(run.thread, status=Thread.Status.FAILED, error=error)
+    record_event(
+        action="run.failed",
+        actor_label=actor_label,
+        thread=run.thread,
+        run=run,
+        data={"attempt": run.attempts, "error": error},
+    )
+
+
+def finish_run(
+    *,
+    run_id: int,
+    token: str,
+    interrupts: list[PendingInterrupt],
+    checkpoint_id: str,
+    values: Mapping[str, Any] | None = None,
+) -> bool:
+    """Record where the graph stopped: at interrupts (reviews open) or at its end.
+    False, with nothing written, when the run lost its lease meanwhile."""
+    with transaction.atomic():
+        run = _own_run(run_id, token)
+        if run is None:
+            return False
+        if interrupts:
+            _close_run(run, Run.Status.INTERRUPTED)
+            _set_thread(run.thread, status=Thread.Status.INTERRUPTED)
+            thread_interrupted.send(sender=Thread, thread=run.thread, run=run, interrupts=interrupts)
+            record_event(
+                action="run.interrupted",
+                actor_label=WORKER,
+                thread=run.thread,
+                run=run,
+                data={"checkpoint_id": checkpoint_id, "interrupts": [i.as_json() for i in interrupts]},
+            )
+        else:
+            _close_run(run, Run.Status.SUCCEEDED)
+            _set_thread(run.thread, status=Thread.Status.COMPLETED)
+            record_event(
+                action="run.completed",
+                actor_label=WORKER,
+                thread=run.thread,
+                run=run,
+                data={"checkpoint_id": checkpoint_id, "values": dict(values or {})},
+            )
+    return True
+
+
+def fail_run(*, run_id: int, token: str, error: str) -> bool:
+    """A node raised: the thread fails now, keeping the error; `retry_thread` resumes it."""
+    with transaction.atomic():
+        run = _own_run(run_id, token)
+        if run is None:
+            return False
+        _fail(run, error, actor_label=WORKER)
+    return True
+
+
+def release_run(*, run_id: int, token: str, error: str, countdown: float) -> bool:
+    """Give a run back to the queue after a transient failure (the database went away)."""
+    with transaction.atomic():
+        run = _own_run(run_id, token)
+        if run is None:
+            return False
+        run.status = Run.Status.QUEUED
+        run.lease_token = None
+        run.lease_expires_at = None
+        run.error = error
+        run.enqueued_at = timezone.now()
+        run.save(update_fields=["status", "lease_token", "lease_expires_at", "error", "enqueued_at"])
+        _set_thread(run.thread, status=Thread.Status.QUEUED)
+        record_event(
+            action="run.released",
+            actor_label=WORKER,
+            thread=run.thread,
+            run=run,
+            data={"attempt": run.attempts, "error": error},
+        )
+        _ring(run, countdown=countdown)
+    return True
+
+
+# -- recovery -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    republished: list[int]
+    reclaimed: list[int]
+    failed: list[int]
+
+
+def sweep() -> SweepResult:
+    """Re-ring queued runs whose message went missing and take back runs whose lease ran
+    out; a run that used up its attempts fails instead of looping."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.SIGNOFF_QUEUED_GRACE_SECONDS)
+    republished: list[int] = []
+    reclaimed: list[int] = []
+    failed: list[int] = []
+    with transaction.atomic():
+        stale = (
+            Run.objects.select_for_update(skip_locked=True, no_key=True)
+            .select_related("thread")
+            .filter(
+                Q(status=Run.Status.QUEUED, enqueued_at__lt=now - grace)
+                | Q(status=Run.Status.RUNNING, lease_expires_at__lt=now)
+            )
+            .order_by("id")[: settings.SIGNOFF_SWEEP_BATCH]
+        )
+        for run in stale:
+            if run.status == Run.Status.RUNNING and run.attempts >= settings.SIGNOFF_MAX_ATTEMPTS:
+                _fail(
+                    run,
+                    f"gave up after {run.attempts} attempts: the worker running it died or lost its lease "
+                    "each time",
+                    actor_label=SWEEPER,
+                )
+                failed.append(run.pk)
+                continue
+            action = "run.republished" if run.status == Run.Status.QUEUED else "run.lease_expired"
+            if run.status == Run.Status.RUNNING:
+                run.status = Run.Status.QUEUED
+                run.lease_token = None
+                run.lease_expires_at = None
+                _set_thread(run.thread, status=Thread.Status.QUEUED)
+                reclaimed.append(run.pk)
+            else:
+                republished.append(run.pk)
+            run.enqueued_at = now
+            run.save(update_fields=["status", "lease_token", "lease_expires_at", "enqueued_at"])
+            record_event(
+                action=action,
+                actor_label=SWEEPER,
+                thread=run.thread,
+                run=run,
+                data={"attempt": run.attempts, "holder": run.lease_holder},
+            )
+            _ring(run)
+    return SweepResult(republished, reclaimed, failed)

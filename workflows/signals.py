@@ -1,0 +1,40 @@
+"""What the engine announces, so the app above it (`approvals`) can react.
+
+Both are sent inside the transaction that makes the change, so whatever a receiver
+writes (reviews, their audit events) commits or rolls back with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.dispatch import Signal
+
+
+@dataclass(frozen=True)
+class PendingInterrupt:
+    """One pause waiting for a person: a dynamic `interrupt(value)` or a static breakpoint."""
+
+    id: str
+    node: str
+    checkpoint_id: str
+    value: Any
+    # "interrupt" for interrupt(value), "breakpoint" for interrupt_before/after.
+    kind: str = "interrupt"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "node": self.node,
+            "checkpoint_id": self.checkpoint_id,
+            "value": self.value,
+            "kind": self.kind,
+        }
+
+
+# sender=Thread, thread=Thread, run=Run, interrupts=list[PendingInterrupt]
+thread_interrupted = Signal()
+# sender=Thread, thread=Thread, actor=user or None, reason=str: the pending interrupts no
+# longer apply (the thread was cancelled or rolled back), so their reviews must close.
+interrupts_withdrawn = Signal()
