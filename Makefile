@@ -6,6 +6,8 @@ SHELL := bash
 VENV := .venv
 BIN := $(VENV)/bin
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/signoff
+# Database 15 is the tests' own: the worker tests empty its queue.
+REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .NOTPARALLEL:
 .PHONY: help venv setup services lint test test-sqlite test-postgres run clean
@@ -33,15 +35,15 @@ lint: setup ## ruff check, ruff format --check, mypy
 
 test: setup services lint test-sqlite test-postgres ## lint, then the test suite on SQLite and on PostgreSQL
 
-test-sqlite: setup ## the test suite on SQLite (the default DATABASE_URL)
+test-sqlite: setup ## the test suite on SQLite and the on-disk broker (the embedded default)
 	@echo
-	@echo "==================== pytest on SQLite (default DATABASE_URL) ===================="
-	env -u DATABASE_URL $(BIN)/pytest --create-db
+	@echo "==================== pytest on SQLite + on-disk broker (the defaults) ===================="
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(BIN)/pytest --create-db
 
-test-postgres: setup services ## the test suite on PostgreSQL (POSTGRES_URL)
+test-postgres: setup services ## the test suite on PostgreSQL (POSTGRES_URL) and Redis (REDIS_URL)
 	@echo
-	@echo "==================== pytest on PostgreSQL ($(POSTGRES_URL)) ===================="
-	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest --create-db
+	@echo "==================== pytest on PostgreSQL ($(POSTGRES_URL)) + Redis ($(REDIS_URL)) ===================="
+	DATABASE_URL=$(POSTGRES_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest --create-db
 
 run: setup ## migrate, create the demo login, serve on http://127.0.0.1:8000/admin/ (HOST, PORT)
 	@bin/run

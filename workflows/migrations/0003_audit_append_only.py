@@ -34,12 +34,12 @@ DROP FUNCTION IF EXISTS signoff_audit_append_only();
 
 def guard(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(GUARD)
+        schema_editor.execute(GUARD, params=None)
 
 
 def unguard(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(UNGUARD)
+        schema_editor.execute(UNGUARD, params=None)
 
 
 class Migration(migrations.Migration):
