@@ -8,6 +8,7 @@ The tests run the sweeper themselves, once per loop, where production has beat.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +159,24 @@ def test_a_node_that_kills_its_worker_every_time_fails_after_the_configured_atte
     assert "gave up after 3 attempts" in thread.error
     assert node_calls(thread.thread_id) == {"s1": 1, "s2": 3}
     assert thread.runs.get().status == "failed"
+
+
+def test_a_killed_pool_child_is_taken_over_at_once_without_waiting_for_its_lease(
+    tmp_path: Path, workers: Any
+) -> None:
+    hold = tmp_path / "hold"
+    hold.touch()
+    # A lease far longer than the test: only the dead-holder check can explain a quick takeover.
+    worker = workers("pool", SIGNOFF_LEASE_SECONDS="600")
+    thread = start_steps(hold_at="s3", hold_file=str(hold))
+    wait_for(lambda: node_calls(thread.thread_id)["s3"] == 1, timeout=60, what="step 3 to start")
+    (child,) = worker.children()
+
+    os.kill(child, signal.SIGKILL)  # the pool child dies; the worker's main process lives
+    hold.unlink()
+    wait_for(
+        lambda: status(thread) == Thread.Status.COMPLETED, timeout=60, what="the redelivered run to finish"
+    )
+
+    assert node_calls(thread.thread_id) == {"s1": 1, "s2": 1, "s3": 2, "s4": 1, "s5": 1}
+    assert thread.runs.get().attempts == 2
