@@ -1,4 +1,5 @@
 import base64
+import os
 import shlex
 import subprocess
 import sys
@@ -165,3 +166,45 @@ def test_the_key_recipe_in_the_error_message_makes_an_accepted_key():
     made = subprocess.run([sys.executable, *recipe[1:]], capture_output=True, text=True, check=True)
 
     assert len(encryption_key(made.stdout.strip()) or b"") == 32
+
+
+def test_celery_acknowledges_late_takes_one_message_at_a_time_and_speaks_only_json():
+    from config.celery import app
+
+    conf = app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.accept_content == ["json"]
+    assert conf.task_serializer == "json"
+    assert conf.task_time_limit > conf.task_soft_time_limit
+    from workflows.tasks import run_thread
+
+    assert run_thread.app is app
+
+
+def test_a_redis_broker_waits_longer_than_a_task_may_run_before_redelivering():
+    env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}
+    code = (
+        "import django; django.setup(); from config.celery import app; c = app.conf;"
+        "print(c.broker_transport_options['visibility_timeout'] > c.task_time_limit)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("name", ["SIGNOFF_LEASE_SECONDS", "SIGNOFF_SWEEP_SECONDS"])
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_a_bad_runtime_timing_is_refused_naming_the_variable(name, value):
+    env = {**os.environ, name: value, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    shown = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True
+    )
+    assert shown.returncode != 0
+    assert name in shown.stderr
