@@ -1,4 +1,4 @@
-"""The checkpoint admin shows LangGraph's history and offers no way to edit it."""
+"""The admin shows the engine's history (checkpoints, threads, runs, audit) and offers no way to edit it."""
 
 from __future__ import annotations
 
@@ -63,3 +63,38 @@ def test_the_root_url_leads_to_the_admin(client: Client):
 
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
+
+
+def test_admin_shows_threads_with_their_runs_and_audit_events_read_only(client: Client):
+    from workflows import services
+    from workflows.execution import execute_run
+    from workflows.models import AuditEvent, Thread
+
+    admin = make_admin()
+    thread = services.start_thread(
+        workflow="expense_approval",
+        input={"employee": "Ann", "description": "train", "amount": 12.5, "category": "travel"},
+        actor=admin,
+        title="Ann's train ticket",
+    )
+    execute_run(thread.runs.get().pk)
+    client.force_login(admin)
+    event = AuditEvent.objects.filter(thread=thread).last()
+    assert event is not None
+
+    threads = client.get(reverse("admin:workflows_thread_changelist"), {"status": "interrupted"})
+    detail = client.get(reverse("admin:workflows_thread_change", args=[thread.pk]))
+    events = client.get(reverse("admin:workflows_auditevent_changelist"))
+    change_event = client.post(reverse("admin:workflows_auditevent_change", args=[event.pk]), {"action": "x"})
+    delete_event = client.post(reverse("admin:workflows_auditevent_delete", args=[event.pk]), {"post": "yes"})
+    delete_thread = client.post(reverse("admin:workflows_thread_delete", args=[thread.pk]), {"post": "yes"})
+
+    assert threads.status_code == 200
+    assert "Ann&#x27;s train ticket" in threads.content.decode()
+    assert detail.status_code == 200
+    assert "Interrupted" in detail.content.decode()
+    assert events.status_code == 200
+    assert "run.interrupted" in events.content.decode()
+    assert (change_event.status_code, delete_event.status_code, delete_thread.status_code) == (403, 403, 403)
+    assert Thread.objects.filter(pk=thread.pk).exists()
+    assert AuditEvent.objects.get(pk=event.pk).action == event.action

@@ -5,7 +5,117 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from workflows.models import Checkpoint
+from workflows.models import AuditEvent, Checkpoint, Run, Thread
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
+    """History is written by the services alone; the admin reads it."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RunInline(admin.TabularInline[Run, Thread]):
+    model = Run
+    extra = 0
+    fields = readonly_fields = (
+        "id",
+        "kind",
+        "status",
+        "attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "lease_expires_at",
+        "lease_holder",
+        "error",
+    )
+    ordering = ["-id"]
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Thread)
+class ThreadAdmin(ReadOnlyAdmin):
+    list_display = ["title", "workflow", "status", "created_at", "updated_at"]
+    list_filter = ["status", "workflow"]
+    search_fields = ["=public_id", "title"]
+    ordering = ["-updated_at"]
+    show_full_result_count = False
+    fields = readonly_fields = (
+        "public_id",
+        "workflow",
+        "title",
+        "status",
+        "input",
+        "error",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
+    inlines = [RunInline]
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "thread", "kind", "status", "attempts", "created_at", "finished_at"]
+    list_filter = ["status", "kind"]
+    list_select_related = ["thread"]
+    search_fields = ["=thread__public_id"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    fields = readonly_fields = (
+        "thread",
+        "kind",
+        "status",
+        "command",
+        "from_checkpoint_id",
+        "attempts",
+        "lease_token",
+        "lease_expires_at",
+        "lease_holder",
+        "error",
+        "created_by",
+        "created_at",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+    )
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "created_at", "actor_label", "action", "thread"]
+    list_filter = ["action", "created_at"]
+    list_select_related = ["thread"]
+    search_fields = ["=thread__public_id", "actor_label"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    fields = readonly_fields = (
+        "created_at",
+        "actor",
+        "actor_label",
+        "action",
+        "thread",
+        "run",
+        "data",
+        "prev_hash",
+        "hash",
+    )
 
 
 @admin.register(Checkpoint)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from approvals.models import Decision, Review
+
+
+class DecisionInline(admin.StackedInline[Decision, Review]):
+    model = Decision
+    extra = 0
+    fields = readonly_fields = (
+        "actor",
+        "action",
+        "updates",
+        "response",
+        "comment",
+        "created_at",
+        "applied_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Review)
+class ReviewAdmin(admin.ModelAdmin[Review]):
+    """Reviews open and close with their threads; decisions are taken through approvals.services."""
+
+    list_display = ["id", "thread", "node", "kind", "status", "claimed_by", "created_at"]
+    list_filter = ["status", "kind", "thread__workflow"]
+    list_select_related = ["thread", "claimed_by"]
+    search_fields = ["=thread__public_id", "thread__title", "node"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    fields = readonly_fields = (
+        "thread",
+        "node",
+        "kind",
+        "status",
+        "interrupt_id",
+        "checkpoint_id",
+        "value",
+        "claimed_by",
+        "claim_expires_at",
+        "created_at",
+        "closed_at",
+    )
+    inlines = [DecisionInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
+        return False
