@@ -45,7 +45,7 @@ test-postgres: setup services ## the test suite on PostgreSQL (POSTGRES_URL) and
 	@echo "==================== pytest on PostgreSQL ($(POSTGRES_URL)) + Redis ($(REDIS_URL)) ===================="
 	DATABASE_URL=$(POSTGRES_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest --create-db
 
-run: setup ## migrate, create the demo login, serve on http://127.0.0.1:8000/admin/ (HOST, PORT)
+run: setup ## migrate, demo users and threads, then web + worker + beat on http://127.0.0.1:8000/ (HOST, PORT)
 	@bin/run
 
 clean: ## remove var/ (the databases) and caches; keeps .venv
