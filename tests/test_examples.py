@@ -1,0 +1,118 @@
+"""Each demo workflow, end to end: started, run by the worker's own code, decided, finished."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from tests.factories import capture_doorbell, decide, head, make_thread, make_user, open_review, run_queued
+from workflows import services
+from workflows.models import Thread
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def doorbell(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return capture_doorbell(monkeypatch)
+
+
+@pytest.fixture
+def staff() -> User:
+    return make_user("sam", staff=True)
+
+
+def test_seed_demo_fails_at_step_3_then_a_retry_finishes_with_count_3(staff: User):
+    thread = make_thread("seed_demo", {"count": 0}, staff)
+    run_queued(thread)
+    assert thread.status == Thread.Status.FAILED
+
+    services.retry_thread(thread=thread, actor=staff)
+    run_queued(thread)
+
+    assert thread.status == Thread.Status.COMPLETED
+    assert head(thread).values == {"count": 3}
+
+
+def test_expense_approval_pays_the_amount_the_reviewer_approved(staff: User):
+    finance = make_user("fiona", groups=["finance"])
+    thread = make_thread(
+        "expense_approval",
+        {"employee": "Ada", "description": "Train to Lyon", "amount": 120.0, "category": "travel"},
+        staff,
+    )
+    run_queued(thread)
+    assert thread.status == Thread.Status.INTERRUPTED
+    assert head(thread).values["summary"] == "Ada claims 120.00 for travel: Train to Lyon."
+
+    decide(open_review(thread, "pay"), finance, "approve", updates={"approved": True, "amount": 99.5})
+    run_queued(thread)
+
+    assert thread.status == Thread.Status.COMPLETED
+    assert head(thread).values["outcome"] == "paid 99.50"
+
+
+def test_expense_approval_left_unticked_is_rejected(staff: User):
+    finance = make_user("fiona", groups=["finance"])
+    thread = make_thread(
+        "expense_approval",
+        {"employee": "Ada", "description": "Lunch", "amount": 30.0, "category": "meals"},
+        staff,
+    )
+    run_queued(thread)
+
+    decide(open_review(thread, "pay"), finance, "approve")
+    run_queued(thread)
+
+    assert thread.status == Thread.Status.COMPLETED
+    assert head(thread).values["outcome"] == "rejected"
+
+
+def test_content_review_publishes_the_draft_after_one_rewrite(staff: User):
+    editor = make_user("eddie", groups=["editors"])
+    thread = make_thread("content_review", {"topic": "release notes", "audience": "admins"}, staff)
+    run_queued(thread)
+
+    decide(open_review(thread, "review"), editor, "respond", response="mention the upgrade steps")
+    run_queued(thread)
+    decide(open_review(thread, "review"), editor, "approve")
+    run_queued(thread)
+
+    values = head(thread).values
+    assert thread.status == Thread.Status.COMPLETED
+    assert values["status"] == "published"
+    assert values["revision"] == 2
+    assert values["published"] == (
+        "Release notes: what admins should know. (Revised: mention the upgrade steps)"
+    )
+
+
+def test_parallel_approval_is_signed_when_legal_and_finance_both_approve(staff: User):
+    signer = make_user("cora", groups=["contracts"])
+    thread = make_thread("parallel_approval", {"counterparty": "Acme", "value": 5000.0}, staff)
+    run_queued(thread)
+
+    decide(open_review(thread, "legal"), signer, "approve")
+    run_queued(thread)
+    decide(open_review(thread, "finance"), signer, "approve")
+    run_queued(thread)
+
+    values = head(thread).values
+    assert thread.status == Thread.Status.COMPLETED
+    assert values["outcome"] == "signed"
+    assert sorted(values["signoffs"]) == ["finance:approved", "legal:approved"]
+
+
+def test_parallel_approval_is_declined_when_either_team_rejects(staff: User):
+    signer = make_user("cora", groups=["contracts"])
+    thread = make_thread("parallel_approval", {"counterparty": "Acme", "value": 5000.0}, staff)
+    run_queued(thread)
+
+    decide(open_review(thread, "legal"), signer, "reject")
+    decide(open_review(thread, "finance"), signer, "approve")
+    run_queued(thread)
+
+    values = head(thread).values
+    assert thread.status == Thread.Status.COMPLETED
+    assert values["outcome"] == "declined"
+    assert sorted(values["signoffs"]) == ["finance:approved", "legal:rejected"]
