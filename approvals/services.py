@@ -9,11 +9,12 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractUser, User
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.dispatch import receiver
 from django.utils import timezone
 
 from approvals.models import Decision, Review
-from workflows import registry
+from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.models import Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
@@ -90,6 +91,11 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
     An interrupt that was already answered while the thread was busy (two parallel
     reviews decided in a row) gets no new review: its waiting decision resumes the thread.
     """
+    pending_ids = {pending.id for pending in interrupts}
+    passed = Review.objects.filter(thread=thread, status=Review.Status.OPEN).exclude(
+        interrupt_id__in=pending_ids
+    )
+    _cancel(passed, thread=thread, actor=None, reason="its pause was passed")
     waiting: list[Decision] = []
     for pending in interrupts:
         existing = Review.objects.filter(thread=thread, interrupt_id=pending.id).order_by("-id").first()
@@ -134,8 +140,17 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
 
 @receiver(interrupts_withdrawn, dispatch_uid="approvals.withdraw_reviews")
 def withdraw_reviews(*, thread: Thread, actor: User | None, reason: str, **_: Any) -> None:
+    _cancel(
+        Review.objects.filter(thread=thread, status=Review.Status.OPEN),
+        thread=thread,
+        actor=actor,
+        reason=reason,
+    )
+
+
+def _cancel(reviews: QuerySet[Review], *, thread: Thread, actor: User | None, reason: str) -> None:
     now = timezone.now()
-    for review in Review.objects.filter(thread=thread, status=Review.Status.OPEN).select_for_update():
+    for review in reviews.select_for_update():
         review.status = Review.Status.CANCELLED
         review.closed_at = now
         review.claimed_by = None
@@ -186,10 +201,15 @@ def decide(
             raise InvalidDecision(
                 f"{action!r} is not allowed here; choose one of {', '.join(allowed_actions(review))}."
             )
-        spec = registry.get(review.thread.workflow)
-        unknown = sorted(set(updates) - set(spec.editable))
-        if unknown:
-            raise InvalidDecision(f"These fields cannot be edited: {', '.join(unknown)}.")
+        thread = review.thread
+        if thread.status not in (Thread.Status.INTERRUPTED, Thread.Status.QUEUED, Thread.Status.RUNNING):
+            raise StaleReview(f"The thread is {thread.status}; this review no longer applies.")
+        if engine.checkpoint_id_of(engine.head(thread.workflow, thread.thread_id)) != review.checkpoint_id:
+            raise StaleReview("The thread has moved on since this review was opened; reload it.")
+        try:
+            updates = registry.get(thread.workflow).validate_updates(updates)
+        except registry.InvalidUpdate as exc:
+            raise InvalidDecision(f"Some edits do not fit: {exc}.") from None
         if review.kind == Review.Kind.BREAKPOINT and action == Decision.Action.RESPOND:
             raise InvalidDecision("A breakpoint takes approve or reject.")
         answer = _answer(review, action, response, comment)
@@ -234,7 +254,10 @@ def decide(
         # ThreadBusy: another answer is being applied right now; this one waits for the
         # thread's next pause, where open_reviews applies it.
         with contextlib.suppress(engine_services.ThreadBusy):
-            _apply(review.thread, [decision], actor=actor)
+            try:
+                _apply(review.thread, [decision], actor=actor)
+            except engine_services.InvalidState as exc:
+                raise StaleReview(f"This review no longer applies: {exc}.") from None
     return decision
 
 

@@ -663,7 +663,7 @@ def test_a_rollback_correcting_a_field_that_is_not_editable_writes_nothing(
 ):
     thread, before = paused_expense, row_counts()
 
-    with pytest.raises(InvalidState, match="not editable: employee"):
+    with pytest.raises(InvalidState, match="employee: this field cannot be edited"):
         services.rollback_thread(
             thread=thread,
             actor=admin,

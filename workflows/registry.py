@@ -8,8 +8,9 @@ any module listed in the `SIGNOFF_GRAPH_MODULES` setting.
 
 from __future__ import annotations
 
+import functools
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import import_module
@@ -19,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import All
+from pydantic import TypeAdapter, ValidationError
 
 Builder = Callable[[], StateGraph[Any, Any, Any, Any]]
 
@@ -49,6 +51,25 @@ class Workflow:
             name=self.name,
         )
 
+    def validate_updates(self, updates: Mapping[str, Any]) -> dict[str, Any]:
+        """Reviewer edits checked and converted to the schema's types (strictly: "lots" is not
+        a float, "yes" is not a bool). Raises InvalidUpdate naming each bad field."""
+        unknown = sorted(set(updates) - set(self.editable))
+        if unknown:
+            raise InvalidUpdate(dict.fromkeys(unknown, "this field cannot be edited"))
+        converted: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name, value in updates.items():
+            try:
+                converted[name] = _adapter(self.field_types[name]).validate_python(
+                    value, strict=_strict(value)
+                )
+            except ValidationError as exc:
+                errors[name] = "; ".join(error["msg"] for error in exc.errors())
+        if errors:
+            raise InvalidUpdate(errors)
+        return converted
+
     @property
     def breakpoints(self) -> tuple[str, ...]:
         nodes = set(self.graph.nodes)
@@ -61,6 +82,25 @@ def _nodes(nodes: tuple[str, ...] | All) -> list[str] | All | None:
     if nodes == "*":
         return "*"
     return list(nodes) or None
+
+
+class InvalidUpdate(ValueError):
+    """Edits that do not fit the workflow's state schema; `errors` maps field to message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(hint: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(hint)
+
+
+def _strict(value: Any) -> bool:
+    # JSON gives ints where a float field wants a number and lists where a tuple might be
+    # wanted; only strings are held to their literal type, so "12" never becomes 12.
+    return isinstance(value, str)
 
 
 _registry: dict[str, Workflow] = {}

@@ -389,6 +389,11 @@ def rollback_thread(
         thread = _lock_thread(thread)
         if _active_run(thread) is not None:
             raise ThreadBusy("this thread has a run queued or running; cancel it or wait before rolling back")
+        if updates:
+            try:
+                updates = registry.get(thread.workflow).validate_updates(updates)
+            except registry.InvalidUpdate as exc:
+                raise InvalidState(f"corrections that do not fit: {exc}") from None
         graph = engine.graph_for(thread.workflow)
         target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
         if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
@@ -396,9 +401,6 @@ def rollback_thread(
         before = engine.head(thread.workflow, thread.thread_id)
         fork = graph.update_state(target.config, None, as_node="__copy__")
         if updates:
-            unknown = set(updates) - set(registry.get(thread.workflow).editable)
-            if unknown:
-                raise InvalidState(f"not editable: {', '.join(sorted(unknown))}")
             fork = graph.update_state(fork, dict(updates))
         head_id = str(fork["configurable"]["checkpoint_id"])
         run = _queue_run(
@@ -572,6 +574,7 @@ def finish_run(
         else:
             _close_run(run, Run.Status.SUCCEEDED)
             _set_thread(run.thread, status=Thread.Status.COMPLETED)
+            interrupts_withdrawn.send(sender=Thread, thread=run.thread, actor=None, reason="thread completed")
             record_event(
                 action="run.completed",
                 actor_label=WORKER,
