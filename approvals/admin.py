@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
 from approvals.models import Decision, Review
+from workflows.admin import ReadOnly, ReadOnlyAdmin
 
 
-class DecisionInline(admin.StackedInline[Decision, Review]):
+class DecisionInline(ReadOnly, admin.StackedInline[Decision, Review]):
     model = Decision
     extra = 0
     fields = readonly_fields = (
@@ -21,18 +19,9 @@ class DecisionInline(admin.StackedInline[Decision, Review]):
         "applied_at",
     )
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Review)
-class ReviewAdmin(admin.ModelAdmin[Review]):
+class ReviewAdmin(ReadOnlyAdmin):
     """Reviews open and close with their threads; decisions are taken through approvals.services."""
 
     list_display = ["id", "thread", "node", "kind", "status", "claimed_by", "created_at"]
@@ -55,12 +44,3 @@ class ReviewAdmin(admin.ModelAdmin[Review]):
         "closed_at",
     )
     inlines = [DecisionInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Review | None = None) -> bool:
-        return False

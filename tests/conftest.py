@@ -4,7 +4,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 
+from tests.factories import capture_doorbell, make_user
 from workflows.checkpointer import DjangoSaver, close_write_connections
 
 
@@ -41,3 +43,30 @@ def _plain_static_files(settings: Any) -> None:
 @pytest.fixture
 def saver() -> DjangoSaver:
     return DjangoSaver()
+
+
+@pytest.fixture
+def doorbell(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The run ids services would publish to Celery, captured instead of sent."""
+    return capture_doorbell(monkeypatch)
+
+
+# The personas. Reviewers belong to the groups of the example workflows they review.
+@pytest.fixture
+def staff() -> User:
+    return make_user("sam", staff=True)
+
+
+@pytest.fixture
+def admin() -> User:
+    return make_user("ada", superuser=True)
+
+
+@pytest.fixture
+def reviewer() -> User:
+    return make_user("rita", groups=["finance", "editors", "contracts"])
+
+
+@pytest.fixture
+def other_reviewer() -> User:
+    return make_user("oscar", groups=["finance", "editors", "contracts"])

@@ -34,6 +34,9 @@ from workflows.models import (
     Thread,
 )
 
+# An expense claim as the expense_approval workflow takes it.
+EXPENSE = {"employee": "Ada", "description": "Train to Lyon", "amount": 120.0, "category": "travel"}
+
 
 def make_user(
     username: str, *, groups: tuple[str, ...] | list[str] = (), staff: bool = False, superuser: bool = False

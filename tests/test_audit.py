@@ -12,11 +12,10 @@ from django.db import DatabaseError, Error, connection, transaction
 
 from approvals.models import Decision, Review
 from tests.factories import (
+    EXPENSE,
     audit_actions,
-    capture_doorbell,
     decide,
     make_thread,
-    make_user,
     open_review,
     replica_role,
     row_counts,
@@ -25,24 +24,7 @@ from tests.factories import (
 from workflows import services
 from workflows.models import AuditEvent, Thread
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-EXPENSE = {"employee": "Ada", "description": "Train to Lyon", "amount": 120.0, "category": "travel"}
-
-
-@pytest.fixture(autouse=True)
-def doorbell(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    return capture_doorbell(monkeypatch)
-
-
-@pytest.fixture
-def staff() -> User:
-    return make_user("sam", staff=True)
-
-
-@pytest.fixture
-def reviewer() -> User:
-    return make_user("rita", groups=["finance"])
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
 
 @pytest.fixture

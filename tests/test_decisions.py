@@ -13,8 +13,8 @@ from langgraph.graph import END, START, StateGraph
 from approvals.models import Decision, Review
 from approvals.services import AlreadyDecided, InvalidDecision, StaleReview
 from tests.factories import (
+    EXPENSE,
     active_run,
-    capture_doorbell,
     dead_holder,
     decide,
     head,
@@ -29,29 +29,7 @@ from tests.factories import (
 from workflows import registry, services
 from workflows.models import Run, Thread
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-EXPENSE = {"employee": "Ada", "description": "Train to Lyon", "amount": 120.0, "category": "travel"}
-
-
-@pytest.fixture(autouse=True)
-def doorbell(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    return capture_doorbell(monkeypatch)
-
-
-@pytest.fixture
-def staff() -> User:
-    return make_user("sam", staff=True)
-
-
-@pytest.fixture
-def reviewer() -> User:
-    return make_user("rita", groups=["finance", "editors", "contracts"])
-
-
-@pytest.fixture
-def other_reviewer() -> User:
-    return make_user("oscar", groups=["finance", "editors", "contracts"])
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
 
 @pytest.fixture

@@ -5,21 +5,11 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from tests.factories import capture_doorbell, decide, head, make_thread, make_user, open_review, run_queued
+from tests.factories import decide, head, make_thread, make_user, open_review, run_queued
 from workflows import services
 from workflows.models import Thread
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def doorbell(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    return capture_doorbell(monkeypatch)
-
-
-@pytest.fixture
-def staff() -> User:
-    return make_user("sam", staff=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
 
 def test_seed_demo_fails_at_step_3_then_a_retry_finishes_with_count_3(staff: User):

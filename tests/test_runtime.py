@@ -22,14 +22,13 @@ from langgraph.types import RetryPolicy
 
 from approvals.models import Review
 from tests.factories import (
+    EXPENSE,
     active_run,
     audit_actions,
-    capture_doorbell,
     dead_holder,
     decide,
     head,
     make_thread,
-    make_user,
     open_review,
     registered,
     row_counts,
@@ -41,37 +40,15 @@ from workflows.execution import execute_run
 from workflows.models import AuditEvent, Checkpoint, CheckpointBlob, CheckpointWrite, Run, Thread
 from workflows.services import InvalidState, ServiceError, ThreadBusy
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-EXPENSE = {"employee": "Ada", "description": "Train to Lyon", "amount": 120.0, "category": "travel"}
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
 # Node executions of the counted test workflows below (execute_run runs in this process).
 CALLS: Counter[str] = Counter()
 
 
 @pytest.fixture(autouse=True)
-def doorbell(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    return capture_doorbell(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
 def _fresh_calls() -> None:
     CALLS.clear()
-
-
-@pytest.fixture
-def staff() -> User:
-    return make_user("sam", staff=True)
-
-
-@pytest.fixture
-def admin() -> User:
-    return make_user("ada", superuser=True)
-
-
-@pytest.fixture
-def reviewer() -> User:
-    return make_user("rita", groups=["finance"])
 
 
 # -- test workflows whose nodes count their executions ------------------------------------------

@@ -8,8 +8,8 @@ from django.http import HttpRequest
 from workflows.models import AuditEvent, Checkpoint, Run, Thread
 
 
-class ReadOnlyAdmin(admin.ModelAdmin[Any]):
-    """History is written by the services alone; the admin reads it."""
+class ReadOnly:
+    """History is written by the services alone; the admin only reads it."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -21,7 +21,11 @@ class ReadOnlyAdmin(admin.ModelAdmin[Any]):
         return False
 
 
-class RunInline(admin.TabularInline[Run, Thread]):
+class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin[Any]):
+    pass
+
+
+class RunInline(ReadOnly, admin.TabularInline[Run, Thread]):
     model = Run
     extra = 0
     fields = readonly_fields = (
@@ -38,15 +42,6 @@ class RunInline(admin.TabularInline[Run, Thread]):
     )
     ordering = ["-id"]
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Thread)
@@ -119,7 +114,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
+class CheckpointAdmin(ReadOnlyAdmin):
     """Checkpoints are LangGraph's history: readable here, written only by DjangoSaver."""
 
     list_display = ["thread_id", "checkpoint_ns", "step", "source", "checkpoint_id", "created_at"]
@@ -144,12 +139,3 @@ class CheckpointAdmin(admin.ModelAdmin[Checkpoint]):
     @admin.display(description="source")
     def source(self, obj: Checkpoint) -> Any:
         return obj.metadata.get("source")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Checkpoint | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Checkpoint | None = None) -> bool:
-        return False
