@@ -39,6 +39,8 @@ class Review(models.Model):
     )
     claim_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the workflow wants an answer by (its review_hours after the review opened).
+    due_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser, User
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -114,6 +115,7 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
             else Review.Kind.INTERRUPT
         )
         review = Review.objects.create(
+            due_at=timezone.now() + timedelta(hours=registry.get(thread.workflow).review_hours),
             thread=thread,
             run=run,
             interrupt_id=pending.id,
@@ -184,11 +186,7 @@ def decide(
     """
     updates = dict(updates or {})
     with transaction.atomic():
-        pk = review.pk if isinstance(review, Review) else review
-        locked = Review.objects.select_for_update().select_related("thread").filter(pk=pk).first()
-        if locked is None:
-            raise InvalidDecision("There is no such review.")
-        review = locked
+        review = _locked_review(review)
         if not can_review(actor, review.thread.workflow):
             raise InvalidDecision("You are not a reviewer of this workflow.")
         if review.status == Review.Status.DECIDED:
@@ -197,6 +195,9 @@ def decide(
             raise StaleReview("This review was withdrawn (the thread was cancelled or rolled back).")
         if checkpoint_id != review.checkpoint_id:
             raise StaleReview("The thread has moved on since this review was shown; reload it.")
+        holder = claim_holder(review)
+        if holder is not None and holder.pk != actor.pk:
+            raise ReviewClaimed(_claimed_message(review, holder))
         if action not in allowed_actions(review):
             raise InvalidDecision(
                 f"{action!r} is not allowed here; choose one of {', '.join(allowed_actions(review))}."
@@ -228,7 +229,9 @@ def decide(
             raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review)) from None
         review.status = Review.Status.DECIDED
         review.closed_at = decision.created_at
-        review.save(update_fields=["status", "closed_at"])
+        review.claimed_by = None
+        review.claim_expires_at = None
+        review.save(update_fields=["status", "closed_at", "claimed_by", "claim_expires_at"])
         engine_services.record_event(
             action="review.decided",
             actor=actor,
@@ -305,3 +308,83 @@ def _apply(thread: Thread, decisions: list[Decision], *, actor: User) -> None:
     )
     now: datetime = timezone.now()
     Decision.objects.filter(pk__in=[decision.pk for decision in decisions]).update(applied_at=now)
+
+
+# -- claims ----------------------------------------------------------------------------------
+
+
+class ReviewClaimed(DecisionRefused):
+    """Someone else is working on this review right now."""
+
+
+def claim_holder(review: Review, *, now: datetime | None = None) -> User | None:
+    """Who holds a live claim on the review, if anyone (an expired claim holds nothing)."""
+    now = now or timezone.now()
+    if review.claimed_by_id is None or review.claim_expires_at is None or review.claim_expires_at <= now:
+        return None
+    return review.claimed_by
+
+
+def claim_review(*, review: Review | int, actor: User) -> Review:
+    """Take (or extend) the claim on an open review for SIGNOFF_CLAIM_SECONDS; others then see
+    "being reviewed by ...". An expired claim is free to take."""
+    with transaction.atomic():
+        locked = _locked_review(review)
+        if not can_review(actor, locked.thread.workflow):
+            raise InvalidDecision("You are not a reviewer of this workflow.")
+        if locked.status != Review.Status.OPEN:
+            raise StaleReview(f"This review is {locked.status}; there is nothing to claim.")
+        holder = claim_holder(locked)
+        if holder is not None and holder.pk != actor.pk:
+            raise ReviewClaimed(_claimed_message(locked, holder))
+        locked.claimed_by = actor
+        locked.claim_expires_at = timezone.now() + timedelta(seconds=settings.SIGNOFF_CLAIM_SECONDS)
+        locked.save(update_fields=["claimed_by", "claim_expires_at"])
+        if holder is None:
+            # Extending one's own claim changes only its expiry, which is not worth an event.
+            engine_services.record_event(
+                action="review.claimed",
+                actor=actor,
+                thread=locked.thread,
+                data={"review": locked.pk, "until": locked.claim_expires_at},
+            )
+    return locked
+
+
+def release_review(*, review: Review | int, actor: User) -> Review:
+    """Give a claimed review back to the queue (the holder, or a superuser)."""
+    with transaction.atomic():
+        locked = _locked_review(review)
+        holder = claim_holder(locked)
+        if holder is None:
+            return locked
+        if holder.pk != actor.pk and not actor.is_superuser:
+            raise ReviewClaimed(_claimed_message(locked, holder))
+        locked.claimed_by = None
+        locked.claim_expires_at = None
+        locked.save(update_fields=["claimed_by", "claim_expires_at"])
+        engine_services.record_event(
+            action="review.released",
+            actor=actor,
+            thread=locked.thread,
+            data={"review": locked.pk, "holder": holder.get_username()},
+        )
+    return locked
+
+
+def _locked_review(review: Review | int) -> Review:
+    pk = review.pk if isinstance(review, Review) else review
+    locked = (
+        Review.objects.select_for_update(no_key=True)
+        .select_related("thread", "claimed_by")
+        .filter(pk=pk)
+        .first()
+    )
+    if locked is None:
+        raise InvalidDecision("There is no such review.")
+    return locked
+
+
+def _claimed_message(review: Review, holder: User) -> str:
+    until = timezone.localtime(review.claim_expires_at).strftime("%H:%M")
+    return f"This review is being reviewed by {holder.get_username()} (claimed until {until})."

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 # Lets typed code write ModelAdmin[Model] and QuerySet[Model] at run time.
 django_stubs_ext.monkeypatch()
@@ -172,6 +173,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -227,6 +229,21 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "false" if DEBUG else "true")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
+# State shown to reviewers is written by graphs (often by a model): no script may run but ours.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    # The admin sets a few style attributes; styles cannot run code.
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "approvals:queue"
+LOGOUT_REDIRECT_URL = "login"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_000_000)
@@ -262,6 +279,9 @@ SIGNOFF_SWEEP_BATCH = envint("SIGNOFF_SWEEP_BATCH", 500)
 SIGNOFF_RETRY_DELAY_SECONDS = envfloat("SIGNOFF_RETRY_DELAY_SECONDS", 5.0)
 # How many times a delivery that finds another worker's live lease comes back to look again.
 SIGNOFF_BUSY_RETRIES = envint("SIGNOFF_BUSY_RETRIES", 5)
+
+# How long opening a review claims it for; others see "being reviewed by" until then.
+SIGNOFF_CLAIM_SECONDS = envfloat("SIGNOFF_CLAIM_SECONDS", 900.0)
 
 # Celery: the database is the truth, a message only rings the bell (docs/architecture.md).
 # Redis in production (CELERY_BROKER_URL=redis://...); by default an on-disk broker under

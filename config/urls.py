@@ -1,13 +1,14 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic.base import RedirectView
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
 
 admin.site.site_header = "Signoff administration"
 admin.site.site_title = "Signoff"
 admin.site.index_title = "Threads, checkpoints and people"
 
 urlpatterns = [
-    # The reviewer queue will live at "/"; until then the admin is the whole app.
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("", include("approvals.urls")),
 ]

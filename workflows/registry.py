@@ -37,6 +37,8 @@ class Workflow:
     editable: tuple[str, ...] = ()
     interrupt_before: tuple[str, ...] | All = ()
     interrupt_after: tuple[str, ...] | All = ()
+    # How soon a review of this workflow is due, shown in the queue.
+    review_hours: float = 24.0
     field_types: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @cached_property
@@ -132,6 +134,7 @@ def register(
     editable: Sequence[str] = (),
     interrupt_before: Sequence[str] | All = (),
     interrupt_after: Sequence[str] | All = (),
+    review_hours: float = 24.0,
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`."""
 
@@ -146,6 +149,7 @@ def register(
                 editable=tuple(editable),
                 interrupt_before=interrupt_before if interrupt_before == "*" else tuple(interrupt_before),
                 interrupt_after=interrupt_after if interrupt_after == "*" else tuple(interrupt_after),
+                review_hours=review_hours,
             )
         )
         return builder

@@ -1,0 +1,236 @@
+"""The decision form, typed from the workflow's state schema.
+
+bool → checkbox, int / float / Decimal → number, Literal / Enum → select, str → text
+(or textarea for long values), anything else (lists, dicts, models) → a JSON editor
+that must parse. The services check the values again against the schema
+(`Workflow.validate_updates`), so the form is the first line, not the only one.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+import typing
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.core import signing
+from django.core.exceptions import ValidationError
+
+from approvals.models import Decision, Review
+from approvals.services import allowed_actions
+from workflows.registry import Workflow
+
+ACTION_LABELS = {
+    Decision.Action.APPROVE: "Approve",
+    Decision.Action.REJECT: "Reject",
+    Decision.Action.EDIT: "Edit and accept",
+    Decision.Action.RESPOND: "Respond",
+    Decision.Action.IGNORE: "Ignore",
+}
+MAX_JSON_CHARS = 65_536
+MAX_TEXT_CHARS = 20_000
+_SIGNER_SALT = "approvals.review-form"
+# Form fields that are not state fields, prefixed so a state field cannot collide with them.
+CONTROL_FIELDS = {"csrfmiddlewaretoken", "action", "comment", "response", "args", "pin"}
+
+
+def field_prefix(name: str) -> str:
+    return f"state__{name}"
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    """(inner type, allows None) for `X | None` / `Optional[X]`."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+class JSONValueField(forms.JSONField):
+    widget = forms.Textarea(attrs={"rows": 6, "spellcheck": "false", "class": "json"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", MAX_JSON_CHARS)
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_JSON_CHARS:
+            raise ValidationError(f"At most {MAX_JSON_CHARS:,} characters of JSON.")
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            raise ValidationError("This is not valid JSON.") from None
+
+
+def state_field(hint: Any, value: Any) -> forms.Field:
+    """The form field for one editable state field of type `hint`, currently `value`."""
+    hint, nullable = _optional(hint)
+    origin = typing.get_origin(hint)
+    required = not nullable
+    field: forms.Field
+    if hint is bool:
+        field = forms.BooleanField(required=False)
+    elif hint is int:
+        field = forms.IntegerField(required=required)
+    elif hint is float:
+        field = forms.FloatField(required=required, widget=forms.NumberInput(attrs={"step": "any"}))
+    elif hint is Decimal:
+        field = forms.DecimalField(required=required)
+    elif origin is typing.Literal:
+        options = typing.get_args(hint)
+        by_text = {str(option): option for option in options}
+        field = forms.TypedChoiceField(
+            choices=[(str(option), str(option)) for option in options],
+            coerce=lambda text: by_text[text],
+            required=required,
+        )
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        members = {str(member.value): member.value for member in hint}
+        field = forms.TypedChoiceField(
+            choices=[(str(member.value), member.name.replace("_", " ").capitalize()) for member in hint],
+            coerce=lambda text: members[text],
+            required=required,
+        )
+    elif hint is str:
+        long = isinstance(value, str) and (len(value) > 80 or "\n" in value)
+        field = forms.CharField(
+            required=False,
+            max_length=MAX_TEXT_CHARS,
+            strip=False,
+            widget=forms.Textarea(attrs={"rows": 4}) if long else forms.TextInput(),
+        )
+    else:
+        field = JSONValueField(required=required)
+    if nullable and not isinstance(field, (forms.BooleanField, forms.CharField, JSONValueField)):
+        field.empty_value = None  # type: ignore[union-attr]
+    return field
+
+
+def sign_pin(review: Review) -> str:
+    """What the form was rendered from, signed: tampering is an error, staleness a 409."""
+    return signing.dumps([review.pk, review.checkpoint_id, review.interrupt_id], salt=_SIGNER_SALT)
+
+
+_ROWS = {"rows": "3"}
+
+
+def _text(label: str) -> forms.CharField:
+    return forms.CharField(
+        label=label, required=False, max_length=MAX_TEXT_CHARS, widget=forms.Textarea(attrs=_ROWS)
+    )
+
+
+class DecisionForm(forms.Form):
+    comment = forms.CharField(
+        label="Comment", required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 3})
+    )
+    pin = forms.CharField(widget=forms.HiddenInput)
+
+    def __init__(
+        self,
+        *args: Any,
+        review: Review,
+        workflow: Workflow,
+        values: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.review = review
+        self.workflow = workflow
+        self.values = values
+        actions = allowed_actions(review)
+        self.fields["action"] = forms.ChoiceField(
+            label="Decision",
+            choices=[(action, ACTION_LABELS[Decision.Action(action)]) for action in actions],
+            widget=forms.RadioSelect(),
+        )
+        self.initial.setdefault("action", actions[0] if actions else "")
+        self.initial["pin"] = sign_pin(review)
+        for name, hint in workflow.field_types.items():
+            field = state_field(hint, values.get(name))
+            field.label = name.replace("_", " ").capitalize()
+            field.initial = values.get(name)
+            self.fields[field_prefix(name)] = field
+        if review.kind == Review.Kind.AGENT_INBOX:
+            request = review.value[0]
+            config = request.get("config", {})
+            if config.get("allow_respond"):
+                self.fields["response"] = forms.CharField(
+                    label="Response",
+                    required=False,
+                    max_length=MAX_TEXT_CHARS,
+                    widget=forms.Textarea(attrs={"rows": 3}),
+                )
+            if config.get("allow_edit"):
+                self.fields["args"] = JSONValueField(label="Arguments", required=False)
+                self.initial["args"] = request.get("action_request", {}).get("args", {})
+        elif review.kind == Review.Kind.INTERRUPT:
+            self.fields["response"] = forms.CharField(
+                label="Response",
+                required=False,
+                max_length=MAX_TEXT_CHARS,
+                widget=forms.Textarea(attrs={"rows": 3}),
+            )
+
+    @property
+    def state_fields(self) -> list[forms.BoundField]:
+        return [self[field_prefix(name)] for name in self.workflow.field_types]
+
+    def clean_pin(self) -> str:
+        try:
+            pk, checkpoint_id, interrupt_id = signing.loads(self.cleaned_data["pin"], salt=_SIGNER_SALT)
+        except (signing.BadSignature, ValueError, TypeError):
+            raise ValidationError("This form was altered; reload the review and try again.") from None
+        if pk != self.review.pk or interrupt_id != self.review.interrupt_id:
+            raise ValidationError("This form belongs to another review; reload the review and try again.")
+        self.checkpoint_id = str(checkpoint_id)
+        return str(checkpoint_id)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.data:
+            unknown = sorted(set(self.data) - set(self.fields) - CONTROL_FIELDS)
+            if unknown:
+                raise ValidationError(f"Unknown fields: {', '.join(unknown)}.")
+        action = cleaned.get("action")
+        if action == Decision.Action.RESPOND and not (cleaned.get("response") or "").strip():
+            self.add_error("response", "Write a response to send.")
+        if action == Decision.Action.EDIT and not isinstance(cleaned.get("args"), dict):
+            self.add_error("args", "The edited arguments must be a JSON object.")
+        return cleaned
+
+    def state_updates(self) -> dict[str, Any]:
+        """The state fields the reviewer changed, with their typed values."""
+        changed: dict[str, Any] = {}
+        for name in self.workflow.field_types:
+            key = field_prefix(name)
+            if key not in self.cleaned_data:
+                continue
+            value = self.cleaned_data[key]
+            if _same(value, self.values.get(name)):
+                continue
+            changed[name] = value
+        return changed
+
+    def answer(self) -> Any:
+        action = self.cleaned_data.get("action")
+        if self.review.kind == Review.Kind.AGENT_INBOX and action == Decision.Action.EDIT:
+            return self.cleaned_data.get("args")
+        return self.cleaned_data.get("response") or None
+
+
+def _same(new: Any, old: Any) -> bool:
+    if isinstance(new, Decimal) and old is not None:
+        try:
+            return new == Decimal(str(old))
+        except ArithmeticError:
+            return False
+    if isinstance(new, float) and isinstance(old, (int, float)) and not isinstance(old, bool):
+        return new == float(old)
+    if isinstance(new, (dict, list)) or isinstance(old, (dict, list)):
+        return json.dumps(new, sort_keys=True, default=str) == json.dumps(old, sort_keys=True, default=str)
+    return bool(new == old)

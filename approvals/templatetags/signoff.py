@@ -1,0 +1,30 @@
+"""Filters for showing saved state: always as text, never as markup."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def pretty(value: Any) -> str:
+    """Indented JSON for a state value (escaped by the template like any other text)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+@register.filter
+def is_long(value: Any) -> bool:
+    """Whether a value is worth folding away behind a summary."""
+    return len(pretty(value)) > 120 or "\n" in pretty(value)
+
+
+@register.filter
+def summary(value: Any) -> str:
+    text = pretty(value).replace("\n", " ")
+    return text if len(text) <= 80 else text[:77] + "…"

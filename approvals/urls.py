@@ -1,0 +1,16 @@
+from django.urls import path
+
+from approvals import views
+
+app_name = "approvals"
+
+urlpatterns = [
+    path("", views.queue, name="queue"),
+    path("reviews/approve/", views.bulk_approve, name="bulk_approve"),
+    path("reviews/<int:pk>/", views.review_detail, name="review"),
+    path("reviews/<int:pk>/claim/", views.review_claim, name="claim"),
+    path("reviews/<int:pk>/release/", views.review_release, name="release"),
+    path("reviews/<int:pk>/preview/", views.review_preview, name="preview"),
+    path("reviews/<int:pk>/decide/", views.review_decide, name="decide"),
+    path("threads/<uuid:public_id>/", views.thread_detail, name="thread"),
+]

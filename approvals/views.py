@@ -1,0 +1,274 @@
+"""The reviewer's pages. Each view serves its whole page, or with htmx the part that changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import markdown
+import nh3
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from approvals import queries, services
+from approvals.forms import DecisionForm
+from approvals.models import Review
+from workflows import engine, registry
+from workflows.models import Thread
+
+ACTIVE = (Thread.Status.QUEUED, Thread.Status.RUNNING)
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+def _htmx(request: HttpRequest) -> bool:
+    return bool(getattr(request, "htmx", False))
+
+
+def render_markdown(text: str) -> SafeString:
+    """Markdown from a graph, as HTML with nothing that can run: nh3 keeps only safe tags
+    and attributes, and links get rel=noopener."""
+    html = markdown.markdown(text or "", extensions=["fenced_code", "tables"], output_format="html")
+    return mark_safe(nh3.clean(html, link_rel="noopener noreferrer nofollow"))  # noqa: S308
+
+
+# -- the queue -------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+def queue(request: HttpRequest) -> HttpResponse:
+    filters = queries.QueueFilters.from_query(request.GET)
+    context = {"queue": queries.queue(_user(request), filters)}
+    template = "approvals/queue.html#results" if _htmx(request) else "approvals/queue.html"
+    return render(request, template, context)
+
+
+@require_POST
+@login_required
+def bulk_approve(request: HttpRequest) -> HttpResponse:
+    """Approve each selected review as it stands; report, per review, what became of it."""
+    user = _user(request)
+    ids = [int(value) for value in request.POST.getlist("review") if value.isdigit()][:100]
+    reviews = {review.pk: review for review in queries.visible_reviews(user).filter(pk__in=ids)}
+    results: list[tuple[int, Review | None, str]] = []
+    for pk in ids:
+        review = reviews.get(pk)
+        if review is None:
+            results.append((pk, None, "not found"))
+            continue
+        results.append((pk, review, _approve_as_is(review, user)))
+    context = {"results": results}
+    if _htmx(request):
+        return render(request, "approvals/bulk_result.html", context)
+    for _, review, outcome in results:
+        messages.info(request, f"{review.thread if review else 'Review'}: {outcome}")
+    return HttpResponseRedirect(reverse("approvals:queue"))
+
+
+def _approve_as_is(review: Review, user: User) -> str:
+    if review.kind == Review.Kind.INTERRUPT or "approve" not in services.allowed_actions(review):
+        return "needs input"
+    try:
+        services.decide(review=review, actor=user, action="approve", checkpoint_id=review.checkpoint_id)
+    except services.AlreadyDecided as exc:
+        when = timezone.localtime(exc.decision.created_at).strftime("%Y-%m-%d %H:%M")
+        return f"already decided by {exc.decision.actor} at {when}"
+    except services.DecisionRefused as exc:
+        return str(exc)
+    return "approved"
+
+
+# -- one review ------------------------------------------------------------------------------
+
+
+def _review_or_404(request: HttpRequest, pk: int) -> Review:
+    return get_object_or_404(queries.visible_reviews(_user(request)), pk=pk)
+
+
+def _moved_on(head: Any, review: Review) -> bool:
+    return engine.checkpoint_id_of(head) != review.checkpoint_id
+
+
+def _review_context(request: HttpRequest, review: Review, form: DecisionForm | None = None) -> dict[str, Any]:
+    thread = review.thread
+    spec = registry.get(thread.workflow)
+    head = engine.head(thread.workflow, thread.thread_id)
+    values = head.values if isinstance(head.values, dict) else {}
+    if form is None:
+        form = DecisionForm(review=review, workflow=spec, values=values)
+    request_info = review.value[0] if review.kind == Review.Kind.AGENT_INBOX else None
+    description = (request_info or {}).get("description") or (
+        review.value.get("question", "") if isinstance(review.value, dict) else ""
+    )
+    return {
+        "review": review,
+        "thread": thread,
+        "workflow": spec,
+        "values": values,
+        "editable": set(spec.editable),
+        "form": form,
+        "request_info": request_info,
+        "description": render_markdown(description or spec.description),
+        "holder": services.claim_holder(review),
+        "history": queries.history(thread),
+        "decision": getattr(review, "decision", None) if review.status == Review.Status.DECIDED else None,
+        "stale": review.status == Review.Status.OPEN
+        and engine.checkpoint_id_of(head) != review.checkpoint_id,
+    }
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    review = _review_or_404(request, pk)
+    return render(request, "approvals/review.html", _review_context(request, review))
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+def review_claim(request: HttpRequest, pk: int) -> HttpResponse:
+    review = _review_or_404(request, pk)
+    try:
+        review = services.claim_review(review=review, actor=_user(request))
+    except services.DecisionRefused as exc:
+        return _refused(request, review, exc)
+    if _htmx(request):
+        return render(
+            request,
+            "approvals/review.html#claim",
+            {"review": review, "holder": services.claim_holder(review)},
+        )
+    return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+def review_release(request: HttpRequest, pk: int) -> HttpResponse:
+    review = _review_or_404(request, pk)
+    try:
+        review = services.release_review(review=review, actor=_user(request))
+    except services.DecisionRefused as exc:
+        return _refused(request, review, exc)
+    if _htmx(request):
+        return render(request, "approvals/review.html#claim", {"review": review, "holder": None})
+    return HttpResponseRedirect(reverse("approvals:queue"))
+
+
+def _bound_form(request: HttpRequest, review: Review) -> DecisionForm | HttpResponse:
+    spec = registry.get(review.thread.workflow)
+    head = engine.head(review.thread.workflow, review.thread.thread_id)
+    values = head.values if isinstance(head.values, dict) else {}
+    try:
+        data = request.POST
+    except RequestDataTooBig:
+        form = DecisionForm(review=review, workflow=spec, values=values)
+        form.add_error(None, "The submission is too large; keep edits under 1 MB.")
+        return _form_errors(request, review, form, status=413)
+    return DecisionForm(data, review=review, workflow=spec, values=values)
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+def review_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """The reviewer's own changes as a diff, before anything is submitted. Writes nothing."""
+    review = _review_or_404(request, pk)
+    form = _bound_form(request, review)
+    if isinstance(form, HttpResponse):
+        return form
+    changes = queries.diff(form.values, {**form.values, **form.state_updates()}) if form.is_valid() else []
+    context = {**_review_context(request, review, form), "preview": changes, "previewed": True}
+    template = "approvals/review.html#preview" if _htmx(request) else "approvals/review.html"
+    return render(request, template, context, status=200 if form.is_valid() else 422)
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    review = _review_or_404(request, pk)
+    form = _bound_form(request, review)
+    if isinstance(form, HttpResponse):
+        return form
+    if not form.is_valid():
+        return _form_errors(request, review, form)
+    try:
+        services.decide(
+            review=review,
+            actor=_user(request),
+            action=form.cleaned_data["action"],
+            checkpoint_id=form.checkpoint_id,
+            updates=form.state_updates(),
+            response=form.answer(),
+            comment=form.cleaned_data.get("comment", ""),
+        )
+    except services.InvalidDecision as exc:
+        form.add_error(None, str(exc))
+        return _form_errors(request, review, form)
+    except services.DecisionRefused as exc:
+        return _refused(request, review, exc)
+    url = reverse("approvals:thread", args=[review.thread.public_id])
+    if _htmx(request):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    messages.success(request, "Decision recorded; the thread is resuming.")
+    return HttpResponseRedirect(url)
+
+
+def _form_errors(request: HttpRequest, review: Review, form: DecisionForm, status: int = 422) -> HttpResponse:
+    template = "approvals/review.html#decision-form" if _htmx(request) else "approvals/review.html"
+    return render(request, template, _review_context(request, review, form), status=status)
+
+
+def _refused(request: HttpRequest, review: Review, exc: Exception) -> HttpResponse:
+    """409: the decision or claim cannot apply (decided by someone, stale, claimed); nothing changed."""
+    context = {"review": review, "thread": review.thread, "message": str(exc)}
+    template = "approvals/conflict.html#conflict" if _htmx(request) else "approvals/conflict.html"
+    response = render(request, template, context, status=409)
+    if _htmx(request):
+        # Show the conflict where the form was, whichever element asked.
+        response["HX-Retarget"] = "#decision"
+        response["HX-Reswap"] = "innerHTML"
+    return response
+
+
+# -- a thread --------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+def thread_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    thread = get_object_or_404(queries.visible_threads(_user(request)), public_id=public_id)
+    head = engine.head(thread.workflow, thread.thread_id)
+    context = {
+        "thread": thread,
+        "workflow": registry.get(thread.workflow),
+        "values": head.values if isinstance(head.values, dict) else {},
+        "next": head.next,
+        "open_reviews": list(thread.reviews.filter(status=Review.Status.OPEN).order_by("id")),
+        "runs": list(queries.thread_runs(thread)[:20]),
+        "active": thread.status in ACTIVE,
+    }
+    if _htmx(request):
+        return render(request, "approvals/thread.html#status", context)
+    context["history"] = queries.history(thread)
+    return render(request, "approvals/thread.html", context)
