@@ -25,7 +25,7 @@ class ReviewAdmin(ReadOnlyAdmin):
     """Reviews open and close with their threads; decisions are taken through approvals.services."""
 
     list_display = ["id", "thread", "node", "kind", "status", "claimed_by", "created_at"]
-    list_filter = ["status", "kind", "thread__workflow"]
+    list_filter = ["status", "kind", "workflow"]
     list_select_related = ["thread", "claimed_by"]
     search_fields = ["=thread__public_id", "thread__title", "node"]
     ordering = ["-id"]

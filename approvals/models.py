@@ -10,6 +10,8 @@ from django.db import models
 
 from workflows.models import Run, Thread
 
+OPEN = models.Q(status="open")
+
 
 class Review(models.Model):
     class Status(models.TextChoices):
@@ -26,6 +28,9 @@ class Review(models.Model):
         BREAKPOINT = "breakpoint"
 
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="reviews")
+    # The thread's workflow, copied so the queue filters and sorts open reviews on one index
+    # instead of joining every thread.
+    workflow = models.CharField(max_length=100)
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     interrupt_id = models.CharField(max_length=200)
     kind = models.CharField(max_length=20, choices=Kind)
@@ -33,6 +38,8 @@ class Review(models.Model):
     # The checkpoint the interrupt was raised at: a decision must be rendered from it.
     checkpoint_id = models.CharField(max_length=64)
     value = models.JSONField(default=dict, blank=True)
+    # Title, the thread's input and the payload as one lowercase text, for the queue's search.
+    search_text = models.TextField(blank=True, default="")
     status = models.CharField(max_length=20, choices=Status, default=Status.OPEN)
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -51,7 +58,17 @@ class Review(models.Model):
                 name="review_one_open_per_interrupt",
             )
         ]
-        indexes = [models.Index(fields=["status", "created_at"], name="review_queue")]
+        indexes = [
+            models.Index(
+                fields=["created_at"], name="review_open_waiting", condition=models.Q(status="open")
+            ),
+            models.Index(
+                fields=["workflow", "created_at"],
+                name="review_open_workflow",
+                condition=models.Q(status="open"),
+            ),
+            models.Index(fields=["thread", "status"], name="review_thread"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.node} on {self.thread}"

@@ -14,8 +14,7 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Q, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from approvals.models import Review
@@ -27,7 +26,7 @@ SORTS = {
     "waiting": ("created_at", "id"),
     "newest": ("-created_at", "-id"),
     "due": ("due_at", "id"),
-    "workflow": ("thread__workflow", "created_at", "id"),
+    "workflow": ("workflow", "created_at", "id"),
     "title": ("thread__title", "id"),
 }
 PAGE_SIZES = (10, 25, 50, 100)
@@ -39,8 +38,13 @@ def reviewable_workflows(user: User | AnonymousUser) -> list[str] | None:
         return []
     if user.is_superuser:
         return None
-    groups = set(user.groups.values_list("name", flat=True))
-    return [spec.name for spec in registry.all_workflows() if spec.reviewer_group in groups]
+    # Kept on the user object: one request asks several times, and groups do not change mid-request.
+    cached: list[str] | None = getattr(user, "_signoff_workflows", None)
+    if cached is None:
+        groups = set(user.groups.values_list("name", flat=True))
+        cached = [spec.name for spec in registry.all_workflows() if spec.reviewer_group in groups]
+        user._signoff_workflows = cached  # type: ignore[attr-defined]
+    return cached
 
 
 def _scoped(queryset: QuerySet[Any], user: User | AnonymousUser, path: str) -> QuerySet[Any]:
@@ -53,7 +57,7 @@ def visible_threads(user: User | AnonymousUser) -> QuerySet[Thread]:
 
 
 def visible_reviews(user: User | AnonymousUser) -> QuerySet[Review]:
-    return _scoped(Review.objects.select_related("thread", "claimed_by"), user, "thread__workflow")
+    return _scoped(Review.objects.select_related("thread", "claimed_by"), user, "workflow")
 
 
 @dataclass(frozen=True)
@@ -147,17 +151,10 @@ class Queue:
 def _open_reviews(user: User | AnonymousUser, filters: QueueFilters) -> QuerySet[Review]:
     reviews = visible_reviews(user).filter(status=Review.Status.OPEN)
     if filters.workflow:
-        reviews = reviews.filter(thread__workflow=filters.workflow)
+        reviews = reviews.filter(workflow=filters.workflow)
     if filters.q:
-        # Title, the thread's input and the interrupt's payload: the state a reviewer sees first.
-        reviews = reviews.annotate(
-            _input=Cast("thread__input", TextField()), _value=Cast("value", TextField())
-        ).filter(
-            Q(thread__title__icontains=filters.q)
-            | Q(_input__icontains=filters.q)
-            | Q(_value__icontains=filters.q)
-            | Q(node__icontains=filters.q)
-        )
+        # Title, node, the thread's input and the interrupt's payload: what a reviewer sees first.
+        reviews = reviews.filter(search_text__contains=filters.q.lower())
     return reviews
 
 

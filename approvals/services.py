@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +62,11 @@ def is_agent_inbox(value: Any) -> bool:
     )
 
 
+def search_text(thread: Thread, node: str, value: Any) -> str:
+    parts = [thread.title, node, json.dumps(thread.input, default=str), json.dumps(value, default=str)]
+    return "\n".join(parts).lower()[:20_000]
+
+
 def allowed_actions(review: Review) -> list[str]:
     if review.kind == Review.Kind.BREAKPOINT:
         return list(BREAKPOINT_ACTIONS)
@@ -117,12 +123,14 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
         review = Review.objects.create(
             due_at=timezone.now() + timedelta(hours=registry.get(thread.workflow).review_hours),
             thread=thread,
+            workflow=thread.workflow,
             run=run,
             interrupt_id=pending.id,
             kind=kind,
             node=pending.node,
             checkpoint_id=pending.checkpoint_id,
             value=engine_services._canonical(pending.value),
+            search_text=search_text(thread, pending.node, pending.value),
         )
         engine_services.record_event(
             action="review.opened",
