@@ -152,6 +152,9 @@ class DecisionForm(forms.Form):
         self.initial["pin"] = sign_pin(review)
         for name, hint in workflow.field_types.items():
             field = state_field(hint, values.get(name))
+            if name not in values:
+                # A field the graph has not set yet: leaving it empty is not an edit.
+                field.required = False
             field.label = name.replace("_", " ").capitalize()
             field.initial = values.get(name)
             self.fields[field_prefix(name)] = field
@@ -224,6 +227,8 @@ class DecisionForm(forms.Form):
 
 
 def _same(new: Any, old: Any) -> bool:
+    if old is None and new in ("", None):
+        return True
     if isinstance(new, Decimal) and old is not None:
         try:
             return new == Decimal(str(old))
