@@ -6,12 +6,14 @@ from typing import Any
 
 import markdown
 import nh3
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
@@ -73,7 +75,10 @@ def bulk_approve(request: HttpRequest) -> HttpResponse:
         results.append((pk, review, _approve_as_is(review, user)))
     context = {"results": results}
     if _htmx(request):
-        return render(request, "approvals/bulk_result.html", context)
+        response = render(request, "approvals/bulk_result.html", context)
+        # The queue refreshes at once, so the approved rows leave it.
+        response["HX-Trigger"] = "queue-changed"
+        return response
     for _, review, outcome in results:
         messages.info(request, f"{review.thread if review else 'Review'}: {outcome}")
     return HttpResponseRedirect(reverse("approvals:queue"))
@@ -178,9 +183,10 @@ def _bound_form(request: HttpRequest, review: Review) -> DecisionForm | HttpResp
     try:
         data = request.POST
     except RequestDataTooBig:
+        limit = filesizeformat(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         form = DecisionForm(review=review, workflow=spec, values=values)
-        form.add_error(None, "The submission is too large; keep edits under 1 MB.")
-        return _form_errors(request, review, form, status=413)
+        refusal = f"The submission is too large; keep it under {limit}. Nothing was saved."
+        return _form_errors(request, review, form, status=413, refusal=refusal)
     return DecisionForm(data, review=review, workflow=spec, values=values)
 
 
@@ -233,9 +239,12 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(url)
 
 
-def _form_errors(request: HttpRequest, review: Review, form: DecisionForm, status: int = 422) -> HttpResponse:
+def _form_errors(
+    request: HttpRequest, review: Review, form: DecisionForm, status: int = 422, refusal: str = ""
+) -> HttpResponse:
     template = "approvals/review.html#decision-form" if _htmx(request) else "approvals/review.html"
-    return render(request, template, _review_context(request, review, form), status=status)
+    context = {**_review_context(request, review, form), "refusal": refusal}
+    return render(request, template, context, status=status)
 
 
 def _refused(request: HttpRequest, review: Review, exc: Exception) -> HttpResponse:
