@@ -10,7 +10,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/signoff
 REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .NOTPARALLEL:
-.PHONY: help venv setup services lint test test-sqlite test-postgres run clean
+.PHONY: help venv setup browser services lint test test-sqlite test-postgres run clean
 
 help: ## list the targets
 	@echo "Signoff: make run (try it) and make test (check it)."
@@ -20,6 +20,9 @@ venv: ## create .venv (Python >= 3.12) and install requirements-dev.txt when the
 	@bin/setup-venv
 
 setup: venv
+
+browser: ## make sure Debian's Chromium is installed for the browser tests (apt-get as root)
+	@bin/setup-browser
 
 services: ## start PostgreSQL and Redis on 127.0.0.1 if they are not running
 	@bin/services
@@ -33,14 +36,14 @@ lint: setup ## ruff check, ruff format --check, mypy
 	@# The django-stubs plugin imports config.settings, which needs a secret key with DEBUG off.
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-mypy-only-not-a-secret} $(BIN)/mypy
 
-test: setup services lint test-sqlite test-postgres ## lint, then the test suite on SQLite and on PostgreSQL
+test: setup browser services lint test-sqlite test-postgres ## lint, then the test suite on SQLite and on PostgreSQL
 
-test-sqlite: setup ## the test suite on SQLite and the on-disk broker (the embedded default)
+test-sqlite: setup browser ## the test suite on SQLite and the on-disk broker (the embedded default)
 	@echo
 	@echo "==================== pytest on SQLite + on-disk broker (the defaults) ===================="
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(BIN)/pytest --create-db
 
-test-postgres: setup services ## the test suite on PostgreSQL (POSTGRES_URL) and Redis (REDIS_URL)
+test-postgres: setup browser services ## the test suite on PostgreSQL (POSTGRES_URL) and Redis (REDIS_URL)
 	@echo
 	@echo "==================== pytest on PostgreSQL ($(POSTGRES_URL)) + Redis ($(REDIS_URL)) ===================="
 	DATABASE_URL=$(POSTGRES_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest --create-db
