@@ -383,7 +383,9 @@ def release_review(*, review: Review | int, actor: User) -> Review:
 def _locked_review(review: Review | int) -> Review:
     pk = review.pk if isinstance(review, Review) else review
     locked = (
-        Review.objects.select_for_update(no_key=True)
+        # Only the review row is locked: PostgreSQL cannot lock the nullable side of the
+        # outer join to the claimant, and the thread and claimant are only read.
+        Review.objects.select_for_update(no_key=True, of=("self",))
         .select_related("thread", "claimed_by")
         .filter(pk=pk)
         .first()
