@@ -6,14 +6,11 @@ from typing import Any
 
 import markdown
 import nh3
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
-from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
@@ -176,18 +173,12 @@ def review_release(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(reverse("approvals:queue"))
 
 
-def _bound_form(request: HttpRequest, review: Review) -> DecisionForm | HttpResponse:
+def _bound_form(request: HttpRequest, review: Review) -> DecisionForm:
+    # An oversized body never gets here: approvals.middleware refuses it with a 413 first.
     spec = registry.get(review.thread.workflow)
     head = engine.head(review.thread.workflow, review.thread.thread_id)
     values = head.values if isinstance(head.values, dict) else {}
-    try:
-        data = request.POST
-    except RequestDataTooBig:
-        limit = filesizeformat(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-        form = DecisionForm(review=review, workflow=spec, values=values)
-        refusal = f"The submission is too large; keep it under {limit}. Nothing was saved."
-        return _form_errors(request, review, form, status=413, refusal=refusal)
-    return DecisionForm(data, review=review, workflow=spec, values=values)
+    return DecisionForm(request.POST, review=review, workflow=spec, values=values)
 
 
 @require_POST
@@ -197,8 +188,6 @@ def review_preview(request: HttpRequest, pk: int) -> HttpResponse:
     """The reviewer's own changes as a diff, before anything is submitted. Writes nothing."""
     review = _review_or_404(request, pk)
     form = _bound_form(request, review)
-    if isinstance(form, HttpResponse):
-        return form
     changes = queries.diff(form.values, {**form.values, **form.state_updates()}) if form.is_valid() else []
     context = {**_review_context(request, review, form), "preview": changes, "previewed": True}
     template = "approvals/review.html#preview" if _htmx(request) else "approvals/review.html"
@@ -211,8 +200,6 @@ def review_preview(request: HttpRequest, pk: int) -> HttpResponse:
 def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
     form = _bound_form(request, review)
-    if isinstance(form, HttpResponse):
-        return form
     if not form.is_valid():
         return _form_errors(request, review, form)
     try:
@@ -239,11 +226,9 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(url)
 
 
-def _form_errors(
-    request: HttpRequest, review: Review, form: DecisionForm, status: int = 422, refusal: str = ""
-) -> HttpResponse:
+def _form_errors(request: HttpRequest, review: Review, form: DecisionForm, status: int = 422) -> HttpResponse:
     template = "approvals/review.html#decision-form" if _htmx(request) else "approvals/review.html"
-    context = {**_review_context(request, review, form), "refusal": refusal}
+    context = _review_context(request, review, form)
     return render(request, template, context, status=status)
 
 
