@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -63,7 +64,9 @@ def is_agent_inbox(value: Any) -> bool:
 
 
 def search_text(thread: Thread, node: str, value: Any) -> str:
-    parts = [thread.title, node, json.dumps(thread.input, default=str), json.dumps(value, default=str)]
+    # ensure_ascii off: a search for "café" must find "café", not "caf\u00e9".
+    dump = functools.partial(json.dumps, default=str, ensure_ascii=False)
+    parts = [thread.title, node, dump(thread.input), dump(value)]
     return "\n".join(parts).lower()[:20_000]
 
 
@@ -215,10 +218,17 @@ def decide(
             raise StaleReview(f"The thread is {thread.status}; this review no longer applies.")
         if engine.checkpoint_id_of(engine.head(thread.workflow, thread.thread_id)) != review.checkpoint_id:
             raise StaleReview("The thread has moved on since this review was opened; reload it.")
+        spec = registry.get(thread.workflow)
         try:
-            updates = registry.get(thread.workflow).validate_updates(updates)
+            updates = spec.validate_updates(updates)
         except registry.InvalidUpdate as exc:
             raise InvalidDecision(f"Some edits do not fit: {exc}.") from None
+        if review.kind == Review.Kind.BREAKPOINT:
+            # What the workflow says approve / reject mean at its breakpoints (expense_approval:
+            # approved=True / False). The button wins over a field edited the other way:
+            # "reject" must never pay.
+            implied = spec.on_approve if action == Decision.Action.APPROVE else spec.on_reject or {}
+            updates = {**updates, **implied}
         if review.kind == Review.Kind.BREAKPOINT and action == Decision.Action.RESPOND:
             raise InvalidDecision("A breakpoint takes approve or reject.")
         answer = _answer(review, action, response, comment)
@@ -255,7 +265,11 @@ def decide(
                 "comment": comment,
             },
         )
-        if review.kind == Review.Kind.BREAKPOINT and action == Decision.Action.REJECT:
+        if (
+            review.kind == Review.Kind.BREAKPOINT
+            and action == Decision.Action.REJECT
+            and spec.on_reject is None
+        ):
             engine_services.cancel_thread(
                 thread=review.thread, actor=actor, reason=comment or "rejected at review"
             )
