@@ -140,15 +140,15 @@ def test_a_user_outside_the_reviewer_group_is_refused(expense: Thread):
     assert row_counts() == before
 
 
-def test_rejecting_at_a_breakpoint_cancels_the_thread(expense: Thread, reviewer: User):
-    review = open_review(expense)
+def test_rejecting_an_expense_takes_the_reject_branch_even_if_approved_was_ticked(
+    expense: Thread, reviewer: User
+):
+    decide(open_review(expense), reviewer, "reject", updates={"approved": True}, comment="not a trip")
+    run_queued(expense)
 
-    decide(review, reviewer, "reject", comment="not a business trip")
-
-    expense.refresh_from_db()
-    assert expense.status == Thread.Status.CANCELLED
-    assert active_run(expense) is None
-    assert "outcome" not in head(expense).values
+    assert expense.status == Thread.Status.COMPLETED
+    assert head(expense).values["approved"] is False
+    assert head(expense).values["outcome"] == "rejected"
 
 
 class GateState(TypedDict, total=False):
@@ -182,6 +182,17 @@ def two_gates(staff: User) -> Iterator[Thread]:
         run_queued(thread)
         assert [review.node for review in open_reviews(thread)] == ["bill", "ship"]
         yield thread
+
+
+def test_rejecting_at_a_breakpoint_of_a_workflow_without_on_reject_cancels_the_thread(
+    two_gates: Thread, reviewer: User
+):
+    decide(open_review(two_gates, "ship"), reviewer, "reject", comment="not this week")
+
+    two_gates.refresh_from_db()
+    assert two_gates.status == Thread.Status.CANCELLED
+    assert active_run(two_gates) is None
+    assert set(head(two_gates).next) == {"ship", "bill"}
 
 
 def test_rejecting_one_breakpoint_withdraws_the_other_open_reviews(two_gates: Thread, reviewer: User):

@@ -42,7 +42,7 @@ def test_expense_approval_pays_the_amount_the_reviewer_approved(staff: User):
     assert head(thread).values["outcome"] == "paid 99.50"
 
 
-def test_expense_approval_left_unticked_is_rejected(staff: User):
+def test_expense_approval_approved_without_ticking_the_box_is_paid(staff: User):
     finance = make_user("fiona", groups=["finance"])
     thread = make_thread(
         "expense_approval",
@@ -52,6 +52,22 @@ def test_expense_approval_left_unticked_is_rejected(staff: User):
     run_queued(thread)
 
     decide(open_review(thread, "pay"), finance, "approve")
+    run_queued(thread)
+
+    assert thread.status == Thread.Status.COMPLETED
+    assert head(thread).values["outcome"] == "paid 30.00"
+
+
+def test_expense_approval_rejected_is_not_paid(staff: User):
+    finance = make_user("fiona", groups=["finance"])
+    thread = make_thread(
+        "expense_approval",
+        {"employee": "Ada", "description": "Lunch", "amount": 30.0, "category": "meals"},
+        staff,
+    )
+    run_queued(thread)
+
+    decide(open_review(thread, "pay"), finance, "reject", comment="personal")
     run_queued(thread)
 
     assert thread.status == Thread.Status.COMPLETED

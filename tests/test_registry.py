@@ -93,6 +93,22 @@ def test_interrupt_before_an_unknown_node_is_refused(forget_notes: None):
         registry.add(workflow)
 
 
+def test_an_on_approve_that_does_not_fit_the_schema_is_refused(forget_notes: None):
+    workflow = registry.Workflow(
+        name="notes",
+        title="Notes",
+        builder=build_notes,
+        editable=("score",),
+        interrupt_before=("write",),
+        on_approve={"score": "high"},
+    )
+
+    with pytest.raises(ImproperlyConfigured, match=r"'notes'.*on_approve does not fit"):
+        registry.add(workflow)
+    with pytest.raises(LookupError):
+        registry.get("notes")
+
+
 def test_field_types_come_from_a_typed_dict_without_not_required_or_reducers():
     workflow = registry.Workflow(
         name="notes", title="Notes", builder=build_notes, editable=("title", "tags", "score", "status")

@@ -39,6 +39,10 @@ class Workflow:
     interrupt_after: tuple[str, ...] | All = ()
     # How soon a review of this workflow is due, shown in the queue.
     review_hours: float = 24.0
+    # State a reviewer's approve / reject sets at a breakpoint (over their own edits of it).
+    # Without on_reject, rejecting at a breakpoint cancels the thread.
+    on_approve: dict[str, Any] = field(default_factory=dict)
+    on_reject: dict[str, Any] | None = None
     field_types: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @cached_property
@@ -135,6 +139,8 @@ def register(
     interrupt_before: Sequence[str] | All = (),
     interrupt_after: Sequence[str] | All = (),
     review_hours: float = 24.0,
+    on_approve: Mapping[str, Any] | None = None,
+    on_reject: Mapping[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`."""
 
@@ -150,6 +156,8 @@ def register(
                 interrupt_before=interrupt_before if interrupt_before == "*" else tuple(interrupt_before),
                 interrupt_after=interrupt_after if interrupt_after == "*" else tuple(interrupt_after),
                 review_hours=review_hours,
+                on_approve=dict(on_approve or {}),
+                on_reject=dict(on_reject) if on_reject is not None else None,
             )
         )
         return builder
@@ -188,6 +196,13 @@ def add(workflow: Workflow) -> Workflow:
                 f"workflow {workflow.name!r} ({where}): {kind} names unknown node(s) {', '.join(unknown)}"
             )
     workflow.field_types.update({name: fields[name] for name in workflow.editable})
+    for kind, implied in (("on_approve", workflow.on_approve), ("on_reject", workflow.on_reject or {})):
+        try:
+            workflow.validate_updates(implied)
+        except InvalidUpdate as exc:
+            raise ImproperlyConfigured(
+                f"workflow {workflow.name!r} ({where}): {kind} does not fit: {exc}"
+            ) from None
     workflow.__dict__["graph"] = graph
     _registry[workflow.name] = workflow
     return workflow

@@ -48,10 +48,13 @@ def reject(state: ExpenseState) -> dict[str, object]:
 @register(
     "expense_approval",
     title="Expense approval",
-    description="Check the claim, correct the amount if needed, and tick approved to pay it.",
+    description="Check the claim and correct the amount if needed: approve pays it, reject declines it.",
     reviewer_group="finance",
     editable=["amount", "category", "approved"],
     interrupt_before=["pay"],
+    # Approving pays and rejecting takes the reject branch, whatever the checkbox says.
+    on_approve={"approved": True},
+    on_reject={"approved": False},
 )
 def build() -> StateGraph[ExpenseState]:
     builder = StateGraph(ExpenseState)
