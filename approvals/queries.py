@@ -198,7 +198,7 @@ class HistoryEntry:
     step: int | None
     source: str
     node: str
-    created_at: str | None
+    created_at: datetime | None
     actor: str
     changes: list[Change]
 
@@ -251,7 +251,7 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
                 node=writes
                 if source == "loop"
                 else {"input": "input", "update": "edit", "fork": "rollback"}.get(source, source),
-                created_at=snapshot.created_at,
+                created_at=datetime.fromisoformat(snapshot.created_at) if snapshot.created_at else None,
                 actor=people.get(checkpoint_id, "worker" if source in ("loop", "input") else "system"),
                 changes=diff(parent if isinstance(parent, dict) else {}, _as_dict(snapshot.values)),
             )

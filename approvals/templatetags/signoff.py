@@ -28,3 +28,14 @@ def is_long(value: Any) -> bool:
 def summary(value: Any) -> str:
     text = pretty(value).replace("\n", " ")
     return text if len(text) <= 80 else text[:77] + "…"
+
+
+@register.filter
+def workflow_title(name: str) -> str:
+    """A workflow's title from its registered name (the name itself if it is gone)."""
+    from workflows import registry
+
+    try:
+        return registry.get(name).title
+    except LookupError:
+        return name
