@@ -24,15 +24,20 @@ def test_seed_demo_fails_at_step_3_then_a_retry_finishes_with_count_3(staff: Use
     assert head(thread).values == {"count": 3}
 
 
-def test_expense_approval_pays_the_amount_the_reviewer_approved(staff: User):
-    finance = make_user("fiona", groups=["finance"])
+def paused_expense(staff: User, description: str, amount: float) -> Thread:
     thread = make_thread(
         "expense_approval",
-        {"employee": "Ada", "description": "Train to Lyon", "amount": 120.0, "category": "travel"},
+        {"employee": "Ada", "description": description, "amount": amount, "category": "travel"},
         staff,
     )
     run_queued(thread)
     assert thread.status == Thread.Status.INTERRUPTED
+    return thread
+
+
+def test_expense_approval_pays_the_amount_the_reviewer_approved(staff: User):
+    finance = make_user("fiona", groups=["finance"])
+    thread = paused_expense(staff, "Train to Lyon", 120.0)
     assert head(thread).values["summary"] == "Ada claims 120.00 for travel: Train to Lyon."
 
     decide(open_review(thread, "pay"), finance, "approve", updates={"approved": True, "amount": 99.5})
@@ -42,36 +47,21 @@ def test_expense_approval_pays_the_amount_the_reviewer_approved(staff: User):
     assert head(thread).values["outcome"] == "paid 99.50"
 
 
-def test_expense_approval_approved_without_ticking_the_box_is_paid(staff: User):
+@pytest.mark.parametrize(
+    ("action", "outcome"),
+    [("approve", "paid 30.00"), ("reject", "rejected")],
+)
+def test_expense_approval_follows_the_button_without_the_box_being_ticked(
+    staff: User, action: str, outcome: str
+):
     finance = make_user("fiona", groups=["finance"])
-    thread = make_thread(
-        "expense_approval",
-        {"employee": "Ada", "description": "Lunch", "amount": 30.0, "category": "meals"},
-        staff,
-    )
-    run_queued(thread)
+    thread = paused_expense(staff, "Lunch", 30.0)
 
-    decide(open_review(thread, "pay"), finance, "approve")
+    decide(open_review(thread, "pay"), finance, action, comment="checked")
     run_queued(thread)
 
     assert thread.status == Thread.Status.COMPLETED
-    assert head(thread).values["outcome"] == "paid 30.00"
-
-
-def test_expense_approval_rejected_is_not_paid(staff: User):
-    finance = make_user("fiona", groups=["finance"])
-    thread = make_thread(
-        "expense_approval",
-        {"employee": "Ada", "description": "Lunch", "amount": 30.0, "category": "meals"},
-        staff,
-    )
-    run_queued(thread)
-
-    decide(open_review(thread, "pay"), finance, "reject", comment="personal")
-    run_queued(thread)
-
-    assert thread.status == Thread.Status.COMPLETED
-    assert head(thread).values["outcome"] == "rejected"
+    assert head(thread).values["outcome"] == outcome
 
 
 def test_content_review_publishes_the_draft_after_one_rewrite(staff: User):
