@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
@@ -21,6 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import RetryPolicy
 
 from approvals.models import Review
+from tests.counted import CALLS, CountState, build_three_steps, counted_step
 from tests.factories import (
     EXPENSE,
     active_run,
@@ -42,9 +42,6 @@ from workflows.services import InvalidState, ServiceError, ThreadBusy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
-# Node executions of the counted test workflows below (execute_run runs in this process).
-CALLS: Counter[str] = Counter()
-
 
 @pytest.fixture(autouse=True)
 def _fresh_calls() -> None:
@@ -54,38 +51,12 @@ def _fresh_calls() -> None:
 # -- test workflows whose nodes count their executions ------------------------------------------
 
 
-class CountState(TypedDict):
-    count: int
-
-
-def _step(name: str, *, fails: int = 0) -> Any:
-    def node(state: CountState) -> dict[str, int]:
-        CALLS[name] += 1
-        if CALLS[name] <= fails:
-            raise RuntimeError(f"{name} failed (call {CALLS[name]})")
-        return {"count": state["count"] + 1}
-
-    return node
-
-
-def build_counted_seed() -> StateGraph[CountState]:
-    builder = StateGraph(CountState)
-    builder.add_node("step1", _step("step1"))
-    builder.add_node("step2", _step("step2"))
-    builder.add_node("step3", _step("step3", fails=1))
-    builder.add_edge(START, "step1")
-    builder.add_edge("step1", "step2")
-    builder.add_edge("step2", "step3")
-    builder.add_edge("step3", END)
-    return builder
-
-
 def build_flaky_with_retry_policy() -> StateGraph[CountState]:
     builder = StateGraph(CountState)
-    builder.add_node("step1", _step("step1"))
+    builder.add_node("step1", counted_step("step1"))
     builder.add_node(
         "flaky",
-        _step("flaky", fails=2),
+        counted_step("flaky", fails=2),
         retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.0, jitter=False, retry_on=RuntimeError),
     )
     builder.add_edge(START, "step1")
@@ -120,7 +91,7 @@ def build_counted_expense() -> StateGraph[ExpenseState]:
 
 @pytest.fixture
 def counted_seed() -> Iterator[str]:
-    workflow = registry.Workflow(name="counted_seed", title="Counted seed", builder=build_counted_seed)
+    workflow = registry.Workflow(name="counted_seed", title="Counted seed", builder=build_three_steps)
     with registered(workflow):
         yield workflow.name
 
