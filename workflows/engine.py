@@ -48,13 +48,36 @@ def _schema_types(schema: Any) -> set[tuple[str, ...]]:
     return set(collect_allowlist_from_schemas(schemas=[schema]))
 
 
-def config_for(thread_id: str, *, lease: Lease | None = None, checkpoint_id: str = "") -> RunnableConfig:
+# Checkpoint metadata key naming the Run whose worker wrote the checkpoint. Not LangGraph's
+# own "run_id": LangGraph compares that one to decide whether an invoke resumes, and the
+# saver's delete_for_runs deletes by it.
+RUN_METADATA_KEY = "signoff_run"
+
+
+def config_for(
+    thread_id: str, *, lease: Lease | None = None, checkpoint_id: str = "", run_id: int | None = None
+) -> RunnableConfig:
     configurable: dict[str, Any] = {"thread_id": thread_id}
     if checkpoint_id:
         configurable["checkpoint_id"] = checkpoint_id
     if lease is not None:
         configurable.update(lease.as_configurable())
-    return {"configurable": configurable, "recursion_limit": settings.SIGNOFF_RECURSION_LIMIT}
+    config: RunnableConfig = {
+        "configurable": configurable,
+        "recursion_limit": settings.SIGNOFF_RECURSION_LIMIT,
+    }
+    if run_id is not None:
+        # LangGraph copies config["metadata"] into every checkpoint it puts, so each
+        # checkpoint says which run wrote it (the thread admin's timeline shows it).
+        config["metadata"] = {RUN_METADATA_KEY: run_id}
+    return config
+
+
+def run_id_in(metadata: Any) -> int | None:
+    """The Run that wrote a checkpoint, from its metadata; None for checkpoints written by
+    people (edits, rollbacks) or before runs were recorded there."""
+    value = metadata.get(RUN_METADATA_KEY) if isinstance(metadata, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def head(workflow: str, thread_id: str) -> StateSnapshot:

@@ -63,7 +63,7 @@ def execute_run(run_id: int) -> Outcome:
     run, token = claim.run, claim.token
     thread = run.thread
     lease = Lease(run.pk, token, settings.SIGNOFF_LEASE_SECONDS)
-    config = engine.config_for(thread.thread_id, lease=lease)
+    config = engine.config_for(thread.thread_id, lease=lease, run_id=run.pk)
     heartbeat = _Heartbeat(run.pk, token)
     heartbeat.start()
     try:
