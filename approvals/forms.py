@@ -110,6 +110,32 @@ def state_field(hint: Any, value: Any) -> forms.Field:
     return field
 
 
+def add_state_fields(form: forms.Form, workflow: Workflow, values: dict[str, Any]) -> None:
+    """One typed field per editable state field, filled with its current value."""
+    for name, hint in workflow.field_types.items():
+        field = state_field(hint, values.get(name))
+        if name not in values:
+            # A field the graph has not set yet: leaving it empty is not an edit.
+            field.required = False
+        field.label = name.replace("_", " ").capitalize()
+        field.initial = values.get(name)
+        form.fields[field_prefix(name)] = field
+
+
+def changed_state(form: forms.Form, workflow: Workflow, values: dict[str, Any]) -> dict[str, Any]:
+    """The state fields of a valid form whose value differs from `values`, typed."""
+    changed: dict[str, Any] = {}
+    for name in workflow.field_types:
+        key = field_prefix(name)
+        if key not in form.cleaned_data:
+            continue
+        value = form.cleaned_data[key]
+        if _same(value, values.get(name)):
+            continue
+        changed[name] = value
+    return changed
+
+
 def sign_pin(review: Review) -> str:
     """What the form was rendered from, signed: tampering is an error, staleness a 409."""
     return signing.dumps([review.pk, review.checkpoint_id, review.interrupt_id], salt=_SIGNER_SALT)
@@ -150,14 +176,7 @@ class DecisionForm(forms.Form):
         )
         self.initial.setdefault("action", actions[0] if actions else "")
         self.initial["pin"] = sign_pin(review)
-        for name, hint in workflow.field_types.items():
-            field = state_field(hint, values.get(name))
-            if name not in values:
-                # A field the graph has not set yet: leaving it empty is not an edit.
-                field.required = False
-            field.label = name.replace("_", " ").capitalize()
-            field.initial = values.get(name)
-            self.fields[field_prefix(name)] = field
+        add_state_fields(self, workflow, values)
         if review.kind == Review.Kind.AGENT_INBOX:
             request = review.value[0]
             config = request.get("config", {})
@@ -208,16 +227,7 @@ class DecisionForm(forms.Form):
 
     def state_updates(self) -> dict[str, Any]:
         """The state fields the reviewer changed, with their typed values."""
-        changed: dict[str, Any] = {}
-        for name in self.workflow.field_types:
-            key = field_prefix(name)
-            if key not in self.cleaned_data:
-                continue
-            value = self.cleaned_data[key]
-            if _same(value, self.values.get(name)):
-                continue
-            changed[name] = value
-        return changed
+        return changed_state(self, self.workflow, self.values)
 
     def answer(self) -> Any:
         action = self.cleaned_data.get("action")
@@ -239,3 +249,53 @@ def _same(new: Any, old: Any) -> bool:
     if isinstance(new, (dict, list)) or isinstance(old, (dict, list)):
         return json.dumps(new, sort_keys=True, default=str) == json.dumps(old, sort_keys=True, default=str)
     return bool(new == old)
+
+
+# -- thread admin ------------------------------------------------------------------------------
+
+
+def _reason(label: str) -> forms.CharField:
+    return forms.CharField(label=label, max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+
+
+class RollbackForm(forms.Form):
+    """Optional corrections to the workflow's editable fields, typed like the review form and
+    filled with the target checkpoint's values, and a required reason. A field left as it was,
+    or empty, is no correction. `workflows.services.rollback_thread` validates them again."""
+
+    reason = _reason("Reason")
+
+    def __init__(self, *args: Any, workflow: Workflow, values: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workflow = workflow
+        self.values = values
+        add_state_fields(self, workflow, values)
+        for name, hint in workflow.field_types.items():
+            key = field_prefix(name)
+            self.fields[key].required = False
+            if name not in values and _optional(hint)[0] is bool:
+                # An unticked checkbox reads as False, an edit; a field the target has not
+                # set yet needs a way to say "leave it unset".
+                self.fields[key] = forms.NullBooleanField(label=self.fields[key].label, required=False)
+
+    @property
+    def state_fields(self) -> list[forms.BoundField]:
+        return [self[field_prefix(name)] for name in self.workflow.field_types]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        unknown = sorted(set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"})
+        if unknown:
+            raise ValidationError(f"Unknown fields: {', '.join(unknown)}.")
+        return cleaned
+
+    def corrections(self) -> dict[str, Any]:
+        """The changed fields with their typed values; empty ones are left out (no edit)."""
+        changed = changed_state(self, self.workflow, self.values)
+        return {name: value for name, value in changed.items() if value not in (None, "")}
+
+
+class CancelForm(forms.Form):
+    """Why a thread is stopped for good; it goes into the audit trail."""
+
+    reason = _reason("Reason")

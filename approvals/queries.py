@@ -7,10 +7,12 @@ workflow the user does not review is simply not found (404), never "forbidden".
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
@@ -19,7 +21,7 @@ from django.utils import timezone
 
 from approvals.models import Review
 from workflows import engine, registry
-from workflows.models import AuditEvent, Run, Thread
+from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
 
 SCOPES = ("all", "mine", "unclaimed")
 SORTS = {
@@ -201,6 +203,9 @@ class HistoryEntry:
     created_at: datetime | None
     actor: str
     changes: list[Change]
+    # The checkpoint's whole state and metadata, for pages that show more than the changes.
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 # What a checkpoint that no node wrote stands for.
@@ -254,6 +259,8 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
                 created_at=datetime.fromisoformat(snapshot.created_at) if snapshot.created_at else None,
                 actor=people.get(checkpoint_id, "worker" if source in ("loop", "input") else "system"),
                 changes=diff(parent if isinstance(parent, dict) else {}, _as_dict(snapshot.values)),
+                values=_as_dict(snapshot.values),
+                metadata=dict(metadata),
             )
         )
     return entries
@@ -269,3 +276,379 @@ def _as_dict(values: Any) -> dict[str, Any]:
 
 def thread_runs(thread: Thread) -> QuerySet[Run]:
     return thread.runs.select_related("created_by").order_by("-id")
+
+
+# -- thread admin ------------------------------------------------------------------------------
+# Reads for the Thread admin (approvals/admin.py). Staff pages: not scoped by reviewer group.
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One checkpoint on the thread admin's page, newest first."""
+
+    entry: HistoryEntry
+    # The run whose worker wrote the checkpoint; None for edits and rollbacks made by people,
+    # and for checkpoints written before runs were recorded in the metadata.
+    run: Run | None
+    is_head: bool
+    # What rolling back here would change: from the head's state to this checkpoint's.
+    from_head: list[Change]
+
+
+def timeline(thread: Thread, *, limit: int = 200) -> list[TimelineEntry]:
+    entries = history(thread, limit=limit)
+    if not entries:
+        return []
+    head_values = entries[0].values
+    run_ids = {engine.run_id_in(entry.metadata) for entry in entries} - {None}
+    # Scoped to the thread, so metadata naming another thread's run shows no run at all.
+    runs: dict[int | None, Run] = dict(thread.runs.in_bulk(list(run_ids))) if run_ids else {}
+    return [
+        TimelineEntry(
+            entry=entry,
+            run=runs.get(engine.run_id_in(entry.metadata)),
+            is_head=index == 0,
+            from_head=diff(head_values, entry.values) if index else [],
+        )
+        for index, entry in enumerate(entries)
+    ]
+
+
+@dataclass(frozen=True)
+class RollbackPreview:
+    """What rolling a thread back to one of its checkpoints would do."""
+
+    checkpoint_id: str
+    step: int | None
+    created_at: datetime | None
+    values: dict[str, Any]
+    # From the head's state to the target's.
+    changes: list[Change]
+    # The nodes that run again: the target's next step.
+    rerun: tuple[str, ...]
+    # Withdrawn by the rollback (the service cancels them).
+    open_reviews: list[Review]
+    # A rollback is refused while this exists.
+    active_run: Run | None
+
+
+def rollback_preview(thread: Thread, checkpoint_id: str) -> RollbackPreview | None:
+    """None when the checkpoint is not in the thread's history. Reads only: the rollback
+    itself is `workflows.services.rollback_thread`, which checks everything again."""
+    graph = engine.graph_for(thread.workflow)
+    target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
+    if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
+        return None
+    head = engine.head(thread.workflow, thread.thread_id)
+    values = _as_dict(target.values)
+    return RollbackPreview(
+        checkpoint_id=checkpoint_id,
+        step=(target.metadata or {}).get("step"),
+        created_at=datetime.fromisoformat(target.created_at),
+        values=values,
+        changes=diff(_as_dict(head.values), values),
+        rerun=tuple(target.next),
+        open_reviews=list(
+            thread.reviews.filter(status=Review.Status.OPEN).select_related("claimed_by").order_by("id")
+        ),
+        active_run=thread.runs.filter(status__in=ACTIVE_RUN_STATUSES).order_by("id").first(),
+    )
+
+
+# -- the audit trail -------------------------------------------------------------------------
+# Staff who hold `workflows.view_auditevent` read every event, whatever their reviewer groups:
+# an auditor must see the whole trail, so nothing here is scoped by `reviewable_workflows`.
+
+# The actions services record. Kept as a list, not read with SELECT DISTINCT: that would scan
+# an index of millions of rows on every page; tests check it against the services' source.
+AUDIT_ACTIONS = (
+    "thread.started",
+    "thread.resumed",
+    "thread.retried",
+    "thread.cancelled",
+    "thread.rolled_back",
+    "run.started",
+    "run.interrupted",
+    "run.completed",
+    "run.failed",
+    "run.released",
+    "run.republished",
+    "run.lease_expired",
+    "review.opened",
+    "review.claimed",
+    "review.released",
+    "review.decided",
+    "review.cancelled",
+)
+AUDIT_PAGE_SIZES = (25, 50, 100, 200)
+# Dates outside this span cannot be turned into datetimes in every time zone.
+_EARLIEST, _LATEST = date(1900, 1, 1), date(9998, 12, 31)
+EXPORT_COLUMNS = (
+    "id",
+    "created_at",
+    "actor",
+    "action",
+    "thread",
+    "workflow",
+    "run",
+    "data",
+    "prev_hash",
+    "hash",
+)
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    actor: str = ""
+    action: str = ""
+    workflow: str = ""
+    thread: uuid.UUID | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    before: int | None = None
+    after: int | None = None
+    per_page: int = 50
+    # What the user typed, shown again in the form, and why any of it was ignored.
+    entered: dict[str, str] = field(default_factory=dict, compare=False)
+    errors: tuple[str, ...] = ()
+
+    @classmethod
+    def from_query(cls, params: Any) -> AuditFilters:
+        """Parse GET parameters; a bad value is dropped with a message, never raised."""
+        entered = {
+            key: str(params.get(key, "")).strip()[:200]
+            for key in ("actor", "action", "workflow", "thread", "from", "to")
+        }
+        errors: list[str] = []
+        action = entered["action"]
+        if action and action not in AUDIT_ACTIONS:
+            errors.append(f"Action: “{action}” is not an action the audit trail records; it was ignored.")
+            action = ""
+        workflow = entered["workflow"]
+        if workflow and workflow not in {spec.name for spec in registry.all_workflows()}:
+            errors.append(f"Workflow: “{workflow}” is not a registered workflow; it was ignored.")
+            workflow = ""
+        thread = None
+        if entered["thread"]:
+            try:
+                thread = uuid.UUID(entered["thread"])
+            except ValueError:
+                errors.append(f"Thread: “{entered['thread']}” is not a thread id (a UUID); it was ignored.")
+        date_from = _parse_date(entered["from"], "From", errors)
+        date_to = _parse_date(entered["to"], "To", errors)
+        if date_from and date_to and date_to < date_from:
+            errors.append(f"Dates: “to” ({date_to}) is before “from” ({date_from}); the dates were ignored.")
+            date_from = date_to = None
+        before = _parse_id(params.get("before", ""), "before", errors)
+        after = _parse_id(params.get("after", ""), "after", errors) if before is None else None
+        try:
+            per_page = int(params.get("per_page", 50))
+        except ValueError:
+            per_page = 50
+        return cls(
+            actor=entered["actor"][:150],
+            action=action,
+            workflow=workflow,
+            thread=thread,
+            date_from=date_from,
+            date_to=date_to,
+            before=before,
+            after=after,
+            per_page=per_page if per_page in AUDIT_PAGE_SIZES else 50,
+            entered=entered,
+            errors=tuple(errors),
+        )
+
+    def query(self, **changes: Any) -> str:
+        """The query string of the filters in effect, with some changed (links keep the others)."""
+        values: dict[str, Any] = {
+            "actor": self.actor,
+            "action": self.action,
+            "workflow": self.workflow,
+            "thread": self.thread or "",
+            "from": self.date_from or "",
+            "to": self.date_to or "",
+            "per_page": self.per_page if self.per_page != 50 else "",
+            "before": self.before,
+            "after": self.after,
+        }
+        values.update(changes)
+        kept = {key: value for key, value in values.items() if value not in ("", None)}
+        return "?" + urlencode(kept) if kept else "?"
+
+    def export_query(self) -> str:
+        # An export is every matching event: no page, no cursor.
+        return self.query(before=None, after=None, per_page="")
+
+
+def _parse_date(text: str, label: str, errors: list[str]) -> date | None:
+    if not text:
+        return None
+    try:
+        value = date.fromisoformat(text)
+    except ValueError:
+        errors.append(f"{label}: “{text}” is not a date (YYYY-MM-DD); it was ignored.")
+        return None
+    if not _EARLIEST <= value <= _LATEST:
+        errors.append(f"{label}: {value} is outside {_EARLIEST} to {_LATEST}; it was ignored.")
+        return None
+    return value
+
+
+def _parse_id(text: str, label: str, errors: list[str]) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        errors.append(f"Page: “{text[:40]}” is not an event id ({label}); showing the newest events.")
+        return None
+    return int(text)
+
+
+def _day_start(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def audit_events(filters: AuditFilters) -> QuerySet[AuditEvent]:
+    """The events the filters select, in no order (callers order by id: the chain's order)."""
+    events = AuditEvent.objects.all()
+    if filters.actor:
+        events = events.filter(actor_label=filters.actor)
+    if filters.action:
+        events = events.filter(action=filters.action)
+    if filters.workflow:
+        events = events.filter(thread__workflow=filters.workflow)
+    if filters.thread:
+        events = events.filter(thread__public_id=filters.thread)
+    # Dates are days in the site's time zone, both ends included.
+    if filters.date_from:
+        events = events.filter(created_at__gte=_day_start(filters.date_from))
+    if filters.date_to:
+        events = events.filter(created_at__lt=_day_start(filters.date_to + timedelta(days=1)))
+    return events
+
+
+@dataclass(frozen=True)
+class DiffBlock:
+    """One {"before": …, "after": …} pair of an event's data, as field-level changes."""
+
+    label: str
+    changes: list[Change]
+
+
+@dataclass
+class AuditRow:
+    event: AuditEvent
+    diffs: list[DiffBlock]
+    fields: list[tuple[str, Any]]
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"before", "after"}
+
+
+def _holds_pair(value: Any) -> bool:
+    return isinstance(value, dict) and any(_is_pair(item) or _holds_pair(item) for item in value.values())
+
+
+def explain(data: Any, prefix: str = "") -> tuple[list[DiffBlock], list[tuple[str, Any]]]:
+    """Split an event's data into diffs (every before/after pair, however deep) and plain fields."""
+    if not isinstance(data, dict):
+        return [], [(prefix.rstrip(".") or "data", data)]
+    diffs: list[DiffBlock] = []
+    fields: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if _is_pair(value):
+            before, after = value["before"], value["after"]
+            if isinstance(before, dict) and isinstance(after, dict):
+                changes = diff(before, after)
+            elif _dumps(before) != _dumps(after):
+                changes = [Change(path, before, after, "changed")]
+            else:
+                changes = []
+            if changes:
+                diffs.append(DiffBlock(path, changes))
+        elif _holds_pair(value):
+            inner_diffs, inner_fields = explain(value, f"{path}.")
+            diffs.extend(inner_diffs)
+            fields.extend(inner_fields)
+        else:
+            fields.append((path, value))
+    return diffs, fields
+
+
+def _row(event: AuditEvent) -> AuditRow:
+    diffs, fields = explain(event.data)
+    return AuditRow(event=event, diffs=diffs, fields=fields)
+
+
+@dataclass
+class AuditPage:
+    rows: list[AuditRow]
+    filters: AuditFilters
+    older_query: str
+    newer_query: str
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return AUDIT_ACTIONS
+
+    @property
+    def workflows(self) -> list[registry.Workflow]:
+        return list(registry.all_workflows())
+
+    @property
+    def page_sizes(self) -> tuple[int, ...]:
+        return AUDIT_PAGE_SIZES
+
+    @property
+    def first_query(self) -> str:
+        return self.filters.query(before=None, after=None)
+
+
+def audit_page(filters: AuditFilters, *, oldest_first: bool = False) -> AuditPage:
+    """One page of events by keyset on id (`before` / `after`), never counting the table:
+    one query whatever the page size; the thread comes with each event by a join."""
+    events = audit_events(filters).select_related("thread")
+    size = filters.per_page
+    if filters.before is not None:
+        rows, downward = list(events.filter(id__lt=filters.before).order_by("-id")[: size + 1]), True
+    elif filters.after is not None:
+        rows, downward = list(events.filter(id__gt=filters.after).order_by("id")[: size + 1]), False
+    else:
+        rows, downward = list(events.order_by("id" if oldest_first else "-id")[: size + 1]), not oldest_first
+    more = len(rows) > size
+    rows = sorted(rows[:size], key=lambda event: event.pk, reverse=not oldest_first)
+    # One more row than shown says whether the walk can go on; the way back exists because a
+    # cursor brought us here.
+    has_older = more if downward else filters.after is not None
+    has_newer = filters.before is not None if downward else more
+    ids = [event.pk for event in rows]
+    return AuditPage(
+        rows=[_row(event) for event in rows],
+        filters=filters,
+        older_query=filters.query(before=min(ids), after=None) if rows and has_older else "",
+        newer_query=filters.query(after=max(ids), before=None) if rows and has_newer else "",
+    )
+
+
+def audit_export(filters: AuditFilters, *, chunk_size: int = 2000) -> Iterator[tuple[Any, ...]]:
+    """Every matching event as a tuple of EXPORT_COLUMNS, oldest first (the chain's order),
+    read in chunks: no model instances and never the whole result in memory."""
+    return (
+        audit_events(filters)
+        .order_by("id")
+        .values_list(
+            "id",
+            "created_at",
+            "actor_label",
+            "action",
+            "thread__public_id",
+            "thread__workflow",
+            "run_id",
+            "data",
+            "prev_hash",
+            "hash",
+        )
+        .iterator(chunk_size=chunk_size)
+    )

@@ -13,4 +13,8 @@ urlpatterns = [
     path("reviews/<int:pk>/preview/", views.review_preview, name="preview"),
     path("reviews/<int:pk>/decide/", views.review_decide, name="decide"),
     path("threads/<uuid:public_id>/", views.thread_detail, name="thread"),
+    path("audit/", views.audit_log, name="audit_log"),
+    path("audit/export.csv", views.audit_export_csv, name="audit_export_csv"),
+    path("audit/export.jsonl", views.audit_export_jsonl, name="audit_export_jsonl"),
+    path("audit/threads/<uuid:public_id>/", views.audit_thread, name="audit_thread"),
 ]

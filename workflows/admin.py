@@ -1,3 +1,6 @@
+"""The engine's history in the admin, read-only. The Thread admin, which needs reviews and
+their queries, lives in approvals/admin.py (imports point down only)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,27 +45,6 @@ class RunInline(ReadOnly, admin.TabularInline[Run, Thread]):
     )
     ordering = ["-id"]
     show_change_link = True
-
-
-@admin.register(Thread)
-class ThreadAdmin(ReadOnlyAdmin):
-    list_display = ["title", "workflow", "status", "created_at", "updated_at"]
-    list_filter = ["status", "workflow"]
-    search_fields = ["=public_id", "title"]
-    ordering = ["-updated_at"]
-    show_full_result_count = False
-    fields = readonly_fields = (
-        "public_id",
-        "workflow",
-        "title",
-        "status",
-        "input",
-        "error",
-        "created_by",
-        "created_at",
-        "updated_at",
-    )
-    inlines = [RunInline]
 
 
 @admin.register(Run)

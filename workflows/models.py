@@ -41,7 +41,12 @@ class Thread(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["status", "-updated_at"], name="thread_status_updated")]
-        permissions = [("rollback_thread", "Can roll a thread back to an earlier checkpoint")]
+        # Operations beyond viewing, granted one by one: each runs a service that writes.
+        permissions = [
+            ("rollback_thread", "Can roll a thread back to an earlier checkpoint"),
+            ("retry_thread", "Can retry a failed thread"),
+            ("cancel_thread", "Can cancel a thread"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"{self.workflow} {self.public_id}"
@@ -141,7 +146,12 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["thread", "id"], name="audit_thread")]
+        indexes = [
+            models.Index(fields=["thread", "id"], name="audit_thread"),
+            # The audit trail page filters by date range and by actor, newest first.
+            models.Index(fields=["created_at"], name="audit_created"),
+            models.Index(fields=["actor_label", "id"], name="audit_actor"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}"
