@@ -196,7 +196,7 @@ class ThreadAdmin(ReadOnly, admin.ModelAdmin[Thread]):
         except LookupError:
             raise Http404(f"The workflow {thread.workflow!r} is not registered.") from None
         if preview is None:
-            raise Http404("This checkpoint is not in the thread's history.")
+            raise Http404("This checkpoint is not one of the thread's that can be rolled back to.")
         posted = request.method == "POST"
         form = RollbackForm(request.POST if posted else None, workflow=workflow, values=preview.values)
         status = 200

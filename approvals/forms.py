@@ -115,11 +115,23 @@ def add_state_fields(form: forms.Form, workflow: Workflow, values: dict[str, Any
     for name, hint in workflow.field_types.items():
         field = state_field(hint, values.get(name))
         if name not in values:
-            # A field the graph has not set yet: leaving it empty is not an edit.
-            field.required = False
+            field = _unset(field)
         field.label = name.replace("_", " ").capitalize()
         field.initial = values.get(name)
         form.fields[field_prefix(name)] = field
+
+
+def _unset(field: forms.Field) -> forms.Field:
+    """A field the graph has not set yet: leaving it empty is not an edit. A select gets an
+    empty choice and a checkbox becomes unknown / yes / no, or the browser would send the first
+    option or an unticked False as an edit nobody made."""
+    if isinstance(field, forms.BooleanField):
+        return forms.NullBooleanField(required=False)
+    field.required = False
+    if isinstance(field, forms.TypedChoiceField):
+        field.choices = [("", "— not set —"), *field.widget.choices]
+        field.empty_value = None
+    return field
 
 
 def changed_state(form: forms.Form, workflow: Workflow, values: dict[str, Any]) -> dict[str, Any]:
@@ -270,13 +282,8 @@ class RollbackForm(forms.Form):
         self.workflow = workflow
         self.values = values
         add_state_fields(self, workflow, values)
-        for name, hint in workflow.field_types.items():
-            key = field_prefix(name)
-            self.fields[key].required = False
-            if name not in values and _optional(hint)[0] is bool:
-                # An unticked checkbox reads as False, an edit; a field the target has not
-                # set yet needs a way to say "leave it unset".
-                self.fields[key] = forms.NullBooleanField(label=self.fields[key].label, required=False)
+        for name in workflow.field_types:
+            self.fields[field_prefix(name)].required = False
 
     @property
     def state_fields(self) -> list[forms.BoundField]:

@@ -333,11 +333,14 @@ class RollbackPreview:
 
 
 def rollback_preview(thread: Thread, checkpoint_id: str) -> RollbackPreview | None:
-    """None when the checkpoint is not in the thread's history. Reads only: the rollback
-    itself is `workflows.services.rollback_thread`, which checks everything again."""
+    """None when the checkpoint is not in the thread's history, or cannot be rolled back to
+    (the input checkpoint). Reads only: the rollback itself is
+    `workflows.services.rollback_thread`, which checks everything again."""
     graph = engine.graph_for(thread.workflow)
     target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
     if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
+        return None
+    if engine.is_input_checkpoint(target):
         return None
     head = engine.head(thread.workflow, thread.thread_id)
     values = _as_dict(target.values)

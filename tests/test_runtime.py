@@ -587,6 +587,22 @@ def test_rollback_forks_with_corrections_and_keeps_every_checkpoint(paused_expen
     assert event.data["updates"] == {"before": {"amount": 120.0}, "after": {"amount": 80.0}}
 
 
+def test_rolling_back_to_the_input_checkpoint_is_refused_and_writes_nothing(
+    paused_expense: Thread, admin: User
+):
+    graph = engine.graph_for(paused_expense.workflow)
+    history = graph.get_state_history(engine.config_for(paused_expense.thread_id))
+    target = next(s for s in history if (s.metadata or {}).get("source") == "input")
+    before = row_counts()
+
+    with pytest.raises(InvalidState, match="the thread's input, before any step ran; roll back to step 0"):
+        services.rollback_thread(
+            thread=paused_expense, actor=admin, checkpoint_id=engine.checkpoint_id_of(target), reason="again"
+        )
+
+    assert row_counts() == before
+
+
 def test_a_rolled_back_expense_pauses_for_review_again_instead_of_paying(paused_expense: Thread, admin: User):
     thread = paused_expense
     services.rollback_thread(

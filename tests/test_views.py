@@ -1022,6 +1022,31 @@ def test_an_oversized_submission_is_refused_with_413_when_csrf_is_checked(
     assert response.status_code == 413
 
 
+def test_a_select_or_checkbox_the_graph_has_not_set_is_no_edit_when_left_alone(rita: Client, staff: User):
+    workflow = registry.Workflow(
+        name="typed_fields",
+        title="Typed fields",
+        builder=build_typed,
+        reviewer_group="finance",
+        editable=("flag", "level", "label"),
+        interrupt_before=("finish",),
+    )
+    with registered(workflow):
+        thread = services.start_thread(workflow="typed_fields", input={"label": "Q3"}, actor=staff)
+        run_queued(thread)
+        review = open_review(thread)
+        data = review_form(rita, review)
+        # A browser sends a select's first option and reads an unticked box as False: unset
+        # fields offer "not set" / "unknown" instead, which leave them unset.
+        assert data["state__level"] == ""
+        assert data["state__flag"] == "unknown"
+
+        response = rita.post(decide_url(review), data)
+
+        assert response.status_code == 302
+        assert Decision.objects.get(review=review).updates == {}
+
+
 def test_leaving_a_field_the_graph_has_not_set_empty_is_not_an_edit(rita: Client, staff: User):
     post = services.start_thread(workflow="content_review", input={"topic": "release notes"}, actor=staff)
     run_queued(post)

@@ -80,6 +80,12 @@ def run_id_in(metadata: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def is_input_checkpoint(snapshot: StateSnapshot) -> bool:
+    """The checkpoint LangGraph writes before the first step, holding the input as pending
+    writes only; nothing can be rolled back to it."""
+    return (snapshot.metadata or {}).get("source") == "input"
+
+
 def head(workflow: str, thread_id: str) -> StateSnapshot:
     return graph_for(workflow).get_state(config_for(thread_id))
 

@@ -52,6 +52,12 @@ class Thread(models.Model):
         return self.title or f"{self.workflow} {self.public_id}"
 
     @property
+    def error_summary(self) -> str:
+        """The error's last line: for a traceback, the exception and its message."""
+        lines = [line.strip() for line in self.error.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    @property
     def thread_id(self) -> str:
         return str(self.public_id)
 

@@ -398,6 +398,13 @@ def rollback_thread(
         target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
         if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
             raise InvalidState(f"checkpoint {checkpoint_id} is not in this thread's history")
+        if engine.is_input_checkpoint(target):
+            # Its state is still empty: the input sits in pending writes, which a copy leaves
+            # behind, so a fork from it would run the workflow with no input at all.
+            raise InvalidState(
+                "that checkpoint is the thread's input, before any step ran; roll back to step 0 "
+                "to run the workflow from its start"
+            )
         before = engine.head(thread.workflow, thread.thread_id)
         fork = graph.update_state(target.config, None, as_node="__copy__")
         if updates:
