@@ -215,6 +215,15 @@ def test_the_detail_page_shows_the_timeline_newest_first_with_runs_diffs_and_esc
     assert "<strong>head</strong>" in page.text
 
 
+def test_the_detail_page_links_to_the_threads_audit_trail_for_who_may_read_it(
+    ada: Client, operator: User, expense: Thread
+):
+    trail = reverse("approvals:audit_thread", args=[expense.public_id])
+
+    assert f'href="{trail}"' in ada.get(change_url(expense)).text
+    assert f'href="{trail}"' not in client_for(operator).get(change_url(expense)).text
+
+
 def test_each_checkpoint_names_the_run_that_wrote_it_and_one_written_by_a_person_names_none(
     ada: Client, expense: Thread
 ):
