@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,9 @@ WORKFLOWS = ("expense_approval", "content_review", "parallel_approval", "seed_de
 THREADS = 2_000
 DAYS = 100
 ACTORS = ("rita", "oscar", "ada", "system:worker", "system:sweeper")
+
+
+from bench.pages import measure  # noqa: E402 - needs ROOT on sys.path first
 
 
 def log(message: str) -> None:
@@ -164,31 +166,6 @@ def seed(events: int) -> dict[str, Any]:
     return {"staff": staff, "thread": threads[THREADS // 2], "middle": middle, "day": day}
 
 
-def measure_page(client: Any, url: str, repeat: int, **headers: str) -> dict[str, Any]:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    for _ in range(3):  # warm up: templates, connection
-        response = client.get(url, **headers)
-        assert response.status_code == 200, (url, response.status_code)
-    times = []
-    queries = 0
-    for _ in range(repeat):
-        with CaptureQueriesContext(connection) as captured:
-            started = time.perf_counter()
-            response = client.get(url, **headers)
-            times.append((time.perf_counter() - started) * 1000)
-        queries = len(captured)
-        assert response.status_code == 200
-    times.sort()
-    return {
-        "median": statistics.median(times),
-        "p95": times[max(0, int(len(times) * 0.95) - 1)],
-        "queries": queries,
-        "bytes": len(response.content),
-    }
-
-
 def consume(client: Any, url: str) -> tuple[int, int]:
     response = client.get(url)
     assert response.status_code == 200, (url, response.status_code)
@@ -248,7 +225,7 @@ def main() -> None:
         results: list[tuple[str, dict[str, Any]]] = []
         for name, url, headers in pages:
             log(f"measuring {name}")
-            results.append((name, measure_page(client, url, args.repeat, **headers)))
+            results.append((name, measure(client, url, args.repeat, **headers)))
         exports: list[tuple[str, dict[str, Any]]] = []
         for name, url in (("CSV", "/audit/export.csv"), ("JSON Lines", "/audit/export.jsonl")):
             log(f"exporting {name}")

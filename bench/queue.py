@@ -22,7 +22,6 @@ del sys.path[0]
 import argparse
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,9 @@ OPEN_REVIEWS = 10_000
 DECIDED_REVIEWS = 20_000
 LONG_STEPS = 200
 WORKFLOWS = ("expense_approval", "content_review", "parallel_approval", "seed_demo")
+
+
+from bench.pages import measure  # noqa: E402 - needs ROOT on sys.path first
 
 
 def log(message: str) -> None:
@@ -181,31 +183,6 @@ def long_thread(reviewer: Any) -> Any:
 
     checkpoints = Checkpoint.objects.filter(thread_id=thread.thread_id).count()
     return review, checkpoints
-
-
-def measure(client: Any, url: str, repeat: int, **headers: str) -> dict[str, Any]:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    for _ in range(3):  # warm up: template loading, compiled graph, connection
-        response = client.get(url, **headers)
-        assert response.status_code == 200, (url, response.status_code)
-    times = []
-    queries = 0
-    for _ in range(repeat):
-        with CaptureQueriesContext(connection) as captured:
-            started = time.perf_counter()
-            response = client.get(url, **headers)
-            times.append((time.perf_counter() - started) * 1000)
-        queries = len(captured)
-        assert response.status_code == 200
-    times.sort()
-    return {
-        "median": statistics.median(times),
-        "p95": times[int(len(times) * 0.95) - 1],
-        "queries": queries,
-        "bytes": len(response.content),
-    }
 
 
 def main() -> None:
