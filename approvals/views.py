@@ -130,11 +130,28 @@ def _review_context(request: HttpRequest, review: Review, form: DecisionForm | N
         "request_info": request_info,
         "description": render_markdown(description or spec.description),
         "holder": services.claim_holder(review),
-        "history": queries.history(thread),
+        **_history(request, thread),
         "decision": getattr(review, "decision", None) if review.status == Review.Status.DECIDED else None,
         "stale": review.status == Review.Status.OPEN
         and engine.checkpoint_id_of(head) != review.checkpoint_id,
     }
+
+
+# The newest checkpoints a page shows at first, and at most on asking for all: a long
+# thread's full history is hundreds of KB that a reviewer rarely reads past the last steps.
+HISTORY_SHOWN = 20
+HISTORY_MAX = 200
+
+
+def _history(request: HttpRequest, thread: Thread) -> dict[str, Any]:
+    everything = request.GET.get("history") == "all"
+    limit = HISTORY_MAX if everything else HISTORY_SHOWN
+    entries = queries.history(thread, limit=limit + 1)
+    return {"history": entries[:limit], "history_more": len(entries) > limit, "history_all": everything}
+
+
+def _wants_history(request: HttpRequest) -> bool:
+    return _htmx(request) and request.GET.get("history") == "all"
 
 
 @require_GET
@@ -142,6 +159,8 @@ def _review_context(request: HttpRequest, review: Review, form: DecisionForm | N
 @vary_on_headers("HX-Request")
 def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
+    if _wants_history(request):
+        return render(request, "approvals/review.html#history", _history(request, review.thread))
     return render(request, "approvals/review.html", _review_context(request, review))
 
 
@@ -256,6 +275,8 @@ def _refused(request: HttpRequest, review: Review, exc: Exception) -> HttpRespon
 @vary_on_headers("HX-Request")
 def thread_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     thread = get_object_or_404(queries.visible_threads(_user(request)), public_id=public_id)
+    if _wants_history(request):
+        return render(request, "approvals/thread.html#history", _history(request, thread))
     head = engine.head(thread.workflow, thread.thread_id)
     context = {
         "thread": thread,
@@ -268,7 +289,7 @@ def thread_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     }
     if _htmx(request):
         return render(request, "approvals/thread.html#status", context)
-    context["history"] = queries.history(thread)
+    context.update(_history(request, thread))
     return render(request, "approvals/thread.html", context)
 
 

@@ -714,6 +714,63 @@ def test_the_review_page_shows_the_history_with_a_diff_between_checkpoints(rita:
     assert re.search(r'<tr class="added"><td>approved</td><td></td><td><ins>false</ins>', history)
 
 
+class TickState(TypedDict):
+    count: int
+
+
+def build_ticks() -> StateGraph[TickState]:
+    """`tick` runs 30 times (30 checkpoints and more), then a breakpoint before `finish`."""
+    builder = StateGraph(TickState)
+    builder.add_node("tick", lambda state: {"count": state["count"] + 1})
+    builder.add_node("finish", lambda state: {})
+    builder.add_edge(START, "tick")
+    builder.add_conditional_edges("tick", lambda state: "finish" if state["count"] >= 30 else "tick")
+    builder.add_edge("finish", END)
+    return builder
+
+
+@pytest.fixture
+def long_review(staff: User) -> Iterator[Review]:
+    workflow = registry.Workflow(
+        name="ticks",
+        title="Ticks",
+        builder=build_ticks,
+        reviewer_group="finance",
+        interrupt_before=("finish",),
+    )
+    with registered(workflow):
+        thread = services.start_thread(workflow="ticks", input={"count": 0}, actor=staff)
+        run_queued(thread)
+        yield open_review(thread)
+
+
+def shown_steps(html: str) -> list[int]:
+    return [int(step) for step in re.findall(r'<span class="step">step (-?\d+)</span>', html)]
+
+
+@pytest.mark.parametrize("page", ["review", "thread"])
+def test_a_long_history_shows_its_newest_checkpoints_and_the_rest_on_asking(
+    rita: Client, long_review: Review, page: str
+):
+    url = (
+        review_url(long_review)
+        if page == "review"
+        else reverse("approvals:thread", args=[long_review.thread.public_id])
+    )
+
+    first = rita.get(url).text
+    everything = rita.get(f"{url}?history=all").text
+    fragment = rita.get(f"{url}?history=all", **HX).text
+
+    assert shown_steps(first) == list(range(30, 10, -1))
+    assert 'href="?history=all#history"' in first
+    assert shown_steps(everything) == list(range(30, -2, -1))
+    assert "Show older checkpoints" not in everything
+    assert fragment.strip().startswith('<section class="history" id="history">')
+    assert "<html" not in fragment
+    assert shown_steps(fragment) == shown_steps(everything)
+
+
 def test_the_thread_page_shows_a_reviewers_edit_as_a_change_by_them(rita: Client, review: Review):
     rita.post(decide_url(review), review_form(rita, review, state__amount="99.5", state__approved="on"))
     run_queued(review.thread)
