@@ -213,7 +213,12 @@ def main() -> None:
             ("queue, one workflow", "/?workflow=expense_approval", {}),
             ("queue, mine", "/?scope=mine", {}),
             ("queue, search", "/?q=employee+42", {}),
-            (f"review page, {checkpoints} checkpoints", f"/reviews/{review.pk}/", {}),
+            (f"review page, {checkpoints} checkpoints (newest 20 shown)", f"/reviews/{review.pk}/", {}),
+            (
+                f"review page, {checkpoints} checkpoints, all 200 shown",
+                f"/reviews/{review.pk}/?history=all",
+                {},
+            ),
         ]
         results: list[tuple[str, dict[str, Any]]] = []
         for name, url, headers in pages:
