@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
+from langgraph._internal._constants import NULL_TASK_ID
+from langgraph.checkpoint.base import WRITES_IDX_MAP
 from langgraph.types import Command
 
 from workflows import engine, services
@@ -69,7 +72,7 @@ def execute_run(run_id: int) -> Outcome:
     try:
         graph = engine.graph_for(thread.workflow)
         snapshot = graph.get_state(config)
-        action = _first_action(run, thread.workflow, snapshot)
+        action = _first_action(run, thread.workflow, snapshot, lambda: _stored_edits(graph, snapshot))
         if action is not None:
             graph.invoke(action.value, config, durability="sync")
         snapshot = graph.get_state(engine.config_for(thread.thread_id))
@@ -113,25 +116,52 @@ class _Action:
     value: Any
 
 
-def _first_action(run: Run, workflow: str, snapshot: Any) -> _Action | None:
+def _first_action(
+    run: Run, workflow: str, snapshot: Any, stored_edits: Callable[[], list[tuple[str, Any]]]
+) -> _Action | None:
     """What to invoke the graph with, or None when it is already at a pause.
 
     `invoke(None)` walks past a static breakpoint it is sitting at, so a run passes a
     pause only when it carries the answer to it (a resume, or a retry inheriting one)
     and the head is still where that answer was given. A redelivered run whose
     earlier attempt already reached the next pause records it instead.
+
+    An earlier attempt (or the failed run a retry inherits its answers from) may have
+    handed the Command to LangGraph without finishing the step: the edits are then
+    stored on the head as pending writes, which LangGraph applies again by itself, and
+    an answered interrupt is no longer pending. Sending either again would apply an
+    edit twice, or answer the task's next interrupt with the previous answer.
     """
     command = run.command
     head = engine.checkpoint_id_of(snapshot)
     if not head:
         return _Action(command.get("input"))
-    if head == run.from_checkpoint_id and ("resume" in command or command.get("proceed")):
-        if "resume" in command:
-            return _Action(Command(resume=command["resume"], update=command.get("update") or None))
+    pending = engine.pending_interrupts(workflow, snapshot)
+    if head == run.from_checkpoint_id and "resume" in command:
+        resume = {key: value for key, value in command["resume"].items() if key in {p.id for p in pending}}
+        update = command.get("update") or {}
+        if update and (run.attempts > 1 or run.kind == Run.Kind.RETRY):
+            tail = stored_edits()[-len(update) :]
+            if len(tail) == len(update) and dict(tail) == update:
+                update = {}
+        if resume or update:
+            return _Action(Command(resume=resume or None, update=update or None))
+    elif head == run.from_checkpoint_id and command.get("proceed"):
         return _Action(None)
-    if engine.pending_interrupts(workflow, snapshot):
+    if pending:
         return None
     return _Action(None)
+
+
+def _stored_edits(graph: Any, snapshot: Any) -> list[tuple[str, Any]]:
+    """The state edits (`Command(update=...)`) stored on the head, waiting for its step."""
+    stored = graph.checkpointer.get_tuple(snapshot.config)
+    writes = stored.pending_writes if stored is not None else None
+    return [
+        (channel, value)
+        for task_id, channel, value in writes or ()
+        if task_id == NULL_TASK_ID and channel not in WRITES_IDX_MAP
+    ]
 
 
 def _describe(exc: BaseException) -> str:

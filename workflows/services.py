@@ -266,7 +266,9 @@ def resume_thread(
         thread = _lock_thread(thread)
         active = _active_run(thread)
         if active is not None:
-            if active.status != Run.Status.QUEUED or active.kind != Run.Kind.RESUME:
+            # A released run (attempts > 0) may have handed its edits to LangGraph already;
+            # merging more into its command would send those again.
+            if active.status != Run.Status.QUEUED or active.kind != Run.Kind.RESUME or active.attempts:
                 raise ThreadBusy("this thread is running; its answers can be given when it pauses again")
         elif thread.status != Thread.Status.INTERRUPTED:
             raise InvalidState(f"the thread is {thread.status}, not waiting for input")
