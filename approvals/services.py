@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,8 @@ from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.models import Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
+
+logger = logging.getLogger(__name__)
 
 AGENT_INBOX_ACTIONS = {
     # our action -> (HumanInterruptConfig flag, HumanResponse type)
@@ -148,7 +151,13 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
             },
         )
     if waiting:
-        _apply(thread, waiting, actor=waiting[-1].actor)
+        try:
+            _apply(thread, waiting, actor=waiting[-1].actor)
+        except engine_services.EditConflict:
+            # decide() refuses an edit that clashes with the running run's, so this is not
+            # expected; recording the pause matters more than these answers, which stay
+            # decided but unapplied (Decision.applied_at empty) for an admin to see.
+            logger.exception("waiting decisions on thread %s clash; not applied", thread.pk)
 
 
 @receiver(interrupts_withdrawn, dispatch_uid="approvals.withdraw_reviews")
@@ -283,6 +292,8 @@ def decide(
                 _apply(review.thread, [decision], actor=actor)
             except engine_services.InvalidState as exc:
                 raise StaleReview(f"This review no longer applies: {exc}.") from None
+            except engine_services.EditConflict as exc:
+                raise StaleReview(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
     return decision
 
 

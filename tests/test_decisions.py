@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from langgraph.graph import END, START, StateGraph
 
+from approvals import queries
 from approvals.models import Decision, Review
 from approvals.services import AlreadyDecided, InvalidDecision, StaleReview
 from tests.factories import (
@@ -237,6 +238,31 @@ def test_edit_publishes_the_edited_body(post: Thread, reviewer: User):
     assert head(post).values["status"] == "published"
 
 
+def test_the_history_credits_worker_steps_to_the_worker_and_edits_to_the_reviewer(
+    post: Thread, reviewer: User, admin: User
+):
+    decide(open_review(post), reviewer, "respond", response="name the version", updates={"audience": "all"})
+    run_queued(post)
+    first_step = min(
+        (entry for entry in queries.history(post) if entry.source == "loop" and entry.step is not None),
+        key=lambda entry: entry.step or 0,
+    )
+    services.rollback_thread(
+        thread=post,
+        actor=admin,
+        checkpoint_id=first_step.checkpoint_id,
+        reason="audience",
+        updates={"audience": "admins"},
+    )
+
+    people = {(entry.source, entry.actor) for entry in queries.history(post)}
+
+    workers = {actor for source, actor in people if source in ("loop", "input")}
+    assert workers == {"worker", f"worker, with edits by {reviewer.username}"}
+    assert ("fork", admin.username) in people
+    assert ("update", admin.username) in people
+
+
 def test_respond_rewrites_the_draft_and_opens_a_new_review(post: Thread, reviewer: User):
     first = open_review(post)
 
@@ -300,6 +326,38 @@ def test_two_decisions_in_a_row_resume_the_thread_once_with_both_answers(
     assert contract.status == Thread.Status.COMPLETED
     assert head(contract).values["outcome"] == "signed"
     assert contract.runs.filter(kind=Run.Kind.RESUME).count() == 1
+
+
+def test_a_second_answer_editing_a_field_the_first_changed_at_this_pause_is_refused(
+    contract: Thread, reviewer: User, other_reviewer: User
+):
+    decide(open_review(contract, "legal"), reviewer, "approve", updates={"value": 9000.0})
+    run_queued(contract)  # legal's edit now waits on the head as a pending write; finance is open
+    finance = open_review(contract, "finance")
+    before = row_counts()
+
+    with pytest.raises(StaleReview, match="Value was already changed at this pause by another answer"):
+        decide(finance, other_reviewer, "approve", updates={"value": 4000.0})
+
+    assert row_counts() == before
+    decide(finance, other_reviewer, "approve")
+    run_queued(contract)
+    assert contract.status == Thread.Status.COMPLETED
+    assert (head(contract).values["value"], head(contract).values["outcome"]) == (9000.0, "signed")
+
+
+def test_a_second_answer_editing_a_field_the_queued_run_carries_is_refused(
+    contract: Thread, reviewer: User, other_reviewer: User
+):
+    decide(open_review(contract, "legal"), reviewer, "approve", updates={"value": 9000.0})
+
+    with pytest.raises(StaleReview, match="Value was already changed"):
+        decide(open_review(contract, "finance"), other_reviewer, "approve", updates={"value": 4000.0})
+
+    decide(open_review(contract, "finance"), other_reviewer, "approve", updates={"value": 9000.0})
+    run_queued(contract)
+    assert contract.status == Thread.Status.COMPLETED
+    assert head(contract).values["value"] == 9000.0
 
 
 def test_a_decision_made_while_a_run_is_running_is_applied_when_it_pauses(

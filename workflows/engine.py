@@ -10,6 +10,9 @@ from typing import Any
 
 from django.conf import settings
 from langchain_core.runnables import RunnableConfig
+from langgraph._internal._constants import NULL_TASK_ID
+from langgraph.channels.last_value import LastValue
+from langgraph.checkpoint.base import WRITES_IDX_MAP
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot
 
@@ -124,3 +127,22 @@ def pending_interrupts(workflow: str, snapshot: StateSnapshot) -> list[PendingIn
         )
         for node in stopped
     ]
+
+
+def stored_edits(workflow: str, snapshot: StateSnapshot) -> list[tuple[str, Any]]:
+    """The state edits (`Command(update=...)`) stored on a checkpoint as pending writes,
+    waiting for its step to finish, oldest first."""
+    stored = graph_for(workflow).checkpointer.get_tuple(snapshot.config)  # type: ignore[union-attr]
+    writes = stored.pending_writes if stored is not None else None
+    return [
+        (channel, value)
+        for task_id, channel, value in writes or ()
+        if task_id == NULL_TASK_ID and channel not in WRITES_IDX_MAP
+    ]
+
+
+def single_value_fields(workflow: str, fields: Any) -> set[str]:
+    """The fields among `fields` that take one value per step (no reducer): two edits of one
+    of them in the same step fail the step with InvalidUpdateError."""
+    channels = graph_for(workflow).channels
+    return {name for name in fields if isinstance(channels.get(name), LastValue)}

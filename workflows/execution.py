@@ -7,6 +7,7 @@ each fenced by the run's lease token), between two short transactions of
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import traceback
@@ -16,8 +17,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
-from langgraph._internal._constants import NULL_TASK_ID
-from langgraph.checkpoint.base import WRITES_IDX_MAP
 from langgraph.types import Command
 
 from workflows import engine, services
@@ -72,7 +71,8 @@ def execute_run(run_id: int) -> Outcome:
     try:
         graph = engine.graph_for(thread.workflow)
         snapshot = graph.get_state(config)
-        action = _first_action(run, thread.workflow, snapshot, lambda: _stored_edits(graph, snapshot))
+        stored = functools.partial(engine.stored_edits, thread.workflow, snapshot)
+        action = _first_action(run, thread.workflow, snapshot, stored)
         if action is not None:
             graph.invoke(action.value, config, durability="sync")
         snapshot = graph.get_state(engine.config_for(thread.thread_id))
@@ -151,17 +151,6 @@ def _first_action(
     if pending:
         return None
     return _Action(None)
-
-
-def _stored_edits(graph: Any, snapshot: Any) -> list[tuple[str, Any]]:
-    """The state edits (`Command(update=...)`) stored on the head, waiting for its step."""
-    stored = graph.checkpointer.get_tuple(snapshot.config)
-    writes = stored.pending_writes if stored is not None else None
-    return [
-        (channel, value)
-        for task_id, channel, value in writes or ()
-        if task_id == NULL_TASK_ID and channel not in WRITES_IDX_MAP
-    ]
 
 
 def _describe(exc: BaseException) -> str:

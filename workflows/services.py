@@ -52,6 +52,10 @@ class InvalidState(ServiceError):
     pass
 
 
+class EditConflict(ServiceError):
+    """An edit of a field another answer already changed at this pause."""
+
+
 # -- audit ----------------------------------------------------------------------------
 
 
@@ -265,6 +269,8 @@ def resume_thread(
     with transaction.atomic():
         thread = _lock_thread(thread)
         active = _active_run(thread)
+        if resume and updates:
+            updates = _without_repeats(thread, updates, active)
         if active is not None:
             # A released run (attempts > 0) may have handed its edits to LangGraph already;
             # merging more into its command would send those again.
@@ -319,6 +325,33 @@ def resume_thread(
             },
         )
     return run
+
+
+def _without_repeats(thread: Thread, updates: Mapping[str, Any], active: Run | None) -> dict[str, Any]:
+    """Edits at a dynamic interrupt travel as Command(update=...) and land in the paused
+    step, where a field without a reducer takes one value: a second edit of it at the same
+    pause (by another answer, stored on the head or riding on the active run) would fail the
+    step. The same value again is dropped; a different one is refused, so nobody overwrites
+    an edit they did not see."""
+    head = engine.head(thread.workflow, thread.thread_id)
+    earlier = dict(engine.stored_edits(thread.workflow, head))
+    if active is not None:
+        earlier.update(active.command.get("update") or {})
+    single = engine.single_value_fields(thread.workflow, updates)
+    kept: dict[str, Any] = {}
+    conflicts: list[str] = []
+    for name, value in updates.items():
+        if name in single and name in earlier:
+            if _canonical(earlier[name]) != _canonical(value):
+                conflicts.append(name)
+            continue
+        kept[name] = value
+    if conflicts:
+        raise EditConflict(
+            f"{', '.join(sorted(conflicts))} {'was' if len(conflicts) == 1 else 'were'} already changed "
+            "at this pause by another answer; reload to see the new value, then decide again"
+        )
+    return kept
 
 
 def retry_thread(*, thread: Thread, actor: Actor) -> Run:
@@ -409,6 +442,7 @@ def rollback_thread(
             )
         before = engine.head(thread.workflow, thread.thread_id)
         fork = graph.update_state(target.config, None, as_node="__copy__")
+        copy_id = str(fork["configurable"]["checkpoint_id"])
         if updates:
             fork = graph.update_state(fork, dict(updates))
         head_id = str(fork["configurable"]["checkpoint_id"])
@@ -426,6 +460,7 @@ def rollback_thread(
             data={
                 "from": engine.checkpoint_id_of(before),
                 "to": checkpoint_id,
+                "copy": copy_id,
                 "fork": head_id,
                 "reason": reason,
                 "updates": {
