@@ -235,10 +235,17 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
     snapshots = list(graph.get_state_history(engine.config_for(thread.thread_id), limit=limit + 1))
     # Checkpoints made by people (edits at a review, rollbacks) are named in the audit trail.
     people: dict[str, str] = {}
+    # Edits given with answers at a dynamic interrupt land in the step after the checkpoint
+    # the answer was given at (keyed by that checkpoint), mixed with what the node wrote.
+    answered_with_edits: dict[str, str] = {}
     for event in AuditEvent.objects.filter(
         thread=thread, action__in=["thread.resumed", "thread.rolled_back"]
-    ).only("actor_label", "data"):
-        for key in ("checkpoint_id", "fork"):
+    ).only("action", "actor_label", "data"):
+        if event.action == "thread.resumed" and event.data.get("resume"):
+            if event.data.get("updates"):
+                answered_with_edits[str(event.data["checkpoint_id"])] = event.actor_label
+            continue
+        for key in ("checkpoint_id", "copy", "fork"):
             if event.data.get(key):
                 people[str(event.data[key])] = event.actor_label
     entries = []
@@ -257,13 +264,22 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
                 if source == "loop"
                 else {"input": "input", "update": "edit", "fork": "rollback"}.get(source, source),
                 created_at=datetime.fromisoformat(snapshot.created_at) if snapshot.created_at else None,
-                actor=people.get(checkpoint_id, "worker" if source in ("loop", "input") else "system"),
+                actor=_author(snapshot, source, checkpoint_id, people, answered_with_edits),
                 changes=diff(parent if isinstance(parent, dict) else {}, _as_dict(snapshot.values)),
                 values=_as_dict(snapshot.values),
                 metadata=dict(metadata),
             )
         )
     return entries
+
+
+def _author(
+    snapshot: Any, source: str, checkpoint_id: str, people: dict[str, str], edits: dict[str, str]
+) -> str:
+    if source not in ("loop", "input"):
+        return people.get(checkpoint_id, "system")
+    parent = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    return f"worker, with edits by {edits[parent]}" if parent in edits else "worker"
 
 
 def _writers(nodes: Iterable[str]) -> str:

@@ -16,6 +16,10 @@ def test_seed_demo_fails_at_step_3_then_a_retry_finishes_with_count_3(staff: Use
     thread = make_thread("seed_demo", {"count": 0}, staff)
     run_queued(thread)
     assert thread.status == Thread.Status.FAILED
+    # What the admin's retry page and the thread page show: the exception, not LangGraph's notes.
+    assert thread.error_summary.endswith(
+        "SimulatedCrash: Simulated crash in step 3 (it fails on the thread's first run only)"
+    )
 
     services.retry_thread(thread=thread, actor=staff)
     run_queued(thread)

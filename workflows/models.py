@@ -53,8 +53,12 @@ class Thread(models.Model):
 
     @property
     def error_summary(self) -> str:
-        """The error's last line: for a traceback, the exception and its message."""
+        """For a traceback, the exception and its message: its last line, less the notes
+        LangGraph appends after it ("During task with name …", "For troubleshooting, …")."""
+        notes = ("During task with name", "For troubleshooting")
         lines = [line.strip() for line in self.error.splitlines() if line.strip()]
+        while len(lines) > 1 and lines[-1].startswith(notes):
+            lines.pop()
         return lines[-1] if lines else ""
 
     @property
