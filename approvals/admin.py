@@ -20,6 +20,7 @@ from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.text import capfirst
 
 from approvals import queries
 from approvals.forms import CancelForm, RollbackForm
@@ -212,10 +213,11 @@ class ThreadAdmin(ReadOnly, admin.ModelAdmin[Thread]):
                         updates=form.corrections(),
                     )
                 except services.ThreadBusy as exc:
-                    form.add_error(None, str(exc))
+                    if preview.active_run is None:  # else the page says so already
+                        form.add_error(None, f"{capfirst(str(exc))}.")
                     status = 409
                 except services.ServiceError as exc:
-                    form.add_error(None, str(exc))
+                    form.add_error(None, f"{capfirst(str(exc))}.")
                 else:
                     self.message_user(
                         request,

@@ -384,7 +384,10 @@ def test_rollback_while_a_run_is_active_is_refused_with_the_message_and_writes_n
     assert "resume run" in page.text
     assert "queued" in page.text
     assert refused.status_code == 409
-    assert "this thread has a run queued or running; cancel it or wait before rolling back" in refused.text
+    # Said once, in the box at the top, not again as a form error.
+    assert refused.text.count('class="errornote"') == 1
+    assert 'id="busy"' in refused.text
+    assert "Please correct the errors below" not in refused.text
     assert frozen(expense) == before
 
 
