@@ -233,7 +233,12 @@ class DecisionForm(forms.Form):
         action = cleaned.get("action")
         if action == Decision.Action.RESPOND and not (cleaned.get("response") or "").strip():
             self.add_error("response", "Write a response to send.")
-        if action == Decision.Action.EDIT and not isinstance(cleaned.get("args"), dict):
+        # JSON that does not parse already has its error; its shape is the next question.
+        if (
+            action == Decision.Action.EDIT
+            and "args" not in self.errors
+            and not isinstance(cleaned.get("args"), dict)
+        ):
             self.add_error("args", "The edited arguments must be a JSON object.")
         return cleaned
 

@@ -60,12 +60,20 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+NOTHING_TICKED = "Tick the reviews to approve first."
+
+
 @require_POST
 @login_required
 def bulk_approve(request: HttpRequest) -> HttpResponse:
     """Approve each selected review as it stands; report, per review, what became of it."""
     user = _user(request)
     ids = [int(value) for value in request.POST.getlist("review") if value.isdigit()][:100]
+    if not ids:
+        if _htmx(request):
+            return render(request, "approvals/bulk_result.html", {"results": [], "notice": NOTHING_TICKED})
+        messages.warning(request, NOTHING_TICKED)
+        return HttpResponseRedirect(reverse("approvals:queue"))
     reviews = {review.pk: review for review in queries.visible_reviews(user).filter(pk__in=ids)}
     results: list[tuple[int, Review | None, str]] = []
     for pk in ids:
@@ -86,7 +94,10 @@ def bulk_approve(request: HttpRequest) -> HttpResponse:
 
 
 def _approve_as_is(review: Review, user: User) -> str:
-    if review.kind == Review.Kind.INTERRUPT or "approve" not in services.allowed_actions(review):
+    # Only an open review can need input: a decided or withdrawn one goes to the service,
+    # which says by whom and when it was decided, or why it no longer applies.
+    needs_input = review.kind == Review.Kind.INTERRUPT or "approve" not in services.allowed_actions(review)
+    if review.status == Review.Status.OPEN and needs_input:
         return "needs input"
     try:
         services.decide(review=review, actor=user, action="approve", checkpoint_id=review.checkpoint_id)
@@ -161,7 +172,10 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
     if _wants_history(request):
         return render(request, "approvals/review.html#history", _history(request, review.thread))
-    return render(request, "approvals/review.html", _review_context(request, review))
+    # Opening the page claims the review (htmx, on load); the claim box a release swaps in
+    # does not, or releasing would claim it straight back.
+    context = {**_review_context(request, review), "claim_on_load": True}
+    return render(request, "approvals/review.html", context)
 
 
 @require_POST
@@ -288,6 +302,9 @@ def thread_detail(request: HttpRequest, public_id: str) -> HttpResponse:
         "active": thread.status in ACTIVE,
     }
     if _htmx(request):
+        if not context["active"]:
+            # The last poll: the run has ended, so the history follows it, swapped out of band.
+            context.update(_history(request, thread), history_oob=True)
         return render(request, "approvals/thread.html#status", context)
     context.update(_history(request, thread))
     return render(request, "approvals/thread.html", context)

@@ -72,6 +72,11 @@ def review_url(review: Review) -> str:
     return reverse("approvals:review", args=[review.pk])
 
 
+def review_header(html: str) -> str:
+    start = html.index('<header class="review-head">')
+    return html[start : html.index("</header>", start)]
+
+
 def queue_ids(html: str) -> list[int]:
     return [int(pk) for pk in re.findall(r'<tr id="review-(\d+)"', html)]
 
@@ -540,6 +545,45 @@ def test_bulk_approving_an_expense_claim_pays_it(rita: Client, review: Review):
     assert head(review.thread).values["outcome"] == "paid 120.00"
 
 
+def test_bulk_approve_with_nothing_ticked_says_to_tick_some_first(rita: Client, review: Review):
+    events = AuditEvent.objects.count()
+
+    fragment = rita.post(reverse("approvals:bulk_approve"), {}, **HX)
+    page = rita.post(reverse("approvals:bulk_approve"), {}, follow=True)
+
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.text
+    assert "Tick the reviews to approve first." in fragment.text
+    assert page.redirect_chain == [(reverse("approvals:queue"), 302)]
+    assert "Tick the reviews to approve first." in page.text
+    assert AuditEvent.objects.count() == events
+
+
+def test_bulk_approve_of_a_decided_review_that_needs_input_says_who_decided_it(
+    rita: Client, other_reviewer: User, mixed: dict[str, Review]
+):
+    earlier = decide(mixed["legal"], other_reviewer, "approve")
+
+    response = rita.post(reverse("approvals:bulk_approve"), {"review": [mixed["legal"].pk]}, **HX)
+
+    when = timezone.localtime(earlier.created_at).strftime("%Y-%m-%d %H:%M")
+    assert f"<strong>already decided by oscar at {when}</strong>" in response.text
+    assert "needs input" not in response.text
+    assert Decision.objects.get(review=mixed["legal"]).actor == other_reviewer
+
+
+def test_bulk_approve_of_a_withdrawn_review_says_it_no_longer_applies(
+    rita: Client, admin: User, mixed: dict[str, Review]
+):
+    services.cancel_thread(thread=mixed["legal"].thread, actor=admin)
+
+    response = rita.post(reverse("approvals:bulk_approve"), {"review": [mixed["legal"].pk]}, **HX)
+
+    assert "This review was withdrawn" in response.text
+    assert "needs input" not in response.text
+    assert not Decision.objects.filter(review=mixed["legal"]).exists()
+
+
 # -- the review page -------------------------------------------------------------------------
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -550,13 +594,13 @@ class InboxState(TypedDict):
     note: NotRequired[str]
 
 
-def build_inbox() -> StateGraph[InboxState]:
+def build_inbox(allow_edit: bool = False) -> StateGraph[InboxState]:
     def ask(state: InboxState) -> dict[str, Any]:
         request = {
             "action_request": {"action": "send_mail", "args": {"to": state["to"], "subject": "Q3 numbers"}},
             "config": {
                 "allow_accept": True,
-                "allow_edit": False,
+                "allow_edit": allow_edit,
                 "allow_respond": True,
                 "allow_ignore": False,
             },
@@ -714,6 +758,31 @@ def test_the_review_page_shows_the_history_with_a_diff_between_checkpoints(rita:
     assert re.search(r'<tr class="added"><td>approved</td><td></td><td><ins>false</ins>', history)
 
 
+def test_a_decided_review_says_who_decided_it_and_when_instead_of_waiting(
+    rita: Client, other_reviewer: User, review: Review
+):
+    assert f"Waiting at <strong>{review.node}</strong>" in rita.get(review_url(review)).text
+    decision = decide(review, other_reviewer, "approve")
+
+    html = rita.get(review_url(review)).text
+
+    head = review_header(html)
+    when = timezone.localtime(decision.created_at).strftime("%b %-d, %H:%M")
+    assert "Waiting at" not in head
+    assert f"Decided at <strong>{review.node}</strong>" in head
+    assert f"<strong>approve</strong> by oscar at {when}" in head
+
+
+def test_a_withdrawn_review_says_so_instead_of_waiting(rita: Client, admin: User, review: Review):
+    services.cancel_thread(thread=review.thread, actor=admin)
+
+    html = rita.get(review_url(review)).text
+
+    head = review_header(html)
+    assert "Waiting at" not in head
+    assert f"Withdrawn at <strong>{review.node}</strong>" in head
+
+
 class TickState(TypedDict):
     count: int
 
@@ -855,6 +924,24 @@ def test_releasing_returns_the_review_to_the_queue(rita: Client, oscar: Client, 
     assert oscar.post(reverse("approvals:claim", args=[review.pk])).status_code == 302
 
 
+def test_opening_a_review_claims_it_on_load_but_releasing_it_does_not_claim_it_back(
+    rita: Client, review: Review
+):
+    page = rita.get(review_url(review)).text
+    rita.post(reverse("approvals:claim", args=[review.pk]), **HX)
+
+    released = rita.post(reverse("approvals:release", args=[review.pk]), **HX)
+
+    assert 'hx-trigger="load, submit"' in page
+    assert released.status_code == 200
+    assert released.text.lstrip().startswith('<div id="claim"')
+    assert "Claim this review" in released.text
+    assert "hx-trigger" not in released.text
+    assert not re.search(r"\bload\b", released.text)
+    review.refresh_from_db()
+    assert review.claimed_by is None
+
+
 def test_another_reviewer_cannot_release_someone_elses_claim(rita: Client, oscar: Client, review: Review):
     rita.post(reverse("approvals:claim", args=[review.pk]))
 
@@ -900,6 +987,42 @@ def test_a_valid_decision_redirects_to_the_thread_which_follows_the_run(rita: Cl
     assert 'data-status="completed"' in done
     assert "hx-trigger" not in done
     assert "paid 99.50" in done
+
+
+def test_the_last_poll_of_the_thread_page_also_replaces_its_history(rita: Client, review: Review):
+    thread_url = reverse("approvals:thread", args=[review.thread.public_id])
+    rita.post(decide_url(review), review_form(rita, review, state__amount="99.5"))
+
+    queued = rita.get(thread_url, **HX).text
+    run_queued(review.thread)
+    done = rita.get(thread_url, **HX).text
+    page = rita.get(thread_url).text
+
+    assert 'hx-trigger="every 2s"' in queued
+    assert 'id="history"' not in queued
+    assert "hx-swap-oob" not in queued
+    assert done.lstrip().startswith('<section id="status"')
+    history = done[done.index("</section>") :]
+    assert '<section class="history" id="history" hx-swap-oob="true">' in history
+    assert re.search(r'<span class="node">edit</span>\s*<span class="by">by rita</span>', history)
+    assert "<html" not in done
+    assert 'id="history"' in page
+    assert "hx-swap-oob" not in page
+
+
+def test_without_javascript_the_thread_page_reloads_itself_until_the_run_ends(rita: Client, review: Review):
+    thread_url = reverse("approvals:thread", args=[review.thread.public_id])
+    refresh = '<noscript><meta http-equiv="refresh" content="3"></noscript>'
+    rita.post(decide_url(review), review_form(rita, review))
+
+    queued = rita.get(thread_url).text
+    run_queued(review.thread)
+    done = rita.get(thread_url).text
+
+    assert refresh in queued[: queued.index("</head>")]
+    assert "this page updates itself until the run ends" in queued
+    assert refresh not in done
+    assert "updates itself" not in done
 
 
 def test_a_valid_htmx_decision_answers_204_with_a_redirect_header(rita: Client, review: Review):
@@ -1031,6 +1154,38 @@ def test_json_of_the_wrong_shape_is_refused(rita: Client, typed: Thread):
     _refused_with(
         rita, review, review_form(rita, review, state__limits='{"x": "many"}'), "Some edits do not fit"
     )
+
+
+@pytest.fixture
+def editable_inbox(staff: User) -> Iterator[Review]:
+    def build() -> StateGraph[InboxState]:
+        return build_inbox(allow_edit=True)
+
+    workflow = registry.Workflow(
+        name="edit_inbox", title="Edit inbox", builder=build, reviewer_group="finance"
+    )
+    with registered(workflow):
+        thread = services.start_thread(workflow="edit_inbox", input={"to": "ada@example.com"}, actor=staff)
+        run_queued(thread)
+        yield open_review(thread)
+
+
+def test_edited_arguments_that_do_not_parse_get_one_error_not_two(rita: Client, editable_inbox: Review):
+    data = review_form(rita, editable_inbox, action="edit", args='{"to": ')
+
+    for extra in ({}, HX):
+        html = _refused_with(rita, editable_inbox, data, "This is not valid JSON.", **extra)
+
+        assert html.count("This is not valid JSON.") == 1
+        assert "must be a JSON object" not in html
+
+
+def test_edited_arguments_that_are_not_an_object_are_refused(rita: Client, editable_inbox: Review):
+    data = review_form(rita, editable_inbox, action="edit", args='["to"]')
+
+    html = _refused_with(rita, editable_inbox, data, "The edited arguments must be a JSON object.")
+
+    assert "not valid JSON" not in html
 
 
 def test_unknown_fields_are_refused(rita: Client, review: Review):
