@@ -7,11 +7,9 @@ each fenced by the run's lease token), between two short transactions of
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +69,7 @@ def execute_run(run_id: int) -> Outcome:
     try:
         graph = engine.graph_for(thread.workflow)
         snapshot = graph.get_state(config)
-        stored = functools.partial(engine.stored_edits, thread.workflow, snapshot)
-        action = _first_action(run, thread.workflow, snapshot, stored)
+        action = _first_action(run, thread.workflow, snapshot)
         if action is not None:
             graph.invoke(action.value, config, durability="sync")
         snapshot = graph.get_state(engine.config_for(thread.thread_id))
@@ -116,9 +113,7 @@ class _Action:
     value: Any
 
 
-def _first_action(
-    run: Run, workflow: str, snapshot: Any, stored_edits: Callable[[], list[tuple[str, Any]]]
-) -> _Action | None:
+def _first_action(run: Run, workflow: str, snapshot: Any) -> _Action | None:
     """What to invoke the graph with, or None when it is already at a pause.
 
     `invoke(None)` walks past a static breakpoint it is sitting at, so a run passes a
@@ -138,10 +133,11 @@ def _first_action(
         return _Action(command.get("input"))
     pending = engine.pending_interrupts(workflow, snapshot)
     if head == run.from_checkpoint_id and "resume" in command:
-        resume = {key: value for key, value in command["resume"].items() if key in {p.id for p in pending}}
+        waiting = {interrupt.id for interrupt in pending}
+        resume = {key: value for key, value in command["resume"].items() if key in waiting}
         update = command.get("update") or {}
         if update and (run.attempts > 1 or run.kind == Run.Kind.RETRY):
-            tail = stored_edits()[-len(update) :]
+            tail = engine.stored_edits(workflow, snapshot)[-len(update) :]
             if len(tail) == len(update) and dict(tail) == update:
                 update = {}
         if resume or update:

@@ -25,6 +25,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from langgraph.types import StateSnapshot
 
 from workflows import engine, registry
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
@@ -269,8 +270,9 @@ def resume_thread(
     with transaction.atomic():
         thread = _lock_thread(thread)
         active = _active_run(thread)
+        before = engine.head(thread.workflow, thread.thread_id)
         if resume and updates:
-            updates = _without_repeats(thread, updates, active)
+            updates = _without_repeats(thread, before, updates, active)
         if active is not None:
             # A released run (attempts > 0) may have handed its edits to LangGraph already;
             # merging more into its command would send those again.
@@ -278,7 +280,6 @@ def resume_thread(
                 raise ThreadBusy("this thread is running; its answers can be given when it pauses again")
         elif thread.status != Thread.Status.INTERRUPTED:
             raise InvalidState(f"the thread is {thread.status}, not waiting for input")
-        before = engine.head(thread.workflow, thread.thread_id)
         changed: dict[str, Any] = {}
         if updates:
             changed = {"before": {key: before.values.get(key) for key in updates}, "after": dict(updates)}
@@ -327,13 +328,14 @@ def resume_thread(
     return run
 
 
-def _without_repeats(thread: Thread, updates: Mapping[str, Any], active: Run | None) -> dict[str, Any]:
+def _without_repeats(
+    thread: Thread, head: StateSnapshot, updates: Mapping[str, Any], active: Run | None
+) -> dict[str, Any]:
     """Edits at a dynamic interrupt travel as Command(update=...) and land in the paused
     step, where a field without a reducer takes one value: a second edit of it at the same
     pause (by another answer, stored on the head or riding on the active run) would fail the
     step. The same value again is dropped; a different one is refused, so nobody overwrites
     an edit they did not see."""
-    head = engine.head(thread.workflow, thread.thread_id)
     earlier = dict(engine.stored_edits(thread.workflow, head))
     if active is not None:
         earlier.update(active.command.get("update") or {})
