@@ -260,9 +260,7 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
                 checkpoint_id=checkpoint_id,
                 step=metadata.get("step"),
                 source=source,
-                node=writes
-                if source == "loop"
-                else {"input": "input", "update": "edit", "fork": "rollback"}.get(source, source),
+                node=writes if source == "loop" else SOURCE_NAMES.get(source, source),
                 created_at=datetime.fromisoformat(snapshot.created_at) if snapshot.created_at else None,
                 actor=_author(snapshot, source, checkpoint_id, people, answered_with_edits),
                 changes=diff(parent if isinstance(parent, dict) else {}, _as_dict(snapshot.values)),
@@ -402,18 +400,20 @@ AUDIT_ACTIONS = (
 AUDIT_PAGE_SIZES = (25, 50, 100, 200)
 # Dates outside this span cannot be turned into datetimes in every time zone.
 _EARLIEST, _LATEST = date(1900, 1, 1), date(9998, 12, 31)
-EXPORT_COLUMNS = (
-    "id",
-    "created_at",
-    "actor",
-    "action",
-    "thread",
-    "workflow",
-    "run",
-    "data",
-    "prev_hash",
-    "hash",
-)
+# Export column -> the field it is read from, in the exports' order.
+EXPORT_FIELDS = {
+    "id": "id",
+    "created_at": "created_at",
+    "actor": "actor_label",
+    "action": "action",
+    "thread": "thread__public_id",
+    "workflow": "thread__workflow",
+    "run": "run_id",
+    "data": "data",
+    "prev_hash": "prev_hash",
+    "hash": "hash",
+}
+EXPORT_COLUMNS = tuple(EXPORT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -657,17 +657,6 @@ def audit_export(filters: AuditFilters, *, chunk_size: int = 2000) -> Iterator[t
     return (
         audit_events(filters)
         .order_by("id")
-        .values_list(
-            "id",
-            "created_at",
-            "actor_label",
-            "action",
-            "thread__public_id",
-            "thread__workflow",
-            "run_id",
-            "data",
-            "prev_hash",
-            "hash",
-        )
+        .values_list(*EXPORT_FIELDS.values())
         .iterator(chunk_size=chunk_size)
     )

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.dispatch import receiver
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from approvals.models import Decision, Review
 from workflows import engine, registry
@@ -293,7 +294,7 @@ def decide(
             except engine_services.InvalidState as exc:
                 raise StaleReview(f"This review no longer applies: {exc}.") from None
             except engine_services.EditConflict as exc:
-                raise StaleReview(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
+                raise StaleReview(f"{capfirst(str(exc))}.") from None
     return decision
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -373,19 +374,10 @@ class _Echo:
 
 
 def _export_record(row: tuple[Any, ...]) -> dict[str, Any]:
-    pk, created_at, actor, action, thread, workflow, run, data, prev_hash, hash_ = row
-    return {
-        "id": pk,
-        "created_at": created_at.isoformat(),
-        "actor": actor,
-        "action": action,
-        "thread": str(thread) if thread else None,
-        "workflow": workflow,
-        "run": run,
-        "data": data,
-        "prev_hash": prev_hash,
-        "hash": hash_,
-    }
+    record = dict(zip(queries.EXPORT_COLUMNS, row, strict=True))
+    record["created_at"] = record["created_at"].isoformat()
+    record["thread"] = str(record["thread"]) if record["thread"] else None
+    return record
 
 
 def _csv_lines(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
@@ -404,14 +396,7 @@ def _jsonl_lines(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
 
 def _batched(lines: Iterator[str], size: int = 500) -> Iterator[str]:
     # One write per few hundred rows, not one per row: the server sends each chunk separately.
-    batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
-            yield "".join(batch)
-            batch = []
-    if batch:
-        yield "".join(batch)
+    return ("".join(batch) for batch in itertools.batched(lines, size))
 
 
 def _audit_export(request: HttpRequest, kind: str) -> HttpResponseBase:

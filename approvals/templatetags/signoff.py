@@ -7,6 +7,8 @@ from typing import Any
 
 from django import template
 
+from workflows import registry
+
 register = template.Library()
 
 
@@ -33,8 +35,6 @@ def summary(value: Any) -> str:
 @register.filter
 def workflow_title(name: str) -> str:
     """A workflow's title from its registered name (the name itself if it is gone)."""
-    from workflows import registry
-
     try:
         return registry.get(name).title
     except LookupError:
