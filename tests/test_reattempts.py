@@ -1,4 +1,4 @@
-"""A run attempted again after its earlier attempt got partway (invariant 9): the answers and
+"""A run attempted again after its earlier attempt got partway (invariant 4): the answers and
 edits it carries (`Command(resume=..., update=...)`) are applied once, however far the earlier
 attempt got before it ended without recording an outcome."""
 
@@ -130,6 +130,15 @@ def answered(workflow: str, staff: User, reviewer: User, edits: dict[str, Any]) 
     return thread
 
 
+def finished_with_edits_once(thread: Thread, edits: dict[str, Any]) -> dict[str, Any]:
+    """Asserts the thread completed with the reviewer's edits applied once; its final values."""
+    assert thread.status == Thread.Status.COMPLETED
+    values = head(thread).values
+    assert values["notes"] == ["draft", "from the reviewer", "finished"]
+    assert values["label"] == label(edits, "checked")
+    return values
+
+
 def fail_finish_run_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The graph ran; recording its outcome hits a database error once."""
     real = services.finish_run
@@ -158,10 +167,7 @@ def test_a_run_released_after_the_answered_step_was_checkpointed_applies_the_edi
     assert head(thread).next == ("check",)
     assert run_queued(thread).status == "recorded"
 
-    assert thread.status == Thread.Status.COMPLETED
-    values = head(thread).values
-    assert values["notes"] == ["draft", "from the reviewer", "finished"]
-    assert values["label"] == label(edits, "checked")
+    values = finished_with_edits_once(thread, edits)
     assert len(values["answers"]) == 1
     assert CALLS == {"ask": 2, "check": 2, "finish": 1}
     assert resume_run(thread).attempts == 2
@@ -180,10 +186,7 @@ def test_a_run_released_while_the_answered_node_ran_applies_the_edits_once(
     assert str(head(thread).config["configurable"]["checkpoint_id"]) == from_checkpoint
     assert run_queued(thread).status == "recorded"
 
-    assert thread.status == Thread.Status.COMPLETED
-    values = head(thread).values
-    assert values["notes"] == ["draft", "from the reviewer", "finished"]
-    assert values["label"] == label(edits, "checked")
+    values = finished_with_edits_once(thread, edits)
     assert len(values["answers"]) == 1
     assert CALLS == {"ask": 3, "check": 1, "finish": 1}
     assert resume_run(thread).attempts == 2
@@ -199,10 +202,7 @@ def test_a_run_released_after_the_graph_completed_runs_no_node_again(
     assert thread.status == Thread.Status.QUEUED
     assert run_queued(thread).status == "recorded"
 
-    assert thread.status == Thread.Status.COMPLETED
-    values = head(thread).values
-    assert values["notes"] == ["draft", "from the reviewer", "finished"]
-    assert values["label"] == label(edits, "checked")
+    finished_with_edits_once(thread, edits)
     assert CALLS == {"ask": 2, "check": 1, "finish": 1}
 
 
@@ -231,10 +231,7 @@ def test_a_run_released_at_the_next_question_of_the_same_node_applies_answer_and
     decide(second, reviewer, "approve")
     assert run_queued(thread).status == "recorded"
 
-    assert thread.status == Thread.Status.COMPLETED
-    values = head(thread).values
-    assert values["notes"] == ["draft", "from the reviewer", "finished"]
-    assert values["label"] == label(edits, "checked")
+    values = finished_with_edits_once(thread, edits)
     assert [answer["action"] for answer in values["answers"]] == ["approve", "approve"]
     assert open_reviews(thread) == []
 
@@ -249,10 +246,7 @@ def test_a_retry_after_the_answered_node_raised_applies_the_edits_once(
     services.retry_thread(thread=thread, actor=admin)
     assert run_queued(thread).status == "recorded"
 
-    assert thread.status == Thread.Status.COMPLETED
-    values = head(thread).values
-    assert values["notes"] == ["draft", "from the reviewer", "finished"]
-    assert values["label"] == label(edits, "checked")
+    values = finished_with_edits_once(thread, edits)
     assert len(values["answers"]) == 1
     assert CALLS == {"ask": 3, "check": 1, "finish": 1}
 
