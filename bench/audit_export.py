@@ -26,7 +26,6 @@ import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, bench/ comes first on the import path, and bench/queue.py would shadow the
@@ -42,7 +41,7 @@ DAYS = 100
 ACTORS = ("rita", "oscar", "ada", "system:worker", "system:sweeper")
 
 
-from bench.pages import measure  # noqa: E402 - needs ROOT on sys.path first
+from bench.pages import measure, recreate_postgres, start_django  # noqa: E402 - needs ROOT on sys.path first
 
 
 def log(message: str) -> None:
@@ -50,38 +49,14 @@ def log(message: str) -> None:
 
 
 def setup_django(tmp: Path) -> str:
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["SIGNOFF_VAR_DIR"] = str(tmp)
-    os.environ["CELERY_BROKER_URL"] = "memory://"
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith("postgres"):
-        import psycopg
-
-        parts = urlsplit(url)
-        name = parts.path.lstrip("/")
-        if not name.startswith("signoff_bench"):
-            sys.exit(f"refusing to drop {name!r}: the bench database's name must start with signoff_bench")
-        with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {name}")
+        recreate_postgres(url)
         db = "postgres"
     else:
-        os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.sqlite3'}"
+        url = f"sqlite:///{tmp / 'bench.sqlite3'}"
         db = "sqlite"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    settings.ALLOWED_HOSTS = ["testserver"]
-    call_command("migrate", verbosity=0)
+    start_django(tmp, url)
     return db
 
 

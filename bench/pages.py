@@ -1,10 +1,51 @@
-"""Timing one page through Django's test client, shared by the page benchmarks."""
+"""What the page benchmarks (queue.py, audit_export.py) share: a throwaway database, Django
+set up on it, and timing one page through Django's test client."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+
+def recreate_postgres(url: str) -> None:
+    """Drop and create the database of `url`; only one whose name says it is a bench's."""
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name.startswith("signoff_bench"):
+        sys.exit(f"refusing to drop {name!r}: the bench database's name must start with signoff_bench")
+    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+
+
+def start_django(tmp: Path, database_url: str) -> None:
+    """Django with production settings (DEBUG off) on `database_url`, migrated; files in `tmp`."""
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ["SIGNOFF_VAR_DIR"] = str(tmp)
+    os.environ["CELERY_BROKER_URL"] = "memory://"
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    # The test client serves no static files; the manifest storage would want collectstatic.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    settings.ALLOWED_HOSTS = ["testserver"]
+    call_command("migrate", verbosity=0)
 
 
 def measure(client: Any, url: str, repeat: int, **headers: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ LONG_STEPS = 200
 WORKFLOWS = ("expense_approval", "content_review", "parallel_approval", "seed_demo")
 
 
-from bench.pages import measure  # noqa: E402 - needs ROOT on sys.path first
+from bench.pages import measure, recreate_postgres, start_django  # noqa: E402 - needs ROOT on sys.path first
 
 
 def log(message: str) -> None:
@@ -48,32 +48,12 @@ def log(message: str) -> None:
 
 
 def setup_django(db: str, tmp: Path) -> None:
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["SIGNOFF_VAR_DIR"] = str(tmp)
-    os.environ["CELERY_BROKER_URL"] = "memory://"
     if db == "postgres":
-        import psycopg
-
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {PG_DB}")
-        os.environ["DATABASE_URL"] = f"{PG_SERVER}/{PG_DB}"
+        url = f"{PG_SERVER}/{PG_DB}"
+        recreate_postgres(url)
     else:
-        os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.sqlite3'}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    settings.ALLOWED_HOSTS = ["testserver"]
-    call_command("migrate", verbosity=0)
+        url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+    start_django(tmp, url)
 
 
 def seed() -> dict[str, Any]:
