@@ -33,8 +33,9 @@ lint: setup ## ruff check, ruff format --check, mypy
 	@echo "==> ruff format --check"
 	$(BIN)/ruff format --check .
 	@echo "==> mypy"
-	@# The django-stubs plugin imports config.settings, which needs a secret key with DEBUG off.
-	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-mypy-only-not-a-secret} $(BIN)/mypy
+	@# The django-stubs plugin imports config.settings, which needs a secret key and an audit key with DEBUG off.
+	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-mypy-only-not-a-secret} \
+	SIGNOFF_AUDIT_KEY=$${SIGNOFF_AUDIT_KEY:-bXlweS1vbmx5LW5vdC1hLXNlY3JldC1hdWRpdC1rZXkh} $(BIN)/mypy
 
 test: setup browser services lint test-sqlite test-postgres ## lint, then the test suite on SQLite and on PostgreSQL
 

@@ -396,6 +396,7 @@ AUDIT_ACTIONS = (
     "review.released",
     "review.decided",
     "review.cancelled",
+    "audit.keyed",
 )
 AUDIT_PAGE_SIZES = (25, 50, 100, 200)
 # Dates outside this span cannot be turned into datetimes in every time zone.

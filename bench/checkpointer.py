@@ -112,6 +112,7 @@ def setup_django(tmp: Path) -> None:
     """Django on a SQLite file (alias `default`) plus PostgreSQL (alias `pg`), migrated."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["DJANGO_SECRET_KEY"] = "bench"
+    os.environ.setdefault("SIGNOFF_AUDIT_KEY", "YmVuY2gtb25seS1hdWRpdC1rZXktbm90LWEtc2VjcmV0IQ")
     os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'django.sqlite3'}"
     os.environ["SIGNOFF_VAR_DIR"] = str(tmp / "var")
     import django

@@ -28,6 +28,7 @@ def recreate_postgres(url: str) -> None:
 def start_django(tmp: Path, database_url: str) -> None:
     """Django with production settings (DEBUG off) on `database_url`, migrated; files in `tmp`."""
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
+    os.environ.setdefault("SIGNOFF_AUDIT_KEY", "YmVuY2gtb25seS1hdWRpdC1rZXktbm90LWEtc2VjcmV0IQ")
     os.environ["DJANGO_DEBUG"] = "false"
     os.environ["SIGNOFF_VAR_DIR"] = str(tmp)
     os.environ["CELERY_BROKER_URL"] = "memory://"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,34 @@ def encryption_key(value: str) -> bytes | None:
     return key
 
 
+AUDIT_KEY_RECIPE = (
+    'python -c "import base64,secrets;print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
+)
+
+
+def audit_key(value: str, *, debug: bool, secret_key: str) -> bytes:
+    """SIGNOFF_AUDIT_KEY is base64 (standard or URL-safe) of at least 32 bytes: the HMAC key of
+    the audit chain. Without it, DEBUG derives a development key from the secret key, and
+    production refuses to start: a chain anyone can recompute proves nothing."""
+    if not value:
+        if not debug:
+            raise ImproperlyConfigured(
+                "SIGNOFF_AUDIT_KEY must be set when DJANGO_DEBUG is off: it signs the audit trail "
+                "(keep it apart from the database and from SIGNOFF_ENCRYPTION_KEY); "
+                f"make one with: {AUDIT_KEY_RECIPE}"
+            )
+        return hashlib.sha256(b"signoff development audit key:" + secret_key.encode()).digest()
+    try:
+        key = base64.urlsafe_b64decode(value.replace("+", "-").replace("/", "_") + "==")
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < 32:
+        raise ImproperlyConfigured(
+            f"SIGNOFF_AUDIT_KEY must be base64 of at least 32 random bytes; make one with: {AUDIT_KEY_RECIPE}"
+        )
+    return key
+
+
 DEBUG = envbool("DJANGO_DEBUG", "false")
 SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -263,6 +292,15 @@ SIGNOFF_ENCRYPTION_KEY = encryption_key(os.getenv("SIGNOFF_ENCRYPTION_KEY", ""))
 # LangGraph's safe types and the types in registered state schemas.
 SIGNOFF_MSGPACK_ALLOWLIST: list[tuple[str, str]] = []
 
+# The audit chain is HMAC-SHA256 with this key (separate from the encryption key: one signs,
+# the other hides). The head (event count, last id and hash, signed) is saved to
+# SIGNOFF_AUDIT_HEAD_FILE every SIGNOFF_AUDIT_HEAD_SECONDS and logged; `verify_audit` compares.
+SIGNOFF_AUDIT_KEY = audit_key(os.getenv("SIGNOFF_AUDIT_KEY", ""), debug=DEBUG, secret_key=SECRET_KEY)
+if SIGNOFF_ENCRYPTION_KEY is not None and SIGNOFF_AUDIT_KEY == SIGNOFF_ENCRYPTION_KEY:
+    raise ImproperlyConfigured("SIGNOFF_AUDIT_KEY must not be the same key as SIGNOFF_ENCRYPTION_KEY")
+SIGNOFF_AUDIT_HEAD_FILE = Path(os.getenv("SIGNOFF_AUDIT_HEAD_FILE", VAR_DIR / "audit-head.json"))
+SIGNOFF_AUDIT_HEAD_SECONDS = envfloat("SIGNOFF_AUDIT_HEAD_SECONDS", 300.0)
+
 # Registered workflows come from `graphs.py` in installed apps, plus these modules.
 SIGNOFF_GRAPH_MODULES = envlist("SIGNOFF_GRAPH_MODULES", "")
 SIGNOFF_RECURSION_LIMIT = envint("SIGNOFF_RECURSION_LIMIT", 100)
@@ -329,5 +367,6 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "workflows.tasks.sweep", "schedule": SIGNOFF_SWEEP_SECONDS},
+    "audit-head": {"task": "workflows.tasks.save_audit_head", "schedule": SIGNOFF_AUDIT_HEAD_SECONDS},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -249,7 +249,8 @@ def test_verify_audit_names_the_first_event_whose_contents_were_changed():
         run_command("verify_audit")
 
     assert str(refused.value) == (
-        f"audit chain broken at event {tampered.pk}: its contents do not match its hash (1 intact before it)"
+        f"audit trail: tampered at event {tampered.pk}: "
+        "its contents do not match its hash (1 intact before it)"
     )
 
 
@@ -265,7 +266,7 @@ def test_verify_audit_names_the_event_after_a_deleted_one():
         run_command("verify_audit")
 
     assert str(refused.value) == (
-        f"audit chain broken at event {after.pk}: "
+        f"audit trail: broken chain at event {after.pk}: "
         "its prev_hash is not the hash of the event before it (1 intact before it)"
     )
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.settings import BASE_DIR, database_from_url, encryption_key
+from config.settings import BASE_DIR, audit_key, database_from_url, encryption_key
 
 
 @pytest.fixture(autouse=True)
@@ -166,6 +166,44 @@ def test_the_key_recipe_in_the_error_message_makes_an_accepted_key():
     made = subprocess.run([sys.executable, *recipe[1:]], capture_output=True, text=True, check=True)
 
     assert len(encryption_key(made.stdout.strip()) or b"") == 32
+
+
+def test_production_refuses_to_start_without_an_audit_key_and_says_how_to_make_one():
+    with pytest.raises(ImproperlyConfigured) as refused:
+        audit_key("", debug=False, secret_key="s")
+
+    message = str(refused.value)
+    assert message.startswith("SIGNOFF_AUDIT_KEY must be set when DJANGO_DEBUG is off")
+    recipe = shlex.split(message.split("make one with: ", 1)[1])
+    made = subprocess.run([sys.executable, *recipe[1:]], capture_output=True, text=True, check=True)
+    assert len(audit_key(made.stdout.strip(), debug=False, secret_key="s")) == 32
+
+
+def test_debug_derives_a_stable_development_audit_key_from_the_secret_key():
+    key = audit_key("", debug=True, secret_key="dev")
+
+    assert key == audit_key("", debug=True, secret_key="dev")
+    assert key != audit_key("", debug=True, secret_key="other")
+    assert len(key) == 32
+
+
+@pytest.mark.parametrize("value", ["not base64 at all!", base64.urlsafe_b64encode(bytes(31)).decode()])
+def test_an_audit_key_shorter_than_32_bytes_is_refused(value):
+    with pytest.raises(ImproperlyConfigured, match="at least 32 random bytes"):
+        audit_key(value, debug=True, secret_key="s")
+
+
+def test_the_audit_key_may_not_be_the_encryption_key():
+    key = base64.urlsafe_b64encode(bytes(range(32))).decode()
+    env = {**os.environ, "SIGNOFF_AUDIT_KEY": key, "SIGNOFF_ENCRYPTION_KEY": key}
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+
+    shown = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True
+    )
+
+    assert shown.returncode != 0
+    assert "SIGNOFF_AUDIT_KEY must not be the same key as SIGNOFF_ENCRYPTION_KEY" in shown.stderr
 
 
 def test_celery_acknowledges_late_takes_one_message_at_a_time_and_speaks_only_json():

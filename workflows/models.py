@@ -136,7 +136,8 @@ class AuditEvent(models.Model):
     """An append-only record of one state change, chained to the previous one by hash.
 
     Written in the same transaction as the change it records. On PostgreSQL a
-    trigger refuses UPDATE, DELETE and TRUNCATE; `verify_audit` walks the chain.
+    trigger refuses UPDATE, DELETE and TRUNCATE; `verify_audit` walks the chain
+    (HMAC-keyed) and compares it with the head staff keep.
     """
 
     actor = models.ForeignKey(
@@ -153,6 +154,9 @@ class AuditEvent(models.Model):
     created_at = models.DateTimeField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # How `hash` was made: "hmac-sha256" (keyed, SIGNOFF_AUDIT_KEY) or "sha256" for events
+    # written before the chain was keyed; see workflows.audit.
+    scheme = models.CharField(max_length=16, editable=False)
 
     class Meta:
         ordering = ["id"]

@@ -8,7 +8,6 @@ they never save the models themselves.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,27 +15,31 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from langgraph.types import StateSnapshot
 
 from workflows import engine, registry
-from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
+
+# The audit chain lives in workflows.audit; these names stay importable from here.
+from workflows.audit import ChainBreak as ChainBreak
+from workflows.audit import event_hash as event_hash
+from workflows.audit import record_event as record_event
+from workflows.audit import verify_audit_chain as verify_audit_chain
+from workflows.models import ACTIVE_RUN_STATUSES, Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
 
 logger = logging.getLogger(__name__)
 
 WORKER = "system:worker"
 SWEEPER = "system:sweeper"
-# One key for the whole audit chain: appends are serialized so each sees the last hash.
-_AUDIT_LOCK = 0x5160FF
 
 Actor = User | None
 
@@ -62,105 +65,6 @@ class EditConflict(ServiceError):
 
 def _canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
-
-
-def event_hash(
-    *,
-    prev_hash: str,
-    actor_label: str,
-    actor_id: int | None,
-    action: str,
-    thread_id: int | None,
-    run_id: int | None,
-    data: Any,
-    created_at: datetime,
-) -> str:
-    body = json.dumps(
-        [prev_hash, actor_label, actor_id, action, thread_id, run_id, data, created_at.isoformat()],
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-def record_event(
-    *,
-    action: str,
-    actor: Actor = None,
-    actor_label: str = "",
-    thread: Thread | None = None,
-    run: Run | None = None,
-    data: Mapping[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one audit event, chained to the last; only inside the change's transaction."""
-    if not connection.in_atomic_block:
-        raise RuntimeError("audit events are written inside the transaction of the change they record")
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_LOCK])
-    # SQLite needs no lock: every transaction starts with BEGIN IMMEDIATE, one writer at a time.
-    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-    label = actor_label or (actor.get_username() if actor is not None else WORKER)
-    payload = _canonical(dict(data or {}))
-    created_at = timezone.now()
-    actor_id = actor.pk if actor is not None else None
-    event = AuditEvent(
-        actor_id=actor_id,
-        actor_label=label,
-        action=action,
-        thread=thread,
-        run=run,
-        data=payload,
-        created_at=created_at,
-        prev_hash=last or "",
-    )
-    event.hash = event_hash(
-        prev_hash=event.prev_hash,
-        actor_label=label,
-        actor_id=actor_id,
-        action=action,
-        thread_id=thread.pk if thread else None,
-        run_id=run.pk if run else None,
-        data=payload,
-        created_at=created_at,
-    )
-    event.save(force_insert=True)
-    return event
-
-
-@dataclass(frozen=True)
-class ChainBreak:
-    event_id: int
-    reason: str
-
-
-def verify_audit_chain(*, batch: int = 2000) -> tuple[int, ChainBreak | None]:
-    """Walk the audit chain in order; return how many events fit and the first that does not."""
-    prev = ""
-    checked = 0
-    last_id = 0
-    while True:
-        rows = list(AuditEvent.objects.filter(id__gt=last_id).order_by("id")[:batch])
-        if not rows:
-            return checked, None
-        for event in rows:
-            if event.prev_hash != prev:
-                return checked, ChainBreak(event.pk, "its prev_hash is not the hash of the event before it")
-            expected = event_hash(
-                prev_hash=event.prev_hash,
-                actor_label=event.actor_label,
-                actor_id=event.actor_id,
-                action=event.action,
-                thread_id=event.thread_id,
-                run_id=event.run_id,
-                data=event.data,
-                created_at=event.created_at,
-            )
-            if event.hash != expected:
-                return checked, ChainBreak(event.pk, "its contents do not match its hash")
-            prev = event.hash
-            checked += 1
-            last_id = event.pk
 
 
 # -- doorbell -------------------------------------------------------------------------

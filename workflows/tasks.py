@@ -11,7 +11,7 @@ from celery.contrib.django.task import DjangoTask
 from django.conf import settings
 from django.db import transaction
 
-from workflows import services
+from workflows import audit, services
 from workflows.execution import execute_run
 
 logger = logging.getLogger(__name__)
@@ -48,3 +48,14 @@ def run_thread(self: DoorbellTask, run_id: int) -> str:
 def sweep() -> dict[str, list[int]]:
     result = services.sweep()
     return {"republished": result.republished, "reclaimed": result.reclaimed, "failed": result.failed}
+
+
+@shared_task(base=DoorbellTask)  # type: ignore[untyped-decorator]
+def save_audit_head() -> str:
+    """Beat's record of how far the audit trail went (workflows.audit.save_head)."""
+    try:
+        head = audit.save_head()
+    except audit.HeadError as exc:
+        logger.error("%s", exc)
+        return "refused"
+    return f"{head.events} events up to {head.last_id}"

@@ -2,7 +2,8 @@
 
 The audit trigger refuses TRUNCATE unless the session says otherwise; flushing the
 whole database (tests do it between cases) is the one sanctioned way to remove audit
-rows, so this command says so for its own session only.
+rows, so this command says so for its own session only. The trigger heeds the setting only
+from a role with the table owner's privileges (migration 0006), which tests run as.
 """
 
 from __future__ import annotations
