@@ -263,6 +263,19 @@ SIGNOFF_ENCRYPTION_KEY = encryption_key(os.getenv("SIGNOFF_ENCRYPTION_KEY", ""))
 # LangGraph's safe types and the types in registered state schemas.
 SIGNOFF_MSGPACK_ALLOWLIST: list[tuple[str, str]] = []
 
+# How much a value stored in a checkpoint may hold (reviewer edits, answers, rollback
+# corrections, a thread's input; workflows/limits.py): its nesting depth (msgpack gives up past
+# 255 levels, and the audit event wraps a value in a few more) and its size as text.
+SIGNOFF_MAX_VALUE_DEPTH = envint("SIGNOFF_MAX_VALUE_DEPTH", 64)
+if not 1 <= SIGNOFF_MAX_VALUE_DEPTH <= 200:
+    raise ImproperlyConfigured(
+        f"SIGNOFF_MAX_VALUE_DEPTH must be from 1 to 200 (msgpack stores at most 255 levels), "
+        f"got {SIGNOFF_MAX_VALUE_DEPTH}"
+    )
+SIGNOFF_MAX_VALUE_BYTES = envint("SIGNOFF_MAX_VALUE_BYTES", 1_000_000)
+if SIGNOFF_MAX_VALUE_BYTES < 1:
+    raise ImproperlyConfigured(f"SIGNOFF_MAX_VALUE_BYTES must be at least 1, got {SIGNOFF_MAX_VALUE_BYTES}")
+
 # Registered workflows come from `graphs.py` in installed apps, plus these modules.
 SIGNOFF_GRAPH_MODULES = envlist("SIGNOFF_GRAPH_MODULES", "")
 SIGNOFF_RECURSION_LIMIT = envint("SIGNOFF_RECURSION_LIMIT", 100)
