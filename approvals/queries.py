@@ -256,7 +256,9 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
     ).only("action", "actor_label", "data"):
         if event.action == "thread.resumed" and event.data.get("resume"):
             if event.data.get("updates"):
-                answered_with_edits[str(event.data["checkpoint_id"])] = event.actor_label
+                # Several answers applied at once credit each reviewer who edited.
+                editors = event.data.get("edited_by") or [event.actor_label]
+                answered_with_edits[str(event.data["checkpoint_id"])] = ", ".join(editors)
             continue
         for key in ("checkpoint_id", "copy", "fork"):
             if event.data.get(key):

@@ -181,7 +181,7 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
         )
     if waiting:
         try:
-            _apply(thread, waiting, actor=waiting[-1].actor)
+            _apply(thread, waiting, actor=_sole_actor(waiting))
         except engine_services.EditConflict:
             # decide() refuses an edit that clashes with the running run's, so this is not
             # expected; recording the pause matters more than these answers, which stay
@@ -381,12 +381,26 @@ def _answer(review: Review, action: str, response: Any, comment: str) -> Any:
     return {"action": action, "response": response, "comment": comment}
 
 
-def _apply(thread: Thread, decisions: list[Decision], *, actor: User) -> None:
-    """Resume the thread with these decisions' answers (and edits) in one run."""
+def _sole_actor(decisions: list[Decision]) -> User | None:
+    """Who the resume is credited to: the one reviewer who made all these decisions, or None
+    (the worker, applying them at the pause) when several did; the event names each."""
+    actors = {decision.actor_id for decision in decisions}
+    return decisions[0].actor if len(actors) == 1 else None
+
+
+def _apply(thread: Thread, decisions: list[Decision], *, actor: User | None) -> None:
+    """Resume the thread with these decisions' answers (and edits) in one run. The audit
+    event credits each decision's reviewer (decided_by, and edited_by for those with edits)."""
     resume: dict[str, Any] = {}
     updates: dict[str, Any] = {}
     proceed = False
+    decided_by: list[str] = []
+    edited_by: list[str] = []
     for decision in decisions:
+        name = decision.actor.get_username()
+        decided_by.append(name)
+        if decision.updates.get("after") and name not in edited_by:
+            edited_by.append(name)
         review = decision.review
         updates.update(decision.updates.get("after", {}))
         if review.kind == Review.Kind.BREAKPOINT:
@@ -399,7 +413,11 @@ def _apply(thread: Thread, decisions: list[Decision], *, actor: User) -> None:
         resume=resume or None,
         updates=updates or None,
         proceed=proceed,
-        data={"decisions": [decision.pk for decision in decisions]},
+        data={
+            "decisions": [decision.pk for decision in decisions],
+            "decided_by": decided_by,
+            "edited_by": edited_by,
+        },
     )
     now: datetime = timezone.now()
     Decision.objects.filter(pk__in=[decision.pk for decision in decisions]).update(applied_at=now)

@@ -143,11 +143,51 @@ def encryption_key(value: str) -> bytes | None:
     return key
 
 
-DEBUG = envbool("DJANGO_DEBUG", "false")
-SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
+# `make run` writes this file: DEBUG on and a generated secret key, so that manage.py and celery
+# commands run by hand in the same checkout get the development settings `make run` uses.
+DEV_ENV_FILE = VAR_DIR / "dev.env"
+DEV_ENV_KEYS = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY")
+
+
+def read_dev_env(path: Path) -> dict[str, str]:
+    """The development settings `make run` left in `path`, to use where the environment sets
+    nothing. Read only when the environment has no DJANGO_SECRET_KEY and does not turn
+    DJANGO_DEBUG off: production must set the key (below), so it never reads this file, and an
+    explicit DJANGO_DEBUG=0 means "not development". Only DJANGO_DEBUG and DJANGO_SECRET_KEY are
+    taken from it, and only from a file of ours that nobody else can write."""
+    if os.getenv("DJANGO_SECRET_KEY") or os.getenv("DJANGO_DEBUG", "1").lower() not in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    ):
+        return {}
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return {}
+    if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        raise ImproperlyConfigured(
+            f"{path} (written by `make run`) must belong to you and be writable by nobody else; "
+            "delete it and run `make run` again"
+        )
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key in DEV_ENV_KEYS:
+            found[key] = value.strip()
+    return {key: value for key, value in found.items() if not os.getenv(key)}
+
+
+_dev_env = read_dev_env(DEV_ENV_FILE)
+DEBUG = envbool("DJANGO_DEBUG", _dev_env.get("DJANGO_DEBUG", "false"))
+SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "") or _dev_env.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (in a development checkout, "
+            f"`make run` writes {DEV_ENV_FILE} with both)"
+        )
     SECRET_KEY = "insecure-development-key-only-used-with-DJANGO_DEBUG"  # noqa: S105
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
