@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import re
 from typing import Any
 
@@ -30,7 +31,8 @@ MSGPACK_MAX_DEPTH = 255
 HARD_MAX_DEPTH = 200
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_JSON_BRACKET = re.compile(r"[\[\]{}]")
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 # A scalar's share of the size: a number, a bool or None, roughly as JSON spells it.
 _SCALAR_BYTES = 8
 
@@ -51,14 +53,10 @@ def json_depth(text: str) -> int:
     """How deep the arrays and objects of a JSON text nest, read without parsing it, so
     text nested thousands deep is measured without Python's parser hitting its recursion
     limit. Brackets inside strings do not count."""
-    depth = deepest = 0
-    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub('""', text)):
-        if bracket in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    # The running sum of +1 per opening and -1 per closing bracket, in C loops: a 64 KB field
+    # of brackets takes a few milliseconds.
+    return max(0, max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0))
 
 
 def json_too_deep(text: str) -> str | None:
