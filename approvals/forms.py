@@ -18,9 +18,11 @@ from typing import Any
 from django import forms
 from django.core import signing
 from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 
 from approvals.models import Decision, Review
 from approvals.services import allowed_actions
+from workflows import limits
 from workflows.registry import Workflow
 
 ACTION_LABELS = {
@@ -60,10 +62,30 @@ class JSONValueField(forms.JSONField):
     def to_python(self, value: Any) -> Any:
         if isinstance(value, str) and len(value) > MAX_JSON_CHARS:
             raise ValidationError(f"At most {MAX_JSON_CHARS:,} characters of JSON.")
+        # Measured before parsing: JSON nested thousands deep makes json.loads raise RecursionError.
+        too_deep = limits.json_too_deep(value) if isinstance(value, str) else None
+        if too_deep:
+            raise ValidationError(too_deep)
         try:
             return super().to_python(value)
         except ValidationError:
             raise ValidationError("This is not valid JSON.") from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Re-rendering the form parses what was typed again: what is too deep to parse, or
+        # holds what cannot be shown (a lone surrogate cannot be encoded), is shown as typed.
+        if isinstance(data, str) and limits.json_too_deep(data):
+            return InvalidJSONInput(data)
+        value = super().bound_data(data, initial)
+        if isinstance(data, str) and limits.storable_problem(value):
+            return InvalidJSONInput(data)
+        return value
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        problem = limits.storable_problem(value)
+        if problem:
+            raise ValidationError(f"This cannot be saved: {problem}.")
 
 
 def state_field(hint: Any, value: Any) -> forms.Field:
@@ -146,6 +168,19 @@ def changed_state(form: forms.Form, workflow: Workflow, values: dict[str, Any]) 
             continue
         changed[name] = value
     return changed
+
+
+def refuse_unstorable(form: DecisionForm | RollbackForm) -> None:
+    """A form error when the state fields together are more than a checkpoint can store
+    (each JSON field checks itself; see workflows.limits). Runs in the form's clean step."""
+    values = {
+        name: form.cleaned_data[field_prefix(name)]
+        for name in form.workflow.field_types
+        if field_prefix(name) in form.cleaned_data
+    }
+    problem = limits.storable_problem(values)
+    if problem:
+        form.add_error(None, f"These edits cannot be saved: {problem}.")
 
 
 def sign_pin(review: Review) -> str:
@@ -240,6 +275,7 @@ class DecisionForm(forms.Form):
             and not isinstance(cleaned.get("args"), dict)
         ):
             self.add_error("args", "The edited arguments must be a JSON object.")
+        refuse_unstorable(self)
         return cleaned
 
     def state_updates(self) -> dict[str, Any]:
@@ -299,6 +335,7 @@ class RollbackForm(forms.Form):
         unknown = sorted(set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"})
         if unknown:
             raise ValidationError(f"Unknown fields: {', '.join(unknown)}.")
+        refuse_unstorable(self)
         return cleaned
 
     def corrections(self) -> dict[str, Any]:

@@ -70,9 +70,12 @@ class QueueFilters:
     sort: str = "waiting"
     page: int = 1
     per_page: int = 25
+    # Why a filter was ignored, shown above the results.
+    errors: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def from_query(cls, params: Any) -> QueueFilters:
+        errors: list[str] = []
         scope = params.get("scope", "all")
         sort = params.get("sort", "waiting")
         try:
@@ -84,12 +87,13 @@ class QueueFilters:
         except ValueError:
             per_page = 25
         return cls(
-            workflow=params.get("workflow", "")[:100],
+            workflow=_without_nul("Workflow", params.get("workflow", "")[:100], errors),
             scope=scope if scope in SCOPES else "all",
-            q=params.get("q", "").strip()[:200],
+            q=_without_nul("Search", params.get("q", "").strip()[:200], errors),
             sort=sort if sort in SORTS else "waiting",
             page=page,
             per_page=per_page if per_page in PAGE_SIZES else 25,
+            errors=tuple(errors),
         )
 
     def query(self, **changes: Any) -> str:
@@ -112,6 +116,15 @@ class QueueFilters:
             if value not in ("", None) and defaults.get(key) != value
         }
         return "?" + urlencode(kept) if kept else "?"
+
+
+def _without_nul(label: str, text: str, errors: list[str]) -> str:
+    """The text, or "" with an error when it holds a NUL character: PostgreSQL refuses NUL in
+    text, so a filter on it would fail the page instead of finding nothing."""
+    if "\x00" in text:
+        errors.append(f"{label}: contains a NUL character (\\u0000), which no text can hold; it was ignored.")
+        return ""
+    return text
 
 
 @dataclass
@@ -243,7 +256,9 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
     ).only("action", "actor_label", "data"):
         if event.action == "thread.resumed" and event.data.get("resume"):
             if event.data.get("updates"):
-                answered_with_edits[str(event.data["checkpoint_id"])] = event.actor_label
+                # Several answers applied at once credit each reviewer who edited.
+                editors = event.data.get("edited_by") or [event.actor_label]
+                answered_with_edits[str(event.data["checkpoint_id"])] = ", ".join(editors)
             continue
         for key in ("checkpoint_id", "copy", "fork"):
             if event.data.get(key):
@@ -397,6 +412,7 @@ AUDIT_ACTIONS = (
     "review.decided",
     "review.cancelled",
     "audit.keyed",
+    "checkpoint.unreadable",
 )
 AUDIT_PAGE_SIZES = (25, 50, 100, 200)
 # Dates outside this span cannot be turned into datetimes in every time zone.
@@ -440,6 +456,13 @@ class AuditFilters:
             for key in ("actor", "action", "workflow", "thread", "from", "to")
         }
         errors: list[str] = []
+        for key, label in (
+            ("actor", "Actor"),
+            ("action", "Action"),
+            ("workflow", "Workflow"),
+            ("thread", "Thread"),
+        ):
+            entered[key] = _without_nul(label, entered[key], errors)
         action = entered["action"]
         if action and action not in AUDIT_ACTIONS:
             errors.append(f"Action: “{action}” is not an action the audit trail records; it was ignored.")
@@ -518,7 +541,8 @@ def _parse_date(text: str, label: str, errors: list[str]) -> date | None:
 def _parse_id(text: str, label: str, errors: list[str]) -> int | None:
     if not text:
         return None
-    if not text.isdigit() or len(text) > 18:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if not text.isdecimal() or len(text) > 18:
         errors.append(f"Page: “{text[:40]}” is not an event id ({label}); showing the newest events.")
         return None
     return int(text)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractUser, User
+from django.contrib.auth.models import AbstractUser, AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.dispatch import receiver
@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from approvals.models import Decision, Review
-from workflows import engine, registry
+from workflows import engine, limits, registry
 from workflows import services as engine_services
 from workflows.models import Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
@@ -81,6 +81,34 @@ def allowed_actions(review: Review) -> list[str]:
         config = review.value[0].get("config", {})
         return [action for action, (flag, _) in AGENT_INBOX_ACTIONS.items() if config.get(flag)]
     return list(PLAIN_ACTIONS)
+
+
+AUDIT_PERMISSION = "workflows.view_auditevent"
+
+
+def can_read_audit(user: User | AnonymousUser | None) -> bool:
+    """Who may read the audit trail (its pages, exports and links): active staff holding
+    `workflows.view_auditevent` (superusers hold every permission, but must be staff too).
+    is_staff is asked first, so a reviewer's page costs no permission query."""
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and user.has_perm(AUDIT_PERMISSION)
+    )
+
+
+def implied_updates(review: Review, action: str, spec: registry.Workflow) -> dict[str, Any]:
+    """What the action itself sets at a breakpoint (the workflow's on_approve / on_reject),
+    over the reviewer's own edits of the same fields; nothing elsewhere."""
+    if review.kind != Review.Kind.BREAKPOINT:
+        return {}
+    if action == Decision.Action.APPROVE:
+        return dict(spec.on_approve)
+    if action == Decision.Action.REJECT:
+        return dict(spec.on_reject or {})
+    return {}
 
 
 def can_review(user: User | None, workflow: str) -> bool:
@@ -153,7 +181,7 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
         )
     if waiting:
         try:
-            _apply(thread, waiting, actor=waiting[-1].actor)
+            _apply(thread, waiting, actor=_sole_actor(waiting))
         except engine_services.EditConflict:
             # decide() refuses an edit that clashes with the running run's, so this is not
             # expected; recording the pause matters more than these answers, which stay
@@ -206,10 +234,12 @@ def decide(
     another checkpoint, or the action or edits are not allowed.
     """
     updates = dict(updates or {})
+    _refuse_unstorable(updates=updates, response=response, comment=comment)
     with transaction.atomic():
         review = _locked_review(review)
         if not can_review(actor, review.thread.workflow):
             raise InvalidDecision("You are not a reviewer of this workflow.")
+        _require_registered(review.thread.workflow)
         if review.status == Review.Status.DECIDED:
             raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review))
         if review.status == Review.Status.CANCELLED:
@@ -237,8 +267,7 @@ def decide(
             # What the workflow says approve / reject mean at its breakpoints (expense_approval:
             # approved=True / False). The button wins over a field edited the other way:
             # "reject" must never pay.
-            implied = spec.on_approve if action == Decision.Action.APPROVE else spec.on_reject or {}
-            updates = {**updates, **implied}
+            updates = {**updates, **implied_updates(review, action, spec)}
         if review.kind == Review.Kind.BREAKPOINT and action == Decision.Action.RESPOND:
             raise InvalidDecision("A breakpoint takes approve or reject.")
         answer = _answer(review, action, response, comment)
@@ -280,9 +309,13 @@ def decide(
             and action == Decision.Action.REJECT
             and spec.on_reject is None
         ):
-            engine_services.cancel_thread(
-                thread=review.thread, actor=actor, reason=comment or "rejected at review"
-            )
+            try:
+                engine_services.cancel_thread(
+                    thread=review.thread, actor=actor, reason=comment or "rejected at review"
+                )
+            except engine_services.InvalidState as exc:
+                # The thread completed or was cancelled after this review was read.
+                raise StaleReview(f"This review no longer applies: {exc}.") from None
             decision.applied_at = timezone.now()
             decision.save(update_fields=["applied_at"])
             return decision
@@ -296,6 +329,34 @@ def decide(
             except engine_services.EditConflict as exc:
                 raise StaleReview(f"{capfirst(str(exc))}.") from None
     return decision
+
+
+class WorkflowGone(DecisionRefused):
+    """The review's workflow is no longer registered on this server."""
+
+
+def unregistered_message(workflow: str) -> str:
+    return (
+        f"This thread's workflow, “{workflow}”, is no longer registered on this server, so its "
+        "reviews cannot be shown or decided; ask an administrator to register it again."
+    )
+
+
+def _require_registered(workflow: str) -> None:
+    try:
+        registry.get(workflow)
+    except LookupError:
+        raise WorkflowGone(unregistered_message(workflow)) from None
+
+
+def _refuse_unstorable(**values: Any) -> None:
+    """InvalidDecision for edits, a response or a comment that the checkpoint or the database
+    cannot store (workflows.limits); checked before anything is locked or written."""
+    for what, value in values.items():
+        problem = limits.storable_problem(value)
+        if problem:
+            name = "edits" if what == "updates" else what
+            raise InvalidDecision(f"The {name} cannot be stored: {problem}.")
 
 
 def _answer(review: Review, action: str, response: Any, comment: str) -> Any:
@@ -320,12 +381,26 @@ def _answer(review: Review, action: str, response: Any, comment: str) -> Any:
     return {"action": action, "response": response, "comment": comment}
 
 
-def _apply(thread: Thread, decisions: list[Decision], *, actor: User) -> None:
-    """Resume the thread with these decisions' answers (and edits) in one run."""
+def _sole_actor(decisions: list[Decision]) -> User | None:
+    """Who the resume is credited to: the one reviewer who made all these decisions, or None
+    (the worker, applying them at the pause) when several did; the event names each."""
+    actors = {decision.actor_id for decision in decisions}
+    return decisions[0].actor if len(actors) == 1 else None
+
+
+def _apply(thread: Thread, decisions: list[Decision], *, actor: User | None) -> None:
+    """Resume the thread with these decisions' answers (and edits) in one run. The audit
+    event credits each decision's reviewer (decided_by, and edited_by for those with edits)."""
     resume: dict[str, Any] = {}
     updates: dict[str, Any] = {}
     proceed = False
+    decided_by: list[str] = []
+    edited_by: list[str] = []
     for decision in decisions:
+        name = decision.actor.get_username()
+        decided_by.append(name)
+        if decision.updates.get("after") and name not in edited_by:
+            edited_by.append(name)
         review = decision.review
         updates.update(decision.updates.get("after", {}))
         if review.kind == Review.Kind.BREAKPOINT:
@@ -338,7 +413,11 @@ def _apply(thread: Thread, decisions: list[Decision], *, actor: User) -> None:
         resume=resume or None,
         updates=updates or None,
         proceed=proceed,
-        data={"decisions": [decision.pk for decision in decisions]},
+        data={
+            "decisions": [decision.pk for decision in decisions],
+            "decided_by": decided_by,
+            "edited_by": edited_by,
+        },
     )
     now: datetime = timezone.now()
     Decision.objects.filter(pk__in=[decision.pk for decision in decisions]).update(applied_at=now)

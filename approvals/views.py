@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import markdown
 import nh3
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from approvals import queries, services
 from approvals.forms import DecisionForm
-from approvals.models import Review
+from approvals.models import Decision, Review
 from workflows import engine, registry
+from workflows import services as engine_services
 from workflows.models import Thread
 
 ACTIVE = (Thread.Status.QUEUED, Thread.Status.RUNNING)
@@ -46,6 +51,59 @@ def render_markdown(text: str) -> SafeString:
     and attributes, and links get rel=noopener."""
     html = markdown.markdown(text or "", extensions=["fenced_code", "tables"], output_format="html")
     return mark_safe(nh3.clean(html, link_rel="noopener noreferrer nofollow"))  # noqa: S308
+
+
+# -- threads whose state cannot be shown -------------------------------------------------------
+
+
+class _Unavailable(Exception):
+    """A thread's page cannot be shown: its workflow is gone (404) or its checkpoint cannot be
+    read (409). The message says which, for the person who asked."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+UNREADABLE_MESSAGE = (
+    "This thread's checkpoint cannot be read: its stored state was changed behind Signoff's back "
+    "or sealed with another encryption key. Nothing can be shown or decided here until an "
+    "administrator repairs or rolls back the thread; this has been recorded in the audit trail."
+)
+
+
+@contextmanager
+def _reading(request: HttpRequest, thread: Thread) -> Iterator[registry.Workflow]:
+    """The thread's workflow, for a block that reads its checkpoints. A workflow no longer
+    registered is a 404 page. A checkpoint that cannot be decoded is a 409 page, not a 500:
+    the request is sound and the server works, but the thread's stored state conflicts with
+    what the saver can read, until an admin acts (it is audited, once per head checkpoint)."""
+    try:
+        spec = registry.get(thread.workflow)
+    except LookupError:
+        raise _Unavailable(services.unregistered_message(thread.workflow), 404) from None
+    try:
+        yield spec
+    except engine.UNREADABLE as exc:
+        engine_services.report_unreadable_checkpoint(thread=thread, actor=_user(request), error=exc)
+        raise _Unavailable(UNREADABLE_MESSAGE, 409) from None
+
+
+def _unavailable_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except _Unavailable as exc:
+            htmx = _htmx(request)
+            template = "approvals/unavailable.html#message" if htmx else "approvals/unavailable.html"
+            response = render(request, template, {"message": str(exc)}, status=exc.status)
+            if htmx:
+                # In place of whatever asked: the decision form, the preview or the status poll.
+                response["HX-Reswap"] = "outerHTML"
+            return response
+
+    return wrapper
 
 
 # -- the queue -------------------------------------------------------------------------------
@@ -69,7 +127,7 @@ NOTHING_TICKED = "Tick the reviews to approve first."
 def bulk_approve(request: HttpRequest) -> HttpResponse:
     """Approve each selected review as it stands; report, per review, what became of it."""
     user = _user(request)
-    ids = [int(value) for value in request.POST.getlist("review") if value.isdigit()][:100]
+    ids = [int(value) for value in request.POST.getlist("review") if value.isdecimal()][:100]
     if not ids:
         if _htmx(request):
             return render(request, "approvals/bulk_result.html", {"results": [], "notice": NOTHING_TICKED})
@@ -123,7 +181,14 @@ def _moved_on(head: Any, review: Review) -> bool:
 
 def _review_context(request: HttpRequest, review: Review, form: DecisionForm | None = None) -> dict[str, Any]:
     thread = review.thread
-    spec = registry.get(thread.workflow)
+    with _reading(request, thread) as spec:
+        return _review_context_of(request, review, spec, form)
+
+
+def _review_context_of(
+    request: HttpRequest, review: Review, spec: registry.Workflow, form: DecisionForm | None
+) -> dict[str, Any]:
+    thread = review.thread
     head = engine.head(thread.workflow, thread.thread_id)
     values = head.values if isinstance(head.values, dict) else {}
     if form is None:
@@ -169,10 +234,15 @@ def _wants_history(request: HttpRequest) -> bool:
 @require_GET
 @login_required
 @vary_on_headers("HX-Request")
+# Never from the cache: after deciding, Back must show the review as decided, not the old
+# form whose claim-on-load would then be refused.
+@never_cache
+@_unavailable_page
 def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
     if _wants_history(request):
-        return render(request, "approvals/review.html#history", _history(request, review.thread))
+        with _reading(request, review.thread):
+            return render(request, "approvals/review.html#history", _history(request, review.thread))
     # Opening the page claims the review (htmx, on load); the claim box a release swaps in
     # does not, or releasing would claim it straight back.
     context = {**_review_context(request, review), "claim_on_load": True}
@@ -187,7 +257,14 @@ def review_claim(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         review = services.claim_review(review=review, actor=_user(request))
     except services.DecisionRefused as exc:
-        return _refused(request, review, exc)
+        review.refresh_from_db()
+        if review.status == Review.Status.OPEN:
+            return _refused(request, review, exc)
+        # Decided or withdrawn meanwhile (or a page from the cache claiming on load): not a
+        # refused decision, just nothing left to claim. The claim box says so.
+        if _htmx(request):
+            return render(request, "approvals/review.html#claim", _closed_claim_context(review))
+        return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
     if _htmx(request):
         return render(
             request,
@@ -195,6 +272,15 @@ def review_claim(request: HttpRequest, pk: int) -> HttpResponse:
             {"review": review, "holder": services.claim_holder(review)},
         )
     return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
+
+
+def _closed_claim_context(review: Review) -> dict[str, Any]:
+    decision = (
+        Decision.objects.select_related("actor").filter(review=review).first()
+        if review.status == Review.Status.DECIDED
+        else None
+    )
+    return {"review": review, "holder": None, "decision": decision, "claim_closed": True}
 
 
 @require_POST
@@ -213,30 +299,51 @@ def review_release(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _bound_form(request: HttpRequest, review: Review) -> DecisionForm:
     # An oversized body never gets here: approvals.middleware refuses it with a 413 first.
-    spec = registry.get(review.thread.workflow)
-    head = engine.head(review.thread.workflow, review.thread.thread_id)
-    values = head.values if isinstance(head.values, dict) else {}
-    return DecisionForm(request.POST, review=review, workflow=spec, values=values)
+    with _reading(request, review.thread) as spec:
+        head = engine.head(review.thread.workflow, review.thread.thread_id)
+        values = head.values if isinstance(head.values, dict) else {}
+        return DecisionForm(request.POST, review=review, workflow=spec, values=values)
+
+
+def _previewed_changes(form: DecisionForm) -> list[queries.Change]:
+    """What deciding with this valid form would change: the reviewer's edits, checked against
+    the schema as deciding checks them, plus what the action itself sets (approve at an
+    expense breakpoint sets approved). An edit that does not fit becomes a form error."""
+    try:
+        updates = form.workflow.validate_updates(form.state_updates())
+    except registry.InvalidUpdate as exc:
+        form.add_error(None, f"Some edits do not fit: {exc}.")
+        return []
+    updates = {**updates, **services.implied_updates(form.review, form.cleaned_data["action"], form.workflow)}
+    return queries.diff(form.values, {**form.values, **updates})
 
 
 @require_POST
 @login_required
 @vary_on_headers("HX-Request")
+@_unavailable_page
 def review_preview(request: HttpRequest, pk: int) -> HttpResponse:
-    """The reviewer's own changes as a diff, before anything is submitted. Writes nothing."""
+    """The reviewer's own changes as a diff, before anything is submitted. Writes nothing.
+    With htmx the whole form comes back, so errors show under their fields and old ones go."""
     review = _review_or_404(request, pk)
     form = _bound_form(request, review)
-    changes = queries.diff(form.values, {**form.values, **form.state_updates()}) if form.is_valid() else []
+    changes = _previewed_changes(form) if form.is_valid() else []
     context = {**_review_context(request, review, form), "preview": changes, "previewed": True}
-    template = "approvals/review.html#preview" if _htmx(request) else "approvals/review.html"
+    template = "approvals/review.html#decision-form" if _htmx(request) else "approvals/review.html"
     return render(request, template, context, status=200 if form.is_valid() else 422)
 
 
 @require_POST
 @login_required
 @vary_on_headers("HX-Request")
+@_unavailable_page
 def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
+    with _reading(request, review.thread):
+        return _decide(request, review)
+
+
+def _decide(request: HttpRequest, review: Review) -> HttpResponse:
     form = _bound_form(request, review)
     if not form.is_valid():
         return _form_errors(request, review, form)
@@ -288,14 +395,20 @@ def _refused(request: HttpRequest, review: Review, exc: Exception) -> HttpRespon
 @require_GET
 @login_required
 @vary_on_headers("HX-Request")
+@_unavailable_page
 def thread_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     thread = get_object_or_404(queries.visible_threads(_user(request)), public_id=public_id)
+    with _reading(request, thread) as spec:
+        return _thread_page(request, thread, spec)
+
+
+def _thread_page(request: HttpRequest, thread: Thread, spec: registry.Workflow) -> HttpResponse:
     if _wants_history(request):
         return render(request, "approvals/thread.html#history", _history(request, thread))
     head = engine.head(thread.workflow, thread.thread_id)
     context = {
         "thread": thread,
-        "workflow": registry.get(thread.workflow),
+        "workflow": spec,
         "values": head.values if isinstance(head.values, dict) else {},
         "next": head.next,
         "open_reviews": list(thread.reviews.filter(status=Review.Status.OPEN).order_by("id")),
@@ -313,12 +426,22 @@ def thread_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 
 # -- the audit trail (staff) -----------------------------------------------------------------
 
-AUDIT_PERMISSION = "workflows.view_auditevent"
+
+def audit_reader_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """403 unless services.can_read_audit: the same rule as the navigation's link and the docs."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not services.can_read_audit(request.user):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 @require_GET
 @login_required
-@permission_required(AUDIT_PERMISSION, raise_exception=True)
+@audit_reader_required
 @vary_on_headers("HX-Request")
 def audit_log(request: HttpRequest) -> HttpResponse:
     filters = queries.AuditFilters.from_query(request.GET)
@@ -329,7 +452,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-@permission_required(AUDIT_PERMISSION, raise_exception=True)
+@audit_reader_required
 @vary_on_headers("HX-Request")
 def audit_thread(request: HttpRequest, public_id: str) -> HttpResponse:
     thread = get_object_or_404(Thread, public_id=public_id)
@@ -354,14 +477,14 @@ def audit_thread(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
-@permission_required(AUDIT_PERMISSION, raise_exception=True)
+@audit_reader_required
 def audit_export_csv(request: HttpRequest) -> HttpResponseBase:
     return _audit_export(request, "csv")
 
 
 @require_GET
 @login_required
-@permission_required(AUDIT_PERMISSION, raise_exception=True)
+@audit_reader_required
 def audit_export_jsonl(request: HttpRequest) -> HttpResponseBase:
     return _audit_export(request, "jsonl")
 

@@ -172,11 +172,51 @@ def audit_key(value: str, *, debug: bool, secret_key: str) -> bytes:
     return key
 
 
-DEBUG = envbool("DJANGO_DEBUG", "false")
-SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
+# `make run` writes this file: DEBUG on and a generated secret key, so that manage.py and celery
+# commands run by hand in the same checkout get the development settings `make run` uses.
+DEV_ENV_FILE = VAR_DIR / "dev.env"
+DEV_ENV_KEYS = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY")
+
+
+def read_dev_env(path: Path) -> dict[str, str]:
+    """The development settings `make run` left in `path`, to use where the environment sets
+    nothing. Read only when the environment has no DJANGO_SECRET_KEY and does not turn
+    DJANGO_DEBUG off: production must set the key (below), so it never reads this file, and an
+    explicit DJANGO_DEBUG=0 means "not development". Only DJANGO_DEBUG and DJANGO_SECRET_KEY are
+    taken from it, and only from a file of ours that nobody else can write."""
+    if os.getenv("DJANGO_SECRET_KEY") or os.getenv("DJANGO_DEBUG", "1").lower() not in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    ):
+        return {}
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return {}
+    if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        raise ImproperlyConfigured(
+            f"{path} (written by `make run`) must belong to you and be writable by nobody else; "
+            "delete it and run `make run` again"
+        )
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key in DEV_ENV_KEYS:
+            found[key] = value.strip()
+    return {key: value for key, value in found.items() if not os.getenv(key)}
+
+
+_dev_env = read_dev_env(DEV_ENV_FILE)
+DEBUG = envbool("DJANGO_DEBUG", _dev_env.get("DJANGO_DEBUG", "false"))
+SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "") or _dev_env.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (in a development checkout, "
+            f"`make run` writes {DEV_ENV_FILE} with both)"
+        )
     SECRET_KEY = "insecure-development-key-only-used-with-DJANGO_DEBUG"  # noqa: S105
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
@@ -300,6 +340,18 @@ if SIGNOFF_ENCRYPTION_KEY is not None and SIGNOFF_AUDIT_KEY == SIGNOFF_ENCRYPTIO
     raise ImproperlyConfigured("SIGNOFF_AUDIT_KEY must not be the same key as SIGNOFF_ENCRYPTION_KEY")
 SIGNOFF_AUDIT_HEAD_FILE = Path(os.getenv("SIGNOFF_AUDIT_HEAD_FILE", VAR_DIR / "audit-head.json"))
 SIGNOFF_AUDIT_HEAD_SECONDS = envfloat("SIGNOFF_AUDIT_HEAD_SECONDS", 300.0)
+# How much a value stored in a checkpoint may hold (reviewer edits, answers, rollback
+# corrections, a thread's input; workflows/limits.py): its nesting depth (msgpack gives up past
+# 255 levels, and the audit event wraps a value in a few more) and its size as text.
+SIGNOFF_MAX_VALUE_DEPTH = envint("SIGNOFF_MAX_VALUE_DEPTH", 64)
+if not 1 <= SIGNOFF_MAX_VALUE_DEPTH <= 200:
+    raise ImproperlyConfigured(
+        f"SIGNOFF_MAX_VALUE_DEPTH must be from 1 to 200 (msgpack stores at most 255 levels), "
+        f"got {SIGNOFF_MAX_VALUE_DEPTH}"
+    )
+SIGNOFF_MAX_VALUE_BYTES = envint("SIGNOFF_MAX_VALUE_BYTES", 1_000_000)
+if SIGNOFF_MAX_VALUE_BYTES < 1:
+    raise ImproperlyConfigured(f"SIGNOFF_MAX_VALUE_BYTES must be at least 1, got {SIGNOFF_MAX_VALUE_BYTES}")
 
 # Registered workflows come from `graphs.py` in installed apps, plus these modules.
 SIGNOFF_GRAPH_MODULES = envlist("SIGNOFF_GRAPH_MODULES", "")

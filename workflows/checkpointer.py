@@ -60,7 +60,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from workflows.models import Checkpoint as CheckpointRow
 from workflows.models import CheckpointBlob, CheckpointWrite, Run
-from workflows.serde import SealedSerializer, default_serde
+from workflows.serde import PlaintextRefused, SealedSerializer, default_serde
 
 # Checkpoint keys kept as JSON beside the serialized values; none of them is state.
 _JSON_KEYS = ("v", "ts", "channel_versions", "versions_seen", "updated_channels")
@@ -99,6 +99,11 @@ def _lease_of(config: RunnableConfig) -> Lease | None:
 
 class BrokenDeltaChain(RuntimeError):
     """A stored list extends a version whose row is gone (deleted behind the saver's back)."""
+
+
+class UnreadableCheckpoint(ValueError):
+    """A stored checkpoint value that cannot be decoded: its bytes were changed, or it was
+    sealed with another encryption key. A ValueError, as the serializer's own errors are."""
 
 
 def _is_inline(value: Any) -> bool:
@@ -446,7 +451,14 @@ class DjangoSaver(BaseCheckpointSaver[str]):
         return type_, data
 
     def _loads(self, type_: str, blob: bytes | memoryview | None) -> Any:
-        return self.serde.loads_typed((type_, bytes(blob) if blob is not None else b""))
+        try:
+            return self.serde.loads_typed((type_, bytes(blob) if blob is not None else b""))
+        except PlaintextRefused:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise UnreadableCheckpoint(
+                f"a stored checkpoint value ({type_}) cannot be decoded: {exc}"
+            ) from exc
 
     def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> DjangoSaver:
         serde = self.serde

@@ -17,8 +17,14 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot
 
 from workflows import registry
-from workflows.checkpointer import DjangoSaver, Lease
+from workflows.checkpointer import BrokenDeltaChain, DjangoSaver, Lease, UnreadableCheckpoint
+from workflows.serde import PlaintextRefused
 from workflows.signals import PendingInterrupt
+
+# What reading a thread's checkpoints raises when the stored rows cannot be turned back into
+# state: bytes changed or sealed with another key, a plaintext row while a key is set, or a
+# list whose earlier version is gone. Pages show these as "the checkpoint cannot be read".
+UNREADABLE = (UnreadableCheckpoint, PlaintextRefused, BrokenDeltaChain)
 
 _compiled: dict[str, CompiledStateGraph[Any, Any, Any, Any]] = {}
 _lock = threading.Lock()

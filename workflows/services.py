@@ -26,14 +26,14 @@ from django.db.models import Q
 from django.utils import timezone
 from langgraph.types import StateSnapshot
 
-from workflows import engine, registry
+from workflows import engine, limits, registry
 
 # The audit chain lives in workflows.audit; these names stay importable from here.
 from workflows.audit import ChainBreak as ChainBreak
 from workflows.audit import event_hash as event_hash
 from workflows.audit import record_event as record_event
 from workflows.audit import verify_audit_chain as verify_audit_chain
-from workflows.models import ACTIVE_RUN_STATUSES, Run, Thread
+from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Checkpoint, Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,15 @@ def _head_checkpoint_id(thread: Thread) -> str:
     return engine.checkpoint_id_of(engine.head(thread.workflow, thread.thread_id))
 
 
+def _refuse_unstorable(value: Any, *, what: str) -> None:
+    """InvalidState for a value the checkpoint or the database cannot store (too deep, too
+    large, a NUL or a lone surrogate): refused here, it can never fail a thread in the worker."""
+    try:
+        limits.check_storable(value, what=what)
+    except limits.Unstorable as exc:
+        raise InvalidState(str(exc)) from None
+
+
 # -- threads --------------------------------------------------------------------------
 
 
@@ -130,6 +139,7 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
         raise InvalidState(str(exc)) from None
     if not isinstance(input, Mapping):
         raise InvalidState("the input must be a JSON object of state fields")
+    _refuse_unstorable(input, what="the input")
     try:
         payload = _canonical(dict(input))
     except TypeError as exc:
@@ -171,6 +181,8 @@ def resume_thread(
     """
     if not resume and not proceed:
         raise InvalidState("a resume needs answers to interrupts or proceed=True for a breakpoint")
+    _refuse_unstorable(dict(updates or {}), what="the edits")
+    _refuse_unstorable(dict(resume or {}), what="the answers")
     with transaction.atomic():
         thread = _lock_thread(thread)
         active = _active_run(thread)
@@ -326,6 +338,7 @@ def rollback_thread(
     """Fork the thread from an earlier checkpoint (history stays) and run on from there."""
     if not reason.strip():
         raise InvalidState("a rollback needs a reason")
+    _refuse_unstorable(dict(updates or {}), what="the corrections")
     with transaction.atomic():
         thread = _lock_thread(thread)
         if _active_run(thread) is not None:
@@ -377,6 +390,37 @@ def rollback_thread(
             },
         )
     return run
+
+
+def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseException) -> bool:
+    """Audit that the thread's checkpoint could not be read (a page asked for it), once per
+    head checkpoint: reloading the page does not add another event. True if one was written.
+    Locks the thread row, so two requests at once write one event, then the audit lock."""
+    with transaction.atomic():
+        thread = _lock_thread(thread)
+        # The newest row's id, read without decoding anything: decoding is what failed.
+        checkpoint_id = (
+            Checkpoint.objects.filter(thread_id=thread.thread_id, checkpoint_ns="")
+            .order_by("-checkpoint_id")
+            .values_list("checkpoint_id", flat=True)
+            .first()
+        ) or ""
+        last = (
+            AuditEvent.objects.filter(thread=thread, action="checkpoint.unreadable")
+            .order_by("-id")
+            .values_list("data", flat=True)
+            .first()
+        )
+        if isinstance(last, dict) and last.get("checkpoint_id") == checkpoint_id:
+            return False
+        logger.error("thread %s: checkpoint %s cannot be read: %s", thread.pk, checkpoint_id, error)
+        record_event(
+            action="checkpoint.unreadable",
+            actor=actor,
+            thread=thread,
+            data={"checkpoint_id": checkpoint_id, "error": f"{type(error).__name__}: {error}"[:1000]},
+        )
+    return True
 
 
 # -- runs (called by the worker) --------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 from django import template
 
+from approvals.services import can_read_audit as _can_read_audit
 from workflows import registry
 
 register = template.Library()
@@ -39,3 +40,9 @@ def workflow_title(name: str) -> str:
         return registry.get(name).title
     except LookupError:
         return name
+
+
+@register.filter
+def can_read_audit(user: Any) -> bool:
+    """`{% if user|can_read_audit %}`: the one rule for showing audit trail links."""
+    return _can_read_audit(user)
