@@ -16,6 +16,8 @@ database is dropped and created anew, so its name must start with `signoff_bench
   which opens each `data`.
 - review write: N reviews of one thread by `bulk_create` in batches of 500, payload of ~300
   bytes; review read: every review as a model instance.
+- field: the `data` field alone, no database: N values through `get_db_prep_value` and
+  `from_db_value` (JSON dump and load, plus the seal and the open with a key).
 The key is switched in the same process (the fields read the setting on each value); the
 tables are emptied between modes with `manage.py flush`. The best of `--repeat` runs is kept.
 The report (Markdown) goes to stdout.
@@ -146,6 +148,19 @@ def main() -> None:
             "stored bytes": float(len(stored if isinstance(stored, str) else str(stored))),
         }
 
+    # The field alone, no database: what sealing adds per value on the CPU, which the timings
+    # above (noisy on a shared machine) contain.
+    field = AuditEvent._meta.get_field("data")
+    values = [_data(n) for n in range(rows)]
+    for mode, key in (("no key", None), ("key set", KEY)):
+        settings.SIGNOFF_ENCRYPTION_KEY = key
+
+        def round_trip() -> None:
+            for value in values:
+                field.from_db_value(field.get_db_prep_value(value, connection), None, connection)
+
+        results[mode]["field"] = min(_timed(round_trip) for _ in range(args.repeat))
+
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     print(
         f"Database: {connection.vendor} · rows: {rows} · best of {args.repeat} · "
@@ -158,7 +173,7 @@ def main() -> None:
     print()
     print(f"| {rows:,} rows | no key | key set | cost of the key |")
     print("|---|---|---|---|")
-    for name in ("audit write", "audit read", "review write", "review read"):
+    for name in ("audit write", "audit read", "review write", "review read", "field"):
         plain, sealed = results["no key"][name], results["key set"][name]
         print(
             f"| {name} | {plain * 1000:.0f} ms | {sealed * 1000:.0f} ms | "
