@@ -193,6 +193,8 @@ def test_with_a_key_the_app_still_shows_the_values_to_those_allowed(
         body = b"".join(response.streaming_content) if response.streaming else response.content
         for text in expected:
             assert text in body.decode(), (name, text)
+    # Showing them wrote no copy anywhere either (sessions, admin log).
+    assert leaks() == {}
 
 
 def _first_decided(thread: Thread) -> int:
