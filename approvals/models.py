@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 
 from workflows.models import Run, Thread
+from workflows.sealed import SealedJSONField, SealedTextField
 
 OPEN = models.Q(status="open")
 
@@ -37,8 +38,11 @@ class Review(models.Model):
     node = models.CharField(max_length=200)
     # The checkpoint the interrupt was raised at: a decision must be rendered from it.
     checkpoint_id = models.CharField(max_length=64)
-    value = models.JSONField(default=dict, blank=True)
-    # Title, the thread's input and the payload as one lowercase text, for the queue's search.
+    # Sealed (encrypted) with SIGNOFF_ENCRYPTION_KEY set: see workflows/sealed.py.
+    value = SealedJSONField(default=dict, blank=True)
+    # One lowercase text for the queue's search, never sealed: the thread's title, the node,
+    # the workflow's title and its declared summary fields; without an encryption key also the
+    # thread's input and the payload (approvals.services.search_text).
     search_text = models.TextField(blank=True, default="")
     status = models.CharField(max_length=20, choices=Status, default=Status.OPEN)
     claimed_by = models.ForeignKey(
@@ -86,10 +90,11 @@ class Decision(models.Model):
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=20, choices=Action)
     # Field edits as {"before": {...}, "after": {...}}, applied with update_state.
-    updates = models.JSONField(default=dict, blank=True)
+    updates = SealedJSONField(default=dict, blank=True)
     # What the interrupt() call returns when the thread resumes (None for a breakpoint).
-    response = models.JSONField(null=True, blank=True)
-    comment = models.TextField(blank=True)
+    response = SealedJSONField(null=True, blank=True)
+    # The three are sealed with a key set, like the review's payload.
+    comment = SealedTextField(blank=True)
     checkpoint_id = models.CharField(max_length=64)
     # Set when the answer reached the thread (a resume run was queued with it). A decision
     # made while the thread was busy on another answer waits until it pauses again.

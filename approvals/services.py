@@ -67,11 +67,36 @@ def is_agent_inbox(value: Any) -> bool:
     )
 
 
-def search_text(thread: Thread, node: str, value: Any) -> str:
+def search_text(thread: Thread, node: str, value: Any, *, summary: Mapping[str, Any] | None = None) -> str:
+    """What the queue's search matches a review on, as one lowercase text.
+
+    It is stored unencrypted, so with SIGNOFF_ENCRYPTION_KEY set it holds only what is not
+    secret: the thread's title, the node, the workflow's title and the values of the
+    workflow's declared summary fields (`summary`). Without a key it also holds the thread's
+    input and the interrupt's payload.
+    """
     # ensure_ascii off: a search for "café" must find "café", not "caf\u00e9".
     dump = functools.partial(json.dumps, default=str, ensure_ascii=False)
-    parts = [thread.title, node, dump(thread.input), dump(value)]
+    try:
+        workflow_title = registry.get(thread.workflow).title
+    except LookupError:
+        workflow_title = ""
+    parts = [thread.title, node, workflow_title]
+    parts += [item if isinstance(item, str) else dump(item) for item in (summary or {}).values()]
+    if settings.SIGNOFF_ENCRYPTION_KEY is None:
+        parts += [dump(thread.input), dump(value)]
     return "\n".join(parts).lower()[:20_000]
+
+
+def _summary(thread: Thread) -> dict[str, Any]:
+    """The values of the workflow's summary fields in the thread's paused state."""
+    fields = registry.get(thread.workflow).summary_fields
+    if not fields:
+        return {}
+    values = engine.head(thread.workflow, thread.thread_id).values
+    if not isinstance(values, Mapping):
+        return {}
+    return {name: values[name] for name in fields if name in values}
 
 
 def allowed_actions(review: Review) -> list[str]:
@@ -139,6 +164,7 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
     )
     _cancel(passed, thread=thread, actor=None, reason="its pause was passed")
     waiting: list[Decision] = []
+    summary: dict[str, Any] | None = None
     for pending in interrupts:
         existing = Review.objects.filter(thread=thread, interrupt_id=pending.id).order_by("-id").first()
         if existing is not None and existing.status == Review.Status.OPEN:
@@ -155,6 +181,8 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
             if is_agent_inbox(pending.value)
             else Review.Kind.INTERRUPT
         )
+        if summary is None:
+            summary = _summary(thread)
         review = Review.objects.create(
             due_at=timezone.now() + timedelta(hours=registry.get(thread.workflow).review_hours),
             thread=thread,
@@ -165,7 +193,7 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
             node=pending.node,
             checkpoint_id=pending.checkpoint_id,
             value=engine_services._canonical(pending.value),
-            search_text=search_text(thread, pending.node, pending.value),
+            search_text=search_text(thread, pending.node, pending.value, summary=summary),
         )
         engine_services.record_event(
             action="review.opened",

@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
+from workflows.sealed import SealedJSONField, SealedTextField
+
 
 class Thread(models.Model):
     """One execution history of a workflow; `public_id` is LangGraph's thread_id."""
@@ -30,9 +32,12 @@ class Thread(models.Model):
     workflow = models.CharField(max_length=100, db_index=True)
     title = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=Status, default=Status.QUEUED)
-    input = models.JSONField(default=dict, blank=True)
-    # The latest failure, for staff; cleared when the thread runs again.
-    error = models.TextField(blank=True)
+    # Sealed (encrypted) with SIGNOFF_ENCRYPTION_KEY set, like everything a thread carries
+    # but its title: see workflows/sealed.py.
+    input = SealedJSONField(default=dict, blank=True)
+    # The latest failure, for staff; cleared when the thread runs again. A traceback quotes
+    # state values, so it is sealed too.
+    error = SealedTextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -91,7 +96,7 @@ class Run(models.Model):
     status = models.CharField(max_length=20, choices=Status, default=Status.QUEUED)
     # What to invoke the graph with: {"input": ...} for a start, {"resume": {interrupt_id: value}}
     # for answers to dynamic interrupts, {} to continue from the head checkpoint.
-    command = models.JSONField(default=dict, blank=True)
+    command = SealedJSONField(default=dict, blank=True)
     # The head checkpoint when the run was queued: progress past it was made by this run.
     from_checkpoint_id = models.CharField(max_length=64, blank=True)
     # The current holder's fencing token; every checkpoint write must present it.
@@ -101,7 +106,7 @@ class Run(models.Model):
     # that the holder is dead without waiting for the lease to run out.
     lease_holder = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
+    error = SealedTextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -150,7 +155,10 @@ class AuditEvent(models.Model):
         Thread, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
     )
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    data = models.JSONField(default=dict, blank=True)
+    # Sealed with a key set. Hashed as plaintext, so the chain verifies whatever the storage;
+    # rows from before the key was set stay plaintext (they cannot be rewritten) and are read
+    # as stored, the chain vouching for them.
+    data = SealedJSONField(default=dict, blank=True, plaintext_ok=True)
     created_at = models.DateTimeField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)

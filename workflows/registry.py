@@ -44,6 +44,9 @@ class Workflow:
     on_approve: dict[str, Any] = field(default_factory=dict)
     on_reject: dict[str, Any] | None = None
     field_types: dict[str, Any] = field(default_factory=dict, compare=False)
+    # State fields that are not secret: the queue searches their values even with
+    # SIGNOFF_ENCRYPTION_KEY set (when everything else a thread carries is encrypted).
+    summary_fields: tuple[str, ...] = ()
 
     @cached_property
     def graph(self) -> StateGraph[Any, Any, Any, Any]:
@@ -141,8 +144,12 @@ def register(
     review_hours: float = 24.0,
     on_approve: Mapping[str, Any] | None = None,
     on_reject: Mapping[str, Any] | None = None,
+    summary_fields: Sequence[str] = (),
 ) -> Callable[[Builder], Builder]:
-    """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`."""
+    """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`.
+
+    `summary_fields` name the state fields that are not secret: their values stay searchable
+    in the review queue when an encryption key is set (see docs/operations.md)."""
 
     def decorate(builder: Builder) -> Builder:
         add(
@@ -158,6 +165,7 @@ def register(
                 review_hours=review_hours,
                 on_approve=dict(on_approve or {}),
                 on_reject=dict(on_reject) if on_reject is not None else None,
+                summary_fields=tuple(summary_fields),
             )
         )
         return builder
@@ -184,6 +192,12 @@ def add(workflow: Workflow) -> Workflow:
     if missing:
         raise ImproperlyConfigured(
             f"workflow {workflow.name!r} ({where}): editable field(s) {', '.join(missing)} are not in "
+            f"the state schema {graph.state_schema.__name__} (fields: {', '.join(fields) or 'none'})"
+        )
+    missing = [name for name in workflow.summary_fields if name not in fields]
+    if missing:
+        raise ImproperlyConfigured(
+            f"workflow {workflow.name!r} ({where}): summary field(s) {', '.join(missing)} are not in "
             f"the state schema {graph.state_schema.__name__} (fields: {', '.join(fields) or 'none'})"
         )
     for kind, nodes in (

@@ -55,6 +55,9 @@ def reject(state: ExpenseState) -> dict[str, object]:
     # Approving pays and rejecting takes the reject branch, whatever the checkbox says.
     on_approve={"approved": True},
     on_reject={"approved": False},
+    # Who claims and for what is searchable in the queue even with an encryption key set;
+    # the description and the amount are not.
+    summary_fields=["employee", "category"],
 )
 def build() -> StateGraph[ExpenseState]:
     builder = StateGraph(ExpenseState)
