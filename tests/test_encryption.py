@@ -318,7 +318,7 @@ def test_the_type_change_keeps_audit_rows_and_their_chain_and_the_guard(staff: U
         services.record_event(action="run.started", data={"attempt": 1, "nested": {"a": [1, 2.5, None]}})
     try:
         # Back to jsonb and forward to text again, with the rows in place: ALTERs, no UPDATE.
-        _migrate(("workflows", "0005_audit_indexes"))
+        _migrate(("workflows", "0006_audit_keyed_chain"))
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT data_type FROM information_schema.columns "
@@ -326,7 +326,7 @@ def test_the_type_change_keeps_audit_rows_and_their_chain_and_the_guard(staff: U
             )
             assert cursor.fetchone() == ("jsonb",)
     finally:
-        _migrate(("workflows", "0006_crypt_sealed"))
+        _migrate(("workflows", "0007_crypt_sealed"))
 
     events = list(AuditEvent.objects.order_by("id"))
     assert [event.data for event in events] == [

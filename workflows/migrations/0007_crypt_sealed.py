@@ -14,7 +14,7 @@ import workflows.sealed
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("workflows", "0005_audit_indexes"),
+        ("workflows", "0006_audit_keyed_chain"),
     ]
 
     operations = [
