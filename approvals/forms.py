@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 
 from approvals.models import Decision, Review
 from approvals.services import allowed_actions
-from workflows.registry import Workflow
+from workflows.registry import InvalidUpdate, Workflow
 
 ACTION_LABELS = {
     Decision.Action.APPROVE: "Approve",
@@ -89,7 +89,8 @@ def state_field(hint: Any, value: Any) -> forms.Field:
             required=required,
         )
     elif isinstance(hint, type) and issubclass(hint, enum.Enum):
-        members = {str(member.value): member.value for member in hint}
+        # The member itself: its value would be held to the value's type and refused.
+        members = {str(member.value): member for member in hint}
         field = forms.TypedChoiceField(
             choices=[(str(member.value), member.name.replace("_", " ").capitalize()) for member in hint],
             coerce=lambda text: members[text],
@@ -117,8 +118,20 @@ def add_state_fields(form: forms.Form, workflow: Workflow, values: dict[str, Any
         if name not in values:
             field = _unset(field)
         field.label = name.replace("_", " ").capitalize()
-        field.initial = values.get(name)
+        field.initial = _as_json(workflow, name, values.get(name))
         form.fields[field_prefix(name)] = field
+
+
+def _as_json(workflow: Workflow, name: str, value: Any) -> Any:
+    """A state value as the widgets show it: an Enum by its value, a model or a date as JSON."""
+    if value is None:
+        return None
+    try:
+        return workflow.dump_updates({name: value})[name]
+    except InvalidUpdate:
+        # A value that no longer fits its type (state written before the schema changed) is
+        # shown as it is; submitting it unchanged is no edit.
+        return value
 
 
 def _unset(field: forms.Field) -> forms.Field:
@@ -142,7 +155,10 @@ def changed_state(form: forms.Form, workflow: Workflow, values: dict[str, Any]) 
         if key not in form.cleaned_data:
             continue
         value = form.cleaned_data[key]
-        if _same(value, values.get(name)):
+        old = values.get(name)
+        if _same(value, old) or (
+            old is not None and _as_json(workflow, name, value) == _as_json(workflow, name, old)
+        ):
             continue
         changed[name] = value
     return changed

@@ -248,7 +248,9 @@ def decide(
                     review=review,
                     actor=actor,
                     action=action,
-                    updates={"after": engine_services._canonical(updates)} if updates else {},
+                    updates={"after": engine_services.canonical_json(spec.dump_updates(updates))}
+                    if updates
+                    else {},
                     response=engine_services._canonical(answer),
                     comment=comment,
                     checkpoint_id=checkpoint_id,
@@ -271,7 +273,7 @@ def decide(
                 "node": review.node,
                 "interrupt_id": review.interrupt_id,
                 "checkpoint_id": checkpoint_id,
-                "updates": updates,
+                "updates": spec.dump_updates(updates),
                 "comment": comment,
             },
         )
@@ -325,9 +327,11 @@ def _apply(thread: Thread, decisions: list[Decision], *, actor: User) -> None:
     resume: dict[str, Any] = {}
     updates: dict[str, Any] = {}
     proceed = False
+    spec = registry.get(thread.workflow)
     for decision in decisions:
         review = decision.review
-        updates.update(decision.updates.get("after", {}))
+        # Stored as JSON; resume_thread and the graph get the schema's types back.
+        updates.update(spec.load_updates(decision.updates.get("after", {})))
         if review.kind == Review.Kind.BREAKPOINT:
             proceed = True
         else:
