@@ -23,7 +23,7 @@ from django.forms.fields import InvalidJSONInput
 from approvals.models import Decision, Review
 from approvals.services import allowed_actions
 from workflows import limits
-from workflows.registry import Workflow
+from workflows.registry import InvalidUpdate, Workflow
 
 ACTION_LABELS = {
     Decision.Action.APPROVE: "Approve",
@@ -111,7 +111,8 @@ def state_field(hint: Any, value: Any) -> forms.Field:
             required=required,
         )
     elif isinstance(hint, type) and issubclass(hint, enum.Enum):
-        members = {str(member.value): member.value for member in hint}
+        # The member itself: its value would be held to the value's type and refused.
+        members = {str(member.value): member for member in hint}
         field = forms.TypedChoiceField(
             choices=[(str(member.value), member.name.replace("_", " ").capitalize()) for member in hint],
             coerce=lambda text: members[text],
@@ -139,8 +140,20 @@ def add_state_fields(form: forms.Form, workflow: Workflow, values: dict[str, Any
         if name not in values:
             field = _unset(field)
         field.label = name.replace("_", " ").capitalize()
-        field.initial = values.get(name)
+        field.initial = _as_json(workflow, name, values.get(name))
         form.fields[field_prefix(name)] = field
+
+
+def _as_json(workflow: Workflow, name: str, value: Any) -> Any:
+    """A state value as the widgets show it: an Enum by its value, a model or a date as JSON."""
+    if value is None:
+        return None
+    try:
+        return workflow.dump_updates({name: value})[name]
+    except InvalidUpdate:
+        # A value that no longer fits its type (state written before the schema changed) is
+        # shown as it is; submitting it unchanged is no edit.
+        return value
 
 
 def _unset(field: forms.Field) -> forms.Field:
@@ -164,7 +177,10 @@ def changed_state(form: forms.Form, workflow: Workflow, values: dict[str, Any]) 
         if key not in form.cleaned_data:
             continue
         value = form.cleaned_data[key]
-        if _same(value, values.get(name)):
+        old = values.get(name)
+        if _same(value, old) or (
+            old is not None and _as_json(workflow, name, value) == _as_json(workflow, name, old)
+        ):
             continue
         changed[name] = value
     return changed

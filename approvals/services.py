@@ -305,7 +305,9 @@ def decide(
                     review=review,
                     actor=actor,
                     action=action,
-                    updates={"after": engine_services._canonical(updates)} if updates else {},
+                    updates={"after": engine_services.canonical_json(spec.dump_updates(updates))}
+                    if updates
+                    else {},
                     response=engine_services._canonical(answer),
                     comment=comment,
                     checkpoint_id=checkpoint_id,
@@ -328,7 +330,7 @@ def decide(
                 "node": review.node,
                 "interrupt_id": review.interrupt_id,
                 "checkpoint_id": checkpoint_id,
-                "updates": updates,
+                "updates": spec.dump_updates(updates),
                 "comment": comment,
             },
         )
@@ -424,13 +426,15 @@ def _apply(thread: Thread, decisions: list[Decision], *, actor: User | None) -> 
     proceed = False
     decided_by: list[str] = []
     edited_by: list[str] = []
+    spec = registry.get(thread.workflow)
     for decision in decisions:
         name = decision.actor.get_username()
         decided_by.append(name)
         if decision.updates.get("after") and name not in edited_by:
             edited_by.append(name)
         review = decision.review
-        updates.update(decision.updates.get("after", {}))
+        # Stored as JSON; resume_thread and the graph get the schema's types back.
+        updates.update(spec.load_updates(decision.updates.get("after", {})))
         if review.kind == Review.Kind.BREAKPOINT:
             proceed = True
         else:

@@ -10,15 +10,22 @@ worker process every time.
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
+from uuid import UUID
 
 from django.db import connection
 from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+from pydantic import BaseModel
 
 from workflows.registry import register
 
@@ -83,4 +90,160 @@ def five_steps() -> StateGraph[StepsState]:
         builder.add_edge(previous, name)
         previous = name
     builder.add_edge(previous, END)
+    return builder
+
+
+# -- typed edits (issue 9): every kind of field a reviewer may edit --------------------------
+
+
+class Level(enum.StrEnum):
+    LOW = "low"
+    HIGH = "high"
+
+
+class Address(BaseModel):
+    city: str
+    since: date
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+class TypedEditState(TypedDict):
+    level: NotRequired[Level]
+    choice: NotRequired[Literal["a", "b", "c"]]
+    price: NotRequired[Decimal]
+    day: NotRequired[date]
+    moment: NotRequired[datetime]
+    ref: NotRequired[UUID]
+    address: NotRequired[Address]
+    stops: NotRequired[list[Address]]
+    point: NotRequired[Point]
+    answer: NotRequired[str]
+    # What the last node found in the state: field -> its value's type (lists: of their items).
+    seen: NotRequired[dict[str, str]]
+
+
+TYPED_EDIT_FIELDS = ("level", "choice", "price", "day", "moment", "ref", "address", "stops", "point")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, list):
+        return "list[" + ",".join(sorted({_type_name(item) for item in value})) + "]"
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def _look(state: TypedEditState) -> dict[str, Any]:
+    return {"seen": {name: _type_name(value) for name, value in state.items() if name in TYPED_EDIT_FIELDS}}
+
+
+def _typed_builder(*, ask: bool) -> StateGraph[TypedEditState]:
+    builder = StateGraph(TypedEditState)
+    builder.add_node("prepare", lambda state: {"answer": ""})
+    builder.add_node("look", _look)
+    builder.add_edge(START, "prepare")
+    if ask:
+
+        def question(state: TypedEditState) -> dict[str, Any]:
+            answer = interrupt({"question": "Do these look right?"})
+            return {"answer": str(answer.get("action") if isinstance(answer, dict) else answer)}
+
+        builder.add_node("ask", question)
+        builder.add_edge("prepare", "ask")
+        builder.add_edge("ask", "look")
+    else:
+        builder.add_edge("prepare", "look")
+    builder.add_edge("look", END)
+    return builder
+
+
+@register(
+    "test_typed_breakpoint",
+    title="Typed edits at a breakpoint",
+    reviewer_group="testers",
+    editable=TYPED_EDIT_FIELDS,
+    interrupt_before=["look"],
+)
+def typed_breakpoint() -> StateGraph[TypedEditState]:
+    return _typed_builder(ask=False)
+
+
+@register(
+    "test_typed_interrupt",
+    title="Typed edits at a dynamic interrupt",
+    reviewer_group="testers",
+    editable=TYPED_EDIT_FIELDS,
+)
+def typed_interrupt() -> StateGraph[TypedEditState]:
+    return _typed_builder(ask=True)
+
+
+# What approving sets, as the workflow's author writes it: typed values, and models as dicts.
+TYPED_ON_APPROVE: dict[str, Any] = {
+    "level": Level.HIGH,
+    "choice": "c",
+    "price": Decimal("12.30"),
+    "day": date(2027, 2, 3),
+    "moment": datetime.fromisoformat("2027-02-03T04:05:06.789012+00:00"),
+    "ref": UUID("00000000-0000-4000-8000-000000000002"),
+    "address": {"city": "Oslo", "since": "2027-02-03"},
+    "stops": [{"city": "Oslo", "since": "2027-02-03"}, {"city": "Bergen", "since": "2027-02-04"}],
+    "point": {"x": 7, "y": 8},
+}
+
+
+@register(
+    "test_typed_bulk",
+    title="Typed edits set by approving",
+    reviewer_group="testers",
+    editable=TYPED_EDIT_FIELDS,
+    interrupt_before=["look"],
+    on_approve=TYPED_ON_APPROVE,
+)
+def typed_bulk() -> StateGraph[TypedEditState]:
+    return _typed_builder(ask=False)
+
+
+# -- honest failures (issue 9): a node whose database work fails the same way every time ------
+
+
+class FaultState(TypedDict):
+    count: int
+    ratio: NotRequired[float]
+    scale: NotRequired[float]
+
+
+def _duplicate_row(state: FaultState) -> dict[str, Any]:
+    # The same primary key twice: an IntegrityError no retry can cure.
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            cursor.execute(
+                f"INSERT INTO {CALLS_TABLE} (id, thread_id, node, pid) VALUES (%s, %s, %s, %s)",
+                [-state["count"], "duplicate", "dup", os.getpid()],
+            )
+    return {"count": state["count"] + 1}
+
+
+@register("test_duplicate_row", title="A node that inserts a duplicate row", reviewer_group="testers")
+def duplicate_row() -> StateGraph[FaultState]:
+    builder = StateGraph(FaultState)
+    builder.add_node("insert", _duplicate_row)
+    builder.add_edge(START, "insert")
+    builder.add_edge("insert", END)
+    return builder
+
+
+def _divide(state: FaultState) -> dict[str, Any]:
+    return {"count": state["count"] + 1, "ratio": float("nan"), "scale": float("-inf")}
+
+
+@register("test_not_a_number", title="A node that leaves NaN and infinity in state", reviewer_group="testers")
+def not_a_number() -> StateGraph[FaultState]:
+    builder = StateGraph(FaultState)
+    builder.add_node("divide", _divide)
+    builder.add_edge(START, "divide")
+    builder.add_edge("divide", END)
     return builder

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
 from langgraph.types import Command
 
-from workflows import engine, services
+from workflows import engine, registry, services
 from workflows.checkpointer import Lease, LeaseLost
 from workflows.models import Run
 
@@ -85,6 +85,12 @@ def execute_run(run_id: int) -> Outcome:
         logger.warning("run %s lost its lease; another worker owns it now", run.pk)
         return Outcome("fenced")
     except DatabaseError as exc:
+        if not is_transient(exc):
+            # The same statement would fail the same way on every attempt (a constraint, data
+            # the column refuses): fail the thread now with the real reason, not after the
+            # attempts run out with a false one.
+            logger.exception("run %s failed on a database error that will not pass", run.pk)
+            return _fail(run.pk, token, exc)
         # The database, not the graph, failed: hand the run back rather than fail the thread.
         logger.exception("run %s: database error; releasing it", run.pk)
         close_old_connections()
@@ -101,11 +107,32 @@ def execute_run(run_id: int) -> Outcome:
         return Outcome("released" if released else "fenced")
     except Exception as exc:
         logger.exception("run %s failed", run.pk)
-        failed = services.fail_run(run_id=run.pk, token=token, error=_describe(exc))
-        return Outcome("failed" if failed else "fenced")
+        return _fail(run.pk, token, exc)
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
+
+
+def is_transient(exc: DatabaseError) -> bool:
+    """Whether another attempt may succeed. Django wraps the driver's errors by their DB-API
+    class: a lost connection, a serialization failure and a deadlock (psycopg's
+    SerializationFailure and DeadlockDetected) arrive as OperationalError, as does SQLite's
+    "database is locked"; a closed connection as InterfaceError. IntegrityError, DataError,
+    ProgrammingError and the rest come back the same on every attempt."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def _fail(run_id: int, token: str, exc: BaseException) -> Outcome:
+    if isinstance(exc, DatabaseError):
+        # The connection may be unusable after the driver's error: record on a sound one.
+        close_old_connections()
+    try:
+        failed = services.fail_run(run_id=run_id, token=token, error=_describe(exc))
+    except DatabaseError:
+        # Not even the failure can be written: the lease runs out and the sweeper retries.
+        logger.exception("run %s: could not record its failure", run_id)
+        return Outcome("released")
+    return Outcome("failed" if failed else "fenced")
 
 
 @dataclass(frozen=True)
@@ -128,14 +155,16 @@ def _first_action(run: Run, workflow: str, snapshot: Any) -> _Action | None:
     edit twice, or answer the task's next interrupt with the previous answer.
     """
     command = run.command
+    spec = registry.get(workflow)
     head = engine.checkpoint_id_of(snapshot)
     if not head:
-        return _Action(command.get("input"))
+        # The command holds JSON; the graph gets the schema's types (a Decimal, not "99.50").
+        return _Action(spec.load_input(command.get("input")))
     pending = engine.pending_interrupts(workflow, snapshot)
     if head == run.from_checkpoint_id and "resume" in command:
         waiting = {interrupt.id for interrupt in pending}
         resume = {key: value for key, value in command["resume"].items() if key in waiting}
-        update = command.get("update") or {}
+        update = spec.load_updates(command.get("update") or {})
         if update and (run.attempts > 1 or run.kind == Run.Kind.RETRY):
             tail = engine.stored_edits(workflow, snapshot)[-len(update) :]
             if len(tail) == len(update) and dict(tail) == update:

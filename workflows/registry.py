@@ -9,6 +9,7 @@ any module listed in the `SIGNOFF_GRAPH_MODULES` setting.
 from __future__ import annotations
 
 import functools
+import json
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from django.core.exceptions import ImproperlyConfigured
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import All
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 Builder = Callable[[], StateGraph[Any, Any, Any, Any]]
 
@@ -61,23 +63,59 @@ class Workflow:
         )
 
     def validate_updates(self, updates: Mapping[str, Any]) -> dict[str, Any]:
-        """Reviewer edits checked and converted to the schema's types (strictly: "lots" is not
-        a float, "yes" is not a bool). Raises InvalidUpdate naming each bad field."""
+        """Reviewer edits checked and converted to the schema's types, read as JSON would
+        carry them: "lots" is not a float, "yes" is not a bool, "12" is not an int, while
+        "99.50" is a Decimal, "high" the member of an Enum and a dict a nested model.
+        Raises InvalidUpdate naming each bad field."""
         unknown = sorted(set(updates) - set(self.editable))
         if unknown:
             raise InvalidUpdate(dict.fromkeys(unknown, "this field cannot be edited"))
-        converted: dict[str, Any] = {}
-        errors: dict[str, str] = {}
-        for name, value in updates.items():
-            try:
-                converted[name] = _adapter(self.field_types[name]).validate_python(
-                    value, strict=_strict(value)
-                )
-            except ValidationError as exc:
-                errors[name] = "; ".join(error["msg"] for error in exc.errors())
-        if errors:
-            raise InvalidUpdate(errors)
-        return converted
+        return _convert_all(self.field_types, updates)
+
+    def dump_updates(self, updates: Mapping[str, Any]) -> dict[str, Any]:
+        """Edits as JSON data (`load_updates` gives back the same values): how a Decision, a
+        Run's command and the audit trail store them. Values are validated on the way."""
+        return {
+            name: _dump(self.field_types[name], value)
+            for name, value in self.validate_updates(updates).items()
+        }
+
+    def load_updates(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Edits stored by `dump_updates` (and `canonical_json`), as the schema's types."""
+        from workflows.services import load_canonical_json
+
+        loaded = load_canonical_json(dict(stored))
+        known = {name: value for name, value in loaded.items() if name in self.field_types}
+        # A field no longer editable (the workflow changed since) travels as it was stored.
+        return {**loaded, **_convert_all(self.field_types, known)}
+
+    @cached_property
+    def input_types(self) -> dict[str, Any]:
+        """Field name -> type of the graph's input schema (its state schema unless it has its own)."""
+        graph = self.graph
+        return schema_fields(getattr(graph, "input_schema", None) or graph.state_schema)
+
+    def validate_input(self, input: Mapping[str, Any]) -> dict[str, Any]:
+        """A start input checked against the input schema like edits are (only the fields it
+        gives: a graph may set the others itself); InvalidUpdate names each bad field."""
+        unknown = sorted(set(input) - set(self.input_types))
+        if unknown:
+            raise InvalidUpdate(dict.fromkeys(unknown, "the state schema has no such field"))
+        return _convert_all(self.input_types, input)
+
+    def dump_input(self, input: Mapping[str, Any]) -> dict[str, Any]:
+        """A start input as JSON data that `load_input` turns back into the same values."""
+        typed = self.validate_input(input)
+        return {name: _dump(self.input_types[name], value) for name, value in typed.items()}
+
+    def load_input(self, stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if stored is None:
+            return None
+        from workflows.services import load_canonical_json
+
+        loaded = load_canonical_json(dict(stored))
+        known = {name: value for name, value in loaded.items() if name in self.input_types}
+        return {**loaded, **_convert_all(self.input_types, known)}
 
     @property
     def breakpoints(self) -> tuple[str, ...]:
@@ -106,10 +144,52 @@ def _adapter(hint: Any) -> TypeAdapter[Any]:
     return TypeAdapter(hint)
 
 
-def _strict(value: Any) -> bool:
-    # JSON gives ints where a float field wants a number and lists where a tuple might be
-    # wanted; only strings are held to their literal type, so "12" never becomes 12.
-    return isinstance(value, str)
+@functools.lru_cache(maxsize=256)
+def _adapter_or_none(hint: Any) -> TypeAdapter[Any] | None:
+    # A state field may have a type Pydantic cannot describe (an arbitrary class): such a
+    # field is passed through as given, as before.
+    try:
+        return TypeAdapter(hint)
+    except PydanticSchemaGenerationError:
+        return None
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    """`value` as the type `hint`, read the way JSON would carry it (Pydantic's strict JSON
+    mode): a typed value is written as JSON first, so a Decimal or an Enum member passes as
+    itself, and JSON's text for a date, a UUID or a Decimal becomes one."""
+    adapter = _adapter_or_none(hint)
+    if adapter is None:
+        return value
+    try:
+        text = json.dumps(to_jsonable_python(value))
+    except (PydanticSerializationError, ValueError, TypeError) as exc:
+        raise _NotJSON(str(exc)) from None
+    return adapter.validate_json(text, strict=True)
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _convert_all(types: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    converted: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        try:
+            converted[name] = _convert(types[name], value)
+        except ValidationError as exc:
+            errors[name] = "; ".join(error["msg"] for error in exc.errors())
+        except _NotJSON as exc:
+            errors[name] = f"this value cannot be stored: {exc}"
+    if errors:
+        raise InvalidUpdate(errors)
+    return converted
+
+
+def _dump(hint: Any, value: Any) -> Any:
+    adapter = _adapter_or_none(hint)
+    return value if adapter is None else adapter.dump_python(value, mode="json")
 
 
 _registry: dict[str, Workflow] = {}
@@ -212,7 +292,8 @@ def add(workflow: Workflow) -> Workflow:
     workflow.field_types.update({name: fields[name] for name in workflow.editable})
     for kind, implied in (("on_approve", workflow.on_approve), ("on_reject", workflow.on_reject or {})):
         try:
-            workflow.validate_updates(implied)
+            # Kept as the schema's types, so what approving sets reaches the graph as they are.
+            implied.update(workflow.validate_updates(implied))
         except InvalidUpdate as exc:
             raise ImproperlyConfigured(
                 f"workflow {workflow.name!r} ({where}): {kind} does not fit: {exc}"

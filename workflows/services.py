@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -25,6 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from langgraph.types import StateSnapshot
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from workflows import engine, limits, registry
 
@@ -63,8 +66,82 @@ class EditConflict(ServiceError):
 # -- audit ----------------------------------------------------------------------------
 
 
-def _canonical(value: Any) -> Any:
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+class _Encoder(DjangoJSONEncoder):
+    def default(self, o: Any) -> Any:
+        try:
+            return super().default(o)
+        except TypeError:
+            # Enums, Pydantic models, dataclasses (what a state schema may hold); anything
+            # else still raises TypeError.
+            try:
+                return to_jsonable_python(o)
+            except PydanticSerializationError as exc:
+                raise TypeError(str(exc)) from None
+
+
+# The stated form of what JSON (or PostgreSQL's jsonb) cannot hold, one tag per object:
+#   {"$float": "NaN" | "Infinity" | "-Infinity"}   a float JSON has no literal for
+#   {"$str": "<unicode_escape of the text>"}        a str with NUL or a lone surrogate
+#   {"$dict": {...}}                                a dict that would read as one of these tags
+_TAGS = frozenset({"$float", "$str", "$dict"})
+
+
+def canonical_json(value: Any) -> Any:
+    """`value` as plain JSON data the database stores and loads back as is: Decimal, dates,
+    UUIDs, Enums and models as DjangoJSONEncoder / Pydantic write them, and what JSON cannot
+    hold in the tagged form above; `load_canonical_json` reverses the tags. Raises TypeError
+    for a value nothing can write as JSON."""
+    return _tag(json.loads(json.dumps(value, cls=_Encoder)))
+
+
+def _tag(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if isinstance(value, str):
+        if "\x00" in value or _LONE_SURROGATE.search(value):
+            return {"$str": value.encode("unicode_escape").decode("ascii")}
+        return value
+    if isinstance(value, list):
+        return [_tag(item) for item in value]
+    if isinstance(value, dict):
+        tagged = {_untagged_key(key): _tag(item) for key, item in value.items()}
+        if len(value) == 1 and next(iter(value)) in _TAGS:
+            return {"$dict": tagged}
+        return tagged
+    return value
+
+
+def _untagged_key(key: str) -> str:
+    # A key is a string too: PostgreSQL refuses NUL in keys as in values. No tag can sit in
+    # a key, so such a key is written escaped, which is the one lossy case, and rare enough.
+    if "\x00" in key or _LONE_SURROGATE.search(key):
+        return key.encode("unicode_escape").decode("ascii")
+    return key
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def load_canonical_json(value: Any) -> Any:
+    """The value `canonical_json` stored, with its tags read back (NaN, infinities, strings
+    PostgreSQL cannot hold)."""
+    if isinstance(value, list):
+        return [load_canonical_json(item) for item in value]
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((tag, inner),) = value.items()
+            if tag == "$float" and isinstance(inner, str):
+                return float(inner.replace("Infinity", "inf"))
+            if tag == "$str" and isinstance(inner, str):
+                return inner.encode("ascii").decode("unicode_escape")
+            if tag == "$dict" and isinstance(inner, dict):
+                return {key: load_canonical_json(item) for key, item in inner.items()}
+        return {key: load_canonical_json(item) for key, item in value.items()}
+    return value
+
+
+# The name approvals and older code use.
+_canonical = canonical_json
 
 
 # -- doorbell -------------------------------------------------------------------------
@@ -141,9 +218,15 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
         raise InvalidState("the input must be a JSON object of state fields")
     _refuse_unstorable(input, what="the input")
     try:
-        payload = _canonical(dict(input))
+        _canonical(dict(input))
     except TypeError as exc:
         raise InvalidState(f"the input must be JSON: {exc}") from None
+    try:
+        # Checked against the schema now: a bad field would otherwise start a thread whose
+        # review form then shows it as an edit nobody made.
+        payload = _canonical(spec.dump_input(input))
+    except registry.InvalidUpdate as exc:
+        raise InvalidState(f"the input does not fit the state schema of {spec.name}: {exc}") from None
     with transaction.atomic():
         thread = Thread.objects.create(
             workflow=spec.name,
@@ -196,16 +279,19 @@ def resume_thread(
                 raise ThreadBusy("this thread is running; its answers can be given when it pauses again")
         elif thread.status != Thread.Status.INTERRUPTED:
             raise InvalidState(f"the thread is {thread.status}, not waiting for input")
+        spec = registry.get(thread.workflow)
         changed: dict[str, Any] = {}
         if updates:
-            changed = {"before": {key: before.values.get(key) for key in updates}, "after": dict(updates)}
+            updates = _typed_updates(spec, updates)
+            changed = {"before": _dumped_state(spec, before, updates), "after": spec.dump_updates(updates)}
         command: dict[str, Any] = {}
         if resume:
             # At a dynamic interrupt, update_state would start a new step and orphan the
-            # pending interrupts' ids; edits travel with the answers as Command(update=...).
+            # pending interrupts' ids; edits travel with the answers as Command(update=...),
+            # stored as JSON the worker loads back into the schema's types.
             command["resume"] = dict(resume)
             if updates:
-                command["update"] = dict(updates)
+                command["update"] = spec.dump_updates(updates)
         if proceed:
             # At a static breakpoint there is nothing to orphan: edit the saved state now,
             # in this transaction (the saver joins it), then continue past the breakpoint.
@@ -252,15 +338,16 @@ def _without_repeats(
     pause (by another answer, stored on the head or riding on the active run) would fail the
     step. The same value again is dropped; a different one is refused, so nobody overwrites
     an edit they did not see."""
+    spec = registry.get(thread.workflow)
     earlier = dict(engine.stored_edits(thread.workflow, head))
     if active is not None:
-        earlier.update(active.command.get("update") or {})
+        earlier.update(spec.load_updates(active.command.get("update") or {}))
     single = engine.single_value_fields(thread.workflow, updates)
     kept: dict[str, Any] = {}
     conflicts: list[str] = []
     for name, value in updates.items():
         if name in single and name in earlier:
-            if _canonical(earlier[name]) != _canonical(value):
+            if _edit_json(spec, name, earlier[name]) != _edit_json(spec, name, value):
                 conflicts.append(name)
             continue
         kept[name] = value
@@ -270,6 +357,27 @@ def _without_repeats(
             "at this pause by another answer; reload to see the new value, then decide again"
         )
     return kept
+
+
+def _typed_updates(spec: registry.Workflow, updates: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return spec.validate_updates(updates)
+    except registry.InvalidUpdate as exc:
+        raise InvalidState(f"edits that do not fit: {exc}") from None
+
+
+def _edit_json(spec: registry.Workflow, name: str, value: Any) -> Any:
+    """One edited field's value as stored, to compare two edits of it."""
+    try:
+        return _canonical(spec.dump_updates({name: value}))
+    except registry.InvalidUpdate:
+        return _canonical({name: value})
+
+
+def _dumped_state(spec: registry.Workflow, snapshot: StateSnapshot, fields: Mapping[str, Any]) -> Any:
+    """The values `fields` had in `snapshot`, written like edits (a field not set yet is None)."""
+    values = snapshot.values if isinstance(snapshot.values, dict) else {}
+    return {name: _edit_json(spec, name, values[name])[name] if name in values else None for name in fields}
 
 
 def retry_thread(*, thread: Thread, actor: Actor) -> Run:
@@ -343,9 +451,10 @@ def rollback_thread(
         thread = _lock_thread(thread)
         if _active_run(thread) is not None:
             raise ThreadBusy("this thread has a run queued or running; cancel it or wait before rolling back")
+        spec = registry.get(thread.workflow)
         if updates:
             try:
-                updates = registry.get(thread.workflow).validate_updates(updates)
+                updates = spec.validate_updates(updates)
             except registry.InvalidUpdate as exc:
                 raise InvalidState(f"corrections that do not fit: {exc}") from None
         graph = engine.graph_for(thread.workflow)
@@ -383,8 +492,8 @@ def rollback_thread(
                 "fork": head_id,
                 "reason": reason,
                 "updates": {
-                    "before": {key: target.values.get(key) for key in updates or {}},
-                    "after": dict(updates or {}),
+                    "before": _dumped_state(spec, target, updates or {}),
+                    "after": spec.dump_updates(updates or {}),
                 },
                 "status": {"before": status_before, "after": thread.status},
             },
