@@ -32,6 +32,7 @@ from approvals.models import Decision, Review
 from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.models import Thread
+from workflows.sealed import SealError
 
 ACTIVE = (Thread.Status.QUEUED, Thread.Status.RUNNING)
 
@@ -70,6 +71,11 @@ UNREADABLE_MESSAGE = (
     "or sealed with another encryption key. Nothing can be shown or decided here until an "
     "administrator repairs or rolls back the thread; this has been recorded in the audit trail."
 )
+SEALED_MESSAGE = (
+    "This thread's stored data cannot be read: it was written before SIGNOFF_ENCRYPTION_KEY was "
+    "set, sealed with another key, or changed behind Signoff's back. Nothing can be shown or "
+    "decided here until an administrator repairs it."
+)
 
 
 @contextmanager
@@ -95,15 +101,23 @@ def _unavailable_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
         try:
             return view(request, *args, **kwargs)
         except _Unavailable as exc:
-            htmx = _htmx(request)
-            template = "approvals/unavailable.html#message" if htmx else "approvals/unavailable.html"
-            response = render(request, template, {"message": str(exc)}, status=exc.status)
-            if htmx:
-                # In place of whatever asked: the decision form, the preview or the status poll.
-                response["HX-Reswap"] = "outerHTML"
-            return response
+            return _unavailable_response(request, str(exc), exc.status)
+        except SealError:
+            # A review, decision or thread row that cannot be unsealed conflicts with the key the
+            # app holds just as an unreadable checkpoint does.
+            return _unavailable_response(request, SEALED_MESSAGE, 409)
 
     return wrapper
+
+
+def _unavailable_response(request: HttpRequest, message: str, status: int) -> HttpResponse:
+    htmx = _htmx(request)
+    template = "approvals/unavailable.html#message" if htmx else "approvals/unavailable.html"
+    response = render(request, template, {"message": message}, status=status)
+    if htmx:
+        # In place of whatever asked: the decision form, the preview or the status poll.
+        response["HX-Reswap"] = "outerHTML"
+    return response
 
 
 # -- the queue -------------------------------------------------------------------------------

@@ -355,7 +355,7 @@ def review_form_fields_from_nothing(review: Review) -> dict[str, str]:
     return {"pin": sign_pin(review), "action": "approve", "state__data": '{"x": 1}'}
 
 
-def test_a_checkpoint_written_without_the_key_now_set_gives_the_error_page(
+def test_a_thread_written_without_the_key_now_set_gives_the_error_page(
     rita: Client, checking: Thread, settings: Any
 ):
     review = open_review(checking)
@@ -366,8 +366,9 @@ def test_a_checkpoint_written_without_the_key_now_set_gives_the_error_page(
     finally:
         engine.forget_compiled()
 
+    # Its review row is refused before its checkpoint is read: both are plaintext under a key.
     assert response.status_code == 409
-    assert "checkpoint cannot be read" in response.text
+    assert "stored data cannot be read" in response.text
 
 
 # -- workflows no longer registered ----------------------------------------------------------
