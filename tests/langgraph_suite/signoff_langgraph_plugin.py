@@ -74,7 +74,8 @@ def _start_django() -> None:
     global _old_name
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "langgraph-suite-only-not-a-secret")
-    os.environ.setdefault("SIGNOFF_VAR_DIR", str(REPO / "var" / "test"))
+    # Absolute: pytest runs inside the sdist, and make test's own run may set a relative one.
+    os.environ["SIGNOFF_VAR_DIR"] = str(REPO / "var" / "test-langgraph")
     import django
     from django.conf import settings
     from django.db import connection
