@@ -11,7 +11,7 @@ SIGNOFF_LANGGRAPH_SAVERS (comma-separated):
   database of its own that is created at start and dropped at the end;
 - `memory`, `sqlite`, `postgres`: LangGraph's InMemorySaver, SqliteSaver and
   PostgresSaver (their async twins for async tests), the baseline. `postgres` needs
-  LANGGRAPH_POSTGRES_URI (a server URL ending in "/"; each test makes a database).
+  LANGGRAPH_POSTGRES_URI (a server URL ending in "/"), where it makes a database.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ ASYNC_BASELINES = {
     "postgres": "_checkpointer_postgres_aio",
 }
 CHECKPOINTER_FIXTURES = ("sync_checkpointer", "async_checkpointer")
+# Left out: its expected stream order rests on two nodes sleeping 0 and 10 ms, and on a
+# busy 2-core machine it failed for LangGraph's own InMemorySaver and PostgresSaver too
+# (and again when run once more on its own), so it tests the machine, not the saver.
+TIMING_DEPENDENT = ("tests/test_pregel_async.py::test_imp_nested[",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,11 +64,15 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if "django" in SAVERS:
         _start_django()
+    if "postgres" in SAVERS:
+        _pg_start()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if "django" in SAVERS:
         _stop_django()
+    if "postgres" in SAVERS:
+        _pg_stop()
 
 
 _old_name: str | None = None
@@ -98,8 +106,19 @@ def _stop_django() -> None:
     from workflows.checkpointer import close_write_connections
 
     close_write_connections()
-    if _old_name is not None:
-        connection.creation.destroy_test_db(_old_name, verbosity=0)
+    connection.close()
+    if _old_name is None:
+        return
+    if connection.vendor == "postgresql":
+        # Async tests read through DjangoSaver from executor threads, each with its own
+        # connection that nothing closes; PostgreSQL refuses to drop a database in use.
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                [connection.settings_dict["NAME"]],
+            )
+    connection.creation.destroy_test_db(_old_name, verbosity=0)
 
 
 def _empty_checkpoint_tables() -> None:
@@ -138,7 +157,56 @@ async def _django_saver_async() -> AsyncIterator[Any]:
 
 
 def _baseline(module: ModuleType, name: str, table: dict[str, str]) -> Callable[[], Any]:
+    if name == "postgres":
+        return _postgres_sync if table is SYNC_BASELINES else _postgres_async
     return getattr(module, table[name])  # type: ignore[no-any-return]
+
+
+# The sdist makes a PostgreSQL database for every test; on this machine that doubled the
+# run. One database for the session, emptied before each test, gives each test the same
+# empty saver.
+_PG_DATABASE = f"test_signoff_langgraph_baseline_{os.getpid()}"
+_PG_TABLES = "checkpoints, checkpoint_blobs, checkpoint_writes"
+
+
+def _pg_url() -> str:
+    return os.environ["LANGGRAPH_POSTGRES_URI"] + _PG_DATABASE
+
+
+def _pg_start() -> None:
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg import Connection
+
+    with Connection.connect(os.environ["LANGGRAPH_POSTGRES_URI"], autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {_PG_DATABASE}")
+        conn.execute(f"CREATE DATABASE {_PG_DATABASE}")
+    with PostgresSaver.from_conn_string(_pg_url()) as saver:
+        saver.setup()
+
+
+def _pg_stop() -> None:
+    from psycopg import Connection
+
+    with Connection.connect(os.environ["LANGGRAPH_POSTGRES_URI"], autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {_PG_DATABASE} WITH (FORCE)")
+
+
+@contextmanager
+def _postgres_sync() -> Iterator[Any]:
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(_pg_url()) as saver:
+        saver.conn.execute(f"TRUNCATE {_PG_TABLES}")
+        yield saver
+
+
+@asynccontextmanager
+async def _postgres_async() -> AsyncIterator[Any]:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    async with AsyncPostgresSaver.from_conn_string(_pg_url()) as saver:
+        await saver.conn.execute(f"TRUNCATE {_PG_TABLES}")
+        yield saver
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -151,9 +219,6 @@ def pytest_plugin_registered(plugin: object, plugin_name: str, manager: pytest.P
             "the langgraph sdist's tests/conftest.py has no sync_checkpointer fixture any more"
         )
     helpers = __import__("tests.conftest_checkpointer", fromlist=["*"])
-    if "postgres" in SAVERS:
-        # Read by the sdist's helpers at call time; its default points at its docker compose.
-        helpers.DEFAULT_POSTGRES_URI = os.environ["LANGGRAPH_POSTGRES_URI"]
 
     @pytest.fixture(params=SAVERS)
     def sync_checkpointer(request: pytest.FixtureRequest) -> Iterator[Any]:
@@ -189,7 +254,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         names = getattr(item, "fixturenames", ())
-        (keep if any(name in names for name in CHECKPOINTER_FIXTURES) else drop).append(item)
+        wanted = any(name in names for name in CHECKPOINTER_FIXTURES)
+        (keep if wanted and not item.nodeid.startswith(TIMING_DEPENDENT) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
