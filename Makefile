@@ -10,7 +10,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/signoff
 REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .NOTPARALLEL:
-.PHONY: help venv setup browser services lint test test-sqlite test-postgres run clean
+.PHONY: help venv setup browser services lint test test-sqlite test-postgres test-langgraph run clean
 
 help: ## list the targets
 	@echo "Signoff: make run (try it) and make test (check it)."
@@ -37,7 +37,7 @@ lint: setup ## ruff check, ruff format --check, mypy
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-mypy-only-not-a-secret} \
 	SIGNOFF_AUDIT_KEY=$${SIGNOFF_AUDIT_KEY:-bXlweS1vbmx5LW5vdC1hLXNlY3JldC1hdWRpdC1rZXkh} $(BIN)/mypy
 
-test: setup browser services lint test-sqlite test-postgres ## lint, then the test suite on SQLite and on PostgreSQL
+test: setup browser services lint test-sqlite test-postgres test-langgraph ## lint, the test suite on SQLite and on PostgreSQL, LangGraph's checkpointer tests
 
 test-sqlite: setup browser ## the test suite on SQLite and the on-disk broker (the embedded default)
 	@echo
@@ -48,6 +48,10 @@ test-postgres: setup browser services ## the test suite on PostgreSQL (POSTGRES_
 	@echo
 	@echo "==================== pytest on PostgreSQL ($(POSTGRES_URL)) + Redis ($(REDIS_URL)) ===================="
 	DATABASE_URL=$(POSTGRES_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest --create-db
+
+# The sdist is fetched once into var/langgraph-sdist/ (make clean removes it).
+test-langgraph: setup services ## LangGraph's own checkpointer tests on DjangoSaver (SQLite, PostgreSQL) and LangGraph's savers
+	POSTGRES_URL=$(POSTGRES_URL) bin/test-langgraph
 
 run: setup ## migrate, demo users and threads, then web + worker + beat on http://127.0.0.1:8000/ (HOST, PORT)
 	@bin/run

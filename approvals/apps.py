@@ -7,4 +7,8 @@ class ApprovalsConfig(AppConfig):
 
     def ready(self) -> None:
         # Connects the receivers that open and close reviews as threads pause and move on.
-        from approvals import services  # noqa: F401
+        # Audits failed sign-ins and lockouts.
+        from approvals import (
+            security,  # noqa: F401
+            services,  # noqa: F401
+        )

@@ -535,3 +535,29 @@ def _locked_review(review: Review | int) -> Review:
 def _claimed_message(review: Review, holder: User) -> str:
     until = timezone.localtime(review.claim_expires_at).strftime("%H:%M")
     return f"This review is being reviewed by {holder.get_username()} (claimed until {until})."
+
+
+# -- Sign-in attempts (deploy) ----------------------------------------------------------
+# Written from approvals.security's receivers of Django's and django-axes' signals. The
+# typed password is never stored: only the user name (which need not exist) and the client.
+ANONYMOUS = "anonymous"
+
+
+def record_login_failure(*, username: str, ip_address: str) -> None:
+    """Audit one refused sign-in (a wrong password, or any password while locked out)."""
+    with transaction.atomic():
+        engine_services.record_event(
+            action="login.failed",
+            actor_label=ANONYMOUS,
+            data={"username": username, "ip_address": ip_address},
+        )
+
+
+def record_lockout(*, username: str, ip_address: str) -> None:
+    """Audit that a user name is locked out for a client after too many failures."""
+    with transaction.atomic():
+        engine_services.record_event(
+            action="login.locked_out",
+            actor_label=ANONYMOUS,
+            data={"username": username, "ip_address": ip_address},
+        )

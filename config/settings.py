@@ -10,6 +10,8 @@ import base64
 import binascii
 import hashlib
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -229,11 +231,17 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
     "workflows",
     "approvals",
 ]
 
 MIDDLEWARE = [
+    # First, so that every response gets their headers, including those that the middleware
+    # below answers by itself: the HTTPS redirect, static files, the 413 of an oversized
+    # POST, a sign-in lockout.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -242,9 +250,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a refused sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -316,6 +324,74 @@ LOGIN_REDIRECT_URL = "approvals:queue"
 LOGOUT_REDIRECT_URL = "login"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+
+# -- HTTPS and sign-in throttling (deploy) ------------------------------------------------
+# On by default in production, off under DEBUG (make run serves plain HTTP). Behind a TLS
+# proxy, set SECURE_PROXY_SSL_HEADER to the header it sets (docs/operations.md).
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """true/false, yes/no, on/off or 1/0; anything else is a typo and stops start-up."""
+    value = os.getenv(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
+
+
+def env_seconds(name: str, default: int) -> int:
+    value = envint(name, default)
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must be 0 or more seconds, got {value}")
+    return value
+
+
+def proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """`X-Forwarded-Proto` (its value https) or `Header=value` -> Django's (META key, value)."""
+    value = os.getenv(name, "").strip()
+    if not value:
+        return None
+    header, _, expected = value.partition("=")
+    if not expected and "=" not in value:
+        expected = "https"
+    if not re.fullmatch(r"[A-Za-z0-9-]+", header) or not re.fullmatch(r"[!-~]+", expected):
+        raise ImproperlyConfigured(
+            f"{name} must be a header name, optionally with =value (X-Forwarded-Proto, "
+            f"X-Forwarded-Ssl=on), got {value!r}"
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), expected
+
+
+SECURE_SSL_REDIRECT = env_switch("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_seconds("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+# Both reach beyond this app (every subdomain; browsers' built-in lists): opt in.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_switch("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_switch("SECURE_HSTS_PRELOAD", False)
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+
+# django-axes: after AXES_FAILURE_LIMIT wrong passwords for one user name from one client,
+# that pair is refused (even the right password) until the cool-off has passed. Keyed on
+# the pair so that nobody can lock a user out for everyone by guessing at the name.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("SIGNOFF_LOGIN_FAILURE_LIMIT", 5)
+if AXES_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured(f"SIGNOFF_LOGIN_FAILURE_LIMIT must be 1 or more, got {AXES_FAILURE_LIMIT}")
+AXES_COOLOFF_TIME = timedelta(seconds=envfloat("SIGNOFF_LOGIN_COOLOFF_SECONDS", 900.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "approvals.security.locked_out"
+# The client's address: REMOTE_ADDR, or behind N proxies that append to X-Forwarded-For,
+# the address the outermost of them saw (approvals.security.client_ip).
+SIGNOFF_PROXY_COUNT = envint("SIGNOFF_PROXY_COUNT", 0)
+if SIGNOFF_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(f"SIGNOFF_PROXY_COUNT must be 0 or more, got {SIGNOFF_PROXY_COUNT}")
+AXES_CLIENT_IP_CALLABLE = "approvals.security.client_ip"
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_000_000)
 
 LOGGING = {

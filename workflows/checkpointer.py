@@ -62,6 +62,32 @@ from workflows.models import Checkpoint as CheckpointRow
 from workflows.models import CheckpointBlob, CheckpointWrite, Run
 from workflows.serde import PlaintextRefused, SealedSerializer, default_serde
 
+
+def _derive_graph_allowlists() -> None:
+    """Have LangGraph hand every compiled graph's schema types to its saver.
+
+    DjangoSaver's msgpack is strict, but LangGraph collects a graph's types (state, input,
+    output, context and node schemas, channel types) and passes them to
+    `checkpointer.with_allowlist` only in its own strict mode; in its default mode a graph
+    with a dataclass or Pydantic model in its state reads it back as a dict. Turning on
+    just this derivation leaves serializers as they are: a permissive saver's
+    `with_allowlist` returns it unchanged, and no type outside the schemas is allowed.
+    LANGGRAPH_STRICT_MSGPACK would do it too, but only if set before langgraph is first
+    imported, and it also makes every default serializer strict.
+    """
+    from langgraph._internal import _serde  # no public switch for this in langgraph 1.2
+
+    flags = vars(_serde)
+    if not isinstance(flags.get("STRICT_MSGPACK_ENABLED"), bool):
+        raise ImportError(
+            "langgraph._internal._serde.STRICT_MSGPACK_ENABLED is gone: find how this langgraph "
+            "passes a graph's schema types to its checkpointer"
+        )
+    flags["STRICT_MSGPACK_ENABLED"] = True
+
+
+_derive_graph_allowlists()
+
 # Checkpoint keys kept as JSON beside the serialized values; none of them is state.
 _JSON_KEYS = ("v", "ts", "channel_versions", "versions_seen", "updated_channels")
 _INLINE_STR_MAX = 256

@@ -35,26 +35,15 @@ def graph_for(workflow: str) -> CompiledStateGraph[Any, Any, Any, Any]:
     with _lock:
         graph = _compiled.get(workflow)
         if graph is None:
-            spec = registry.get(workflow)
-            saver = DjangoSaver()
-            allow = _schema_types(spec.graph.state_schema)
-            if allow:
-                saver = saver.with_allowlist(allow)
-            graph = _compiled[workflow] = spec.compile(saver)
+            # Compiling hands the graph's schema types to the saver's strict allowlist
+            # (see workflows.checkpointer._derive_graph_allowlists).
+            graph = _compiled[workflow] = registry.get(workflow).compile(DjangoSaver())
         return graph
 
 
 def forget_compiled() -> None:
     with _lock:
         _compiled.clear()
-
-
-def _schema_types(schema: Any) -> set[tuple[str, ...]]:
-    # Strict msgpack revives only allowed types; a Pydantic or dataclass state schema's
-    # own types (and those of its fields) are part of the workflow, so allow them.
-    from langgraph._internal._serde import collect_allowlist_from_schemas
-
-    return set(collect_allowlist_from_schemas(schemas=[schema]))
 
 
 # Checkpoint metadata key naming the Run whose worker wrote the checkpoint. Not LangGraph's
