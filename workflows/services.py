@@ -8,6 +8,7 @@ they never save the models themselves.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -196,13 +198,39 @@ def _queue_run(
     return run
 
 
-def _active_run(thread: Thread) -> Run | None:
-    return thread.runs.filter(status__in=ACTIVE_RUN_STATUSES).first()
+def lock_thread(thread: Thread | int) -> tuple[Thread, Run | None]:
+    """Lock the thread row, then its active run (if any), and return both, fresh.
 
-
-def _lock_thread(thread: Thread | int) -> Thread:
+    This is the first lock of every transaction that changes a thread or its runs: the one
+    order (thread, then run, then reviews, then the audit lock in `record_event`, last) that
+    keeps PostgreSQL from deadlocking a worker against a reviewer or an admin. A run becomes
+    active or stops being active only under its thread's lock, so the run found here stays
+    the active one until commit.
+    """
     pk = thread.pk if isinstance(thread, Thread) else thread
-    return Thread.objects.select_for_update(no_key=True).get(pk=pk)
+    locked = Thread.objects.select_for_update(no_key=True).get(pk=pk)
+    active = (
+        Run.objects.select_for_update(no_key=True)
+        .filter(thread_id=pk, status__in=ACTIVE_RUN_STATUSES)
+        .order_by("id")
+        .first()
+    )
+    if active is not None:
+        active.thread = locked
+    return locked, active
+
+
+def _lock_run(run_id: int) -> Run | None:
+    """Lock a run for the worker or the sweeper: its thread's row first, then the run (the
+    one lock order, see `lock_thread`). None when there is no such run."""
+    thread_id = Run.objects.filter(pk=run_id).values_list("thread_id", flat=True).first()
+    if thread_id is None:
+        return None
+    thread, _ = lock_thread(thread_id)
+    run = Run.objects.select_for_update(no_key=True).filter(pk=run_id).first()
+    if run is not None:
+        run.thread = thread
+    return run
 
 
 def _set_thread(thread: Thread, **changes: Any) -> None:
@@ -268,8 +296,7 @@ def resume_thread(
     if not resume and not proceed:
         raise InvalidState("a resume needs answers to interrupts or proceed=True for a breakpoint")
     with transaction.atomic():
-        thread = _lock_thread(thread)
-        active = _active_run(thread)
+        thread, active = lock_thread(thread)
         before = engine.head(thread.workflow, thread.thread_id)
         if resume and updates:
             updates = _without_repeats(thread, before, updates, active)
@@ -359,7 +386,7 @@ def _without_repeats(
 def retry_thread(*, thread: Thread, actor: Actor) -> Run:
     """Run a failed thread again from its last checkpoint: only the node that failed re-runs."""
     with transaction.atomic():
-        thread = _lock_thread(thread)
+        thread, _ = lock_thread(thread)
         if thread.status != Thread.Status.FAILED:
             raise InvalidState(f"only a failed thread can be retried; this one is {thread.status}")
         head_id = _head_checkpoint_id(thread)
@@ -389,10 +416,9 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
 def cancel_thread(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
     """Stop a thread for good. A running run loses its lease, so it can write nothing more."""
     with transaction.atomic():
-        thread = _lock_thread(thread)
+        thread, active = lock_thread(thread)
         if thread.status in (Thread.Status.COMPLETED, Thread.Status.CANCELLED):
             raise InvalidState(f"the thread is already {thread.status}")
-        active = _active_run(thread)
         if active is not None:
             active.status = Run.Status.CANCELLED
             active.lease_token = None
@@ -423,8 +449,8 @@ def rollback_thread(
     if not reason.strip():
         raise InvalidState("a rollback needs a reason")
     with transaction.atomic():
-        thread = _lock_thread(thread)
-        if _active_run(thread) is not None:
+        thread, active = lock_thread(thread)
+        if active is not None:
             raise ThreadBusy("this thread has a run queued or running; cancel it or wait before rolling back")
         if updates:
             try:
@@ -478,14 +504,34 @@ def rollback_thread(
 # -- runs (called by the worker) --------------------------------------------------------
 
 
+@functools.cache
+def _pid_scope() -> str:
+    """Where this process's pid means something: the kernel's boot id and our PID namespace,
+    hashed short. Two containers sharing a hostname differ here, and so does the same host
+    after a reboot. Without /proc (not Linux) the scope is random per process, so no other
+    process is ever judged dead and only lease expiry hands its runs on."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return uuid.uuid4().hex[:16]
+    return hashlib.sha256(f"{boot}/{namespace}".encode()).hexdigest()[:16]
+
+
 def lease_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as a lease holder: `host:scope:pid` (see `_pid_scope`)."""
+    return f"{socket.gethostname()}:{_pid_scope()}:{os.getpid()}"
 
 
 def _holder_is_dead(holder: str) -> bool:
-    """True when the lease holder ran on this host and its process is gone."""
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """True when the lease holder's pid is one this process can see (same host, boot and PID
+    namespace) and that process is gone. Anything else, including a holder written before
+    scopes existed (`host:pid`), is left to its lease."""
+    parts = holder.split(":")
+    if len(parts) != 3:
+        return False
+    host, scope, pid = parts
+    if host != socket.gethostname() or scope != _pid_scope() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -507,7 +553,7 @@ class Claim:
 def claim_run(*, run_id: int, holder: str) -> Claim:
     """Take a queued run (or one whose holder lost its lease) with a fresh token."""
     with transaction.atomic():
-        run = Run.objects.select_for_update(no_key=True).select_related("thread").filter(pk=run_id).first()
+        run = _lock_run(run_id)
         if run is None or run.status not in ACTIVE_RUN_STATUSES:
             return Claim()
         now = timezone.now()
@@ -563,12 +609,11 @@ def renew_lease(*, run_id: int, token: str) -> bool:
 
 
 def _own_run(run_id: int, token: str) -> Run | None:
-    return (
-        Run.objects.select_for_update(no_key=True)
-        .select_related("thread")
-        .filter(pk=run_id, lease_token=token, status=Run.Status.RUNNING)
-        .first()
-    )
+    """Lock the run (thread row first, see `lock_thread`) if this token still holds it."""
+    run = _lock_run(run_id)
+    if run is None or run.status != Run.Status.RUNNING or str(run.lease_token) != str(token):
+        return None
+    return run
 
 
 def _close_run(run: Run, status: str, error: str = "") -> None:
@@ -677,23 +722,36 @@ class SweepResult:
 
 def sweep() -> SweepResult:
     """Re-ring queued runs whose message went missing and take back runs whose lease ran
-    out; a run that used up its attempts fails instead of looping."""
+    out; a run that used up its attempts fails instead of looping.
+
+    Each run is taken in its own short transaction, locking its thread row and then the run
+    (the one lock order, see `lock_thread`), so the audit lock of one run's event is never
+    held while the next thread is locked. A thread locked by someone else right now is
+    skipped: the next sweep looks again.
+    """
     now = timezone.now()
     grace = timedelta(seconds=settings.SIGNOFF_QUEUED_GRACE_SECONDS)
     republished: list[int] = []
     reclaimed: list[int] = []
     failed: list[int] = []
-    with transaction.atomic():
-        stale = (
-            Run.objects.select_for_update(skip_locked=True, no_key=True)
-            .select_related("thread")
-            .filter(
-                Q(status=Run.Status.QUEUED, enqueued_at__lt=now - grace)
-                | Q(status=Run.Status.RUNNING, lease_expires_at__lt=now)
+    due = Q(status=Run.Status.QUEUED, enqueued_at__lt=now - grace) | Q(
+        status=Run.Status.RUNNING, lease_expires_at__lt=now
+    )
+    candidates = list(
+        Run.objects.filter(due).order_by("id").values_list("pk", "thread_id")[: settings.SIGNOFF_SWEEP_BATCH]
+    )
+    for run_id, thread_id in candidates:
+        with transaction.atomic():
+            thread = (
+                Thread.objects.select_for_update(no_key=True, skip_locked=True).filter(pk=thread_id).first()
             )
-            .order_by("id")[: settings.SIGNOFF_SWEEP_BATCH]
-        )
-        for run in stale:
+            if thread is None:
+                continue
+            # Still due? A worker may have claimed, renewed or finished it since the first read.
+            run = Run.objects.select_for_update(no_key=True).filter(due, pk=run_id).first()
+            if run is None:
+                continue
+            run.thread = thread
             if run.status == Run.Status.RUNNING and run.attempts >= settings.SIGNOFF_MAX_ATTEMPTS:
                 _fail(
                     run,
