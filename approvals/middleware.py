@@ -1,4 +1,7 @@
-"""Refuse an oversized POST with a page that says so, before anything reads it.
+"""Pages for requests that cannot be served: an oversized POST (413) and a database that
+cannot be reached (503).
+
+Refuse an oversized POST with a page that says so, before anything reads it.
 
 Django raises RequestDataTooBig the first time `request.POST` is read; CSRF checking is
 the first to read it, and turns it into a bare 400. This runs just before that check.
@@ -7,13 +10,22 @@ Nothing is written either way: the request never reaches a view.
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.defaultfilters import filesizeformat
+from django.template.loader import render_to_string
+from django.views import defaults
+
+logger = logging.getLogger(__name__)
+# Connection-level failures; an IntegrityError or DataError is a bug and stays a 500.
+_UNREACHABLE = (OperationalError, InterfaceError)
 
 
 def refuse_oversized_posts(
@@ -37,3 +49,43 @@ def refuse_oversized_posts(
         return get_response(request)
 
     return middleware
+
+
+# -- the database is unreachable -------------------------------------------------------------
+
+RETRY_AFTER_SECONDS = 10
+
+
+def database_unavailable(request: HttpRequest) -> HttpResponse:
+    """503 with Retry-After, rendered without the request context: the user, the session
+    and the messages all need the database that is down."""
+    template = "503.html#message" if request.headers.get("HX-Request") else "503.html"
+    response = HttpResponse(render_to_string(template, {"retry_after": RETRY_AFTER_SECONDS}), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+class DatabaseUnavailable:
+    """A view that cannot reach the database (refused, dropped, or no pooled connection
+    free within DATABASE_POOL_TIMEOUT) answers 503 "try again" instead of 500. Failures
+    outside the view (the session's save) reach `server_error`, Django's handler500."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, _UNREACHABLE):
+            logger.warning("database unavailable for %s %s: %s", request.method, request.path, exception)
+            return database_unavailable(request)
+        return None
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: the 503 page when the error is the database being unreachable (Django calls
+    this inside its `except`, so the exception is at hand), else Django's plain 500."""
+    if isinstance(sys.exc_info()[1], _UNREACHABLE):
+        return database_unavailable(request)
+    return defaults.server_error(request)

@@ -413,6 +413,8 @@ AUDIT_ACTIONS = (
     "review.cancelled",
     "audit.keyed",
     "checkpoint.unreadable",
+    "login.failed",
+    "login.locked_out",
 )
 AUDIT_PAGE_SIZES = (25, 50, 100, 200)
 # Dates outside this span cannot be turned into datetimes in every time zone.

@@ -259,7 +259,8 @@ def decide(
     """Record a reviewer's answer and resume the thread with it, once.
 
     Refused (nothing written) when the review is no longer open, was rendered from
-    another checkpoint, or the action or edits are not allowed.
+    another checkpoint, or the action or edits are not allowed. Locks the thread row, its
+    active run and the review, in that order, and writes its audit event last.
     """
     updates = dict(updates or {})
     _refuse_unstorable(updates=updates, response=response, comment=comment)
@@ -319,6 +320,32 @@ def decide(
         review.claimed_by = None
         review.claim_expires_at = None
         review.save(update_fields=["status", "closed_at", "claimed_by", "claim_expires_at"])
+        if (
+            review.kind == Review.Kind.BREAKPOINT
+            and action == Decision.Action.REJECT
+            and spec.on_reject is None
+        ):
+            try:
+                engine_services.cancel_thread(
+                    thread=review.thread, actor=actor, reason=comment or "rejected at review"
+                )
+            except engine_services.InvalidState as exc:
+                # The thread completed or was cancelled after this review was read.
+                raise StaleReview(f"This review no longer applies: {exc}.") from None
+            decision.applied_at = timezone.now()
+            decision.save(update_fields=["applied_at"])
+        else:
+            # ThreadBusy: another answer is being applied right now; this one waits for the
+            # thread's next pause, where open_reviews applies it.
+            with contextlib.suppress(engine_services.ThreadBusy):
+                try:
+                    _apply(review.thread, [decision], actor=actor)
+                except engine_services.InvalidState as exc:
+                    raise StaleReview(f"This review no longer applies: {exc}.") from None
+                except engine_services.EditConflict as exc:
+                    raise StaleReview(f"{capfirst(str(exc))}.") from None
+        # Last, after update_state: the audit lock serializes every audited write, so it is
+        # held only for the append and the commit (the one lock order: thread, run, review, audit).
         engine_services.record_event(
             action="review.decided",
             actor=actor,
@@ -334,30 +361,6 @@ def decide(
                 "comment": comment,
             },
         )
-        if (
-            review.kind == Review.Kind.BREAKPOINT
-            and action == Decision.Action.REJECT
-            and spec.on_reject is None
-        ):
-            try:
-                engine_services.cancel_thread(
-                    thread=review.thread, actor=actor, reason=comment or "rejected at review"
-                )
-            except engine_services.InvalidState as exc:
-                # The thread completed or was cancelled after this review was read.
-                raise StaleReview(f"This review no longer applies: {exc}.") from None
-            decision.applied_at = timezone.now()
-            decision.save(update_fields=["applied_at"])
-            return decision
-        # ThreadBusy: another answer is being applied right now; this one waits for the
-        # thread's next pause, where open_reviews applies it.
-        with contextlib.suppress(engine_services.ThreadBusy):
-            try:
-                _apply(review.thread, [decision], actor=actor)
-            except engine_services.InvalidState as exc:
-                raise StaleReview(f"This review no longer applies: {exc}.") from None
-            except engine_services.EditConflict as exc:
-                raise StaleReview(f"{capfirst(str(exc))}.") from None
     return decision
 
 
@@ -518,7 +521,14 @@ def release_review(*, review: Review | int, actor: User) -> Review:
 
 
 def _locked_review(review: Review | int) -> Review:
+    """Lock the review's thread row and active run (`lock_thread`), then the review: the
+    one lock order, so a reviewer never waits on a row a worker or an admin holds while
+    they wait on the review."""
     pk = review.pk if isinstance(review, Review) else review
+    thread_id = Review.objects.filter(pk=pk).values_list("thread_id", flat=True).first()
+    if thread_id is None:
+        raise InvalidDecision("There is no such review.")
+    engine_services.lock_thread(thread_id)
     locked = (
         # Only the review row is locked: PostgreSQL cannot lock the nullable side of the
         # outer join to the claimant, and the thread and claimant are only read.

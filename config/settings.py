@@ -104,7 +104,8 @@ def database_from_url(url: str) -> dict[str, Any]:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "CONN_HEALTH_CHECKS": True,
-            "OPTIONS": {},
+            # libpq waits forever for an unreachable server by default.
+            "OPTIONS": {"connect_timeout": envint("DATABASE_CONNECT_TIMEOUT", 5)},
         }
         pool_size = envint("DATABASE_POOL_SIZE", 10)
         if 0 < pool_size < MIN_POOL_SIZE:
@@ -117,7 +118,14 @@ def database_from_url(url: str) -> dict[str, Any]:
             # threads LangGraph writes checkpoints from; Django requires CONN_MAX_AGE=0
             # with it because the pool, not the wrapper, owns persistence.
             db["CONN_MAX_AGE"] = 0
-            db["OPTIONS"]["pool"] = {"min_size": 2, "max_size": pool_size, "timeout": 30}
+            # A request waits this long for a free connection, then gets the 503 page
+            # (approvals.middleware) instead of hanging: 30 s, psycopg's default, outlasts
+            # the patience of a person and of most proxies.
+            db["OPTIONS"]["pool"] = {
+                "min_size": 2,
+                "max_size": pool_size,
+                "timeout": envfloat("DATABASE_POOL_TIMEOUT", 5.0),
+            }
         else:
             db["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 600)
         for key in ("sslmode", "application_name"):
@@ -247,6 +255,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "approvals.middleware.refuse_oversized_posts",
+    "approvals.middleware.DatabaseUnavailable",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -497,4 +506,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "workflows.tasks.sweep", "schedule": SIGNOFF_SWEEP_SECONDS},
     "audit-head": {"task": "workflows.tasks.save_audit_head", "schedule": SIGNOFF_AUDIT_HEAD_SECONDS},
 }
+# Beat runs the sweep in its own process rather than queueing it behind the runs it
+# recovers (workflows/beat.py), so recovery takes lease + sweep whatever the backlog.
+CELERY_BEAT_SCHEDULER = "workflows.beat:SweepingScheduler"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

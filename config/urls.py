@@ -6,6 +6,9 @@ admin.site.site_header = "Signoff administration"
 admin.site.site_title = "Signoff"
 admin.site.index_title = "Threads, checkpoints and people"
 
+# A database that cannot be reached is a 503 "try again", wherever the request failed.
+handler500 = "approvals.middleware.server_error"
+
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -8,7 +8,6 @@ transaction.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -101,7 +100,8 @@ def dead_holder() -> str:
     """A lease holder on this host whose process has exited (a worker that was killed)."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: S603 - our own interpreter
     child.wait()
-    return f"{socket.gethostname()}:{child.pid}"
+    host, scope, _ = services.lease_holder().split(":")
+    return f"{host}:{scope}:{child.pid}"
 
 
 def capture_doorbell(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -4,8 +4,8 @@ Every node execution is counted in a table, `signoff_test_node_calls`, because t
 nodes run in other processes; tests read the counts back with `node_calls`.
 Behaviour is steered by the thread's input, so one registration serves every test:
 `hold_at` makes that node's first call wait while the file `hold_file` exists (so a
-test can kill or freeze the worker there), and `die_at` makes that node kill its
-worker process every time.
+test can kill or freeze the worker there), `die_at` makes that node kill its
+worker process every time, and `pause` makes every node sleep that many seconds.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class StepsState(TypedDict):
     hold_at: NotRequired[str]
     hold_file: NotRequired[str]
     die_at: NotRequired[str]
+    pause: NotRequired[float]
 
 
 def create_calls_table() -> None:
@@ -70,6 +71,8 @@ def _step(name: str) -> Any:
     def node(state: StepsState) -> dict[str, Any]:
         thread_id = str(get_config()["configurable"]["thread_id"])
         calls = _record(thread_id, name)
+        # A slow run, for a backlog that takes a while to drain.
+        time.sleep(state.get("pause", 0))
         if state.get("die_at") == name:
             os._exit(1)
         hold_file = state.get("hold_file")

@@ -14,6 +14,8 @@ from config.settings import BASE_DIR, audit_key, database_from_url, encryption_k
 def default_pool_settings(monkeypatch):
     monkeypatch.delenv("DATABASE_POOL_SIZE", raising=False)
     monkeypatch.delenv("DATABASE_CONN_MAX_AGE", raising=False)
+    monkeypatch.delenv("DATABASE_POOL_TIMEOUT", raising=False)
+    monkeypatch.delenv("DATABASE_CONNECT_TIMEOUT", raising=False)
 
 
 def test_a_relative_sqlite_path_is_relative_to_the_project():
@@ -59,7 +61,7 @@ def test_a_postgres_url_is_parsed_into_a_pooled_connection():
     assert db["HOST"] == "db.example.com"
     assert db["PORT"] == "6543"
     assert db["CONN_MAX_AGE"] == 0
-    assert db["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 10, "timeout": 30}
+    assert db["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 10, "timeout": 5}
     assert db["OPTIONS"]["sslmode"] == "require"
 
 
@@ -246,3 +248,19 @@ def test_a_bad_runtime_timing_is_refused_naming_the_variable(name, value):
     )
     assert shown.returncode != 0
     assert name in shown.stderr
+
+
+def test_a_web_request_waits_for_the_pool_and_the_server_only_briefly_by_default(monkeypatch):
+    db = database_from_url("postgres://signoff@db.example.com/signoff")
+
+    assert db["OPTIONS"]["pool"]["timeout"] == 5
+    assert db["OPTIONS"]["connect_timeout"] == 5
+
+
+def test_the_pool_and_connect_timeouts_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_POOL_TIMEOUT", "2.5")
+    monkeypatch.setenv("DATABASE_CONNECT_TIMEOUT", "3")
+    db = database_from_url("postgres://signoff@db.example.com/signoff")
+
+    assert db["OPTIONS"]["pool"]["timeout"] == 2.5
+    assert db["OPTIONS"]["connect_timeout"] == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from django.db import OperationalError
 
 from tests.fake_workflows import create_calls_table, node_calls
-from tests.workers import Worker, wait_for
+from tests.workers import Beat, Worker, wait_for
 from workflows import engine, services
 from workflows.models import AuditEvent, Checkpoint, CheckpointWrite, Thread
 from workflows.tasks import run_thread
@@ -37,11 +38,25 @@ def _calls_table_and_empty_queue(django_db_setup: None, django_db_blocker: Any) 
 
 
 @pytest.fixture
+def beat(tmp_path: Path) -> Iterator[Any]:
+    started: list[Beat] = []
+
+    def start(**env: str) -> Beat:
+        clock = Beat(tmp_path, "beat", **env).start()
+        started.append(clock)
+        return clock
+
+    yield start
+    for clock in started:
+        clock.stop()
+
+
+@pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Any]:
     started: list[Worker] = []
 
-    def start(name: str, **env: str) -> Worker:
-        worker = Worker(tmp_path, name, **env).start()
+    def start(name: str, *, concurrency: int = 1, **env: str) -> Worker:
+        worker = Worker(tmp_path, name, concurrency=concurrency, **env).start()
         started.append(worker)
         return worker
 
@@ -180,3 +195,40 @@ def test_a_killed_pool_child_is_taken_over_at_once_without_waiting_for_its_lease
 
     assert node_calls(thread.thread_id) == {"s1": 1, "s2": 1, "s3": 2, "s4": 1, "s5": 1}
     assert thread.runs.get().attempts == 2
+
+
+def test_a_frozen_worker_holding_two_runs_is_recovered_within_lease_plus_sweep_behind_a_backlog(
+    tmp_path: Path, workers: Any, beat: Any
+) -> None:
+    lease, every, margin = 6.0, 3.0, 3.0
+    timings = {"SIGNOFF_LEASE_SECONDS": str(lease), "SIGNOFF_SWEEP_SECONDS": str(every)}
+    hold = tmp_path / "hold"
+    hold.touch()
+    beat(**timings)
+    frozen = workers("frozen", concurrency=2, **timings)
+    held = [start_steps(hold_at="s2", hold_file=str(hold)) for _ in range(2)]
+    wait_for(
+        lambda: all(node_calls(thread.thread_id)["s2"] == 1 for thread in held),
+        timeout=60,
+        what="both held runs to reach step 2",
+    )
+    workers("busy", **timings)
+    # About 2 s each on the one free worker slot: some 50 s of backlog ahead of any message
+    # published after it.
+    backlog = [start_steps(pause=0.4) for _ in range(24)]
+
+    frozen.signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    wait_for(
+        lambda: AuditEvent.objects.filter(thread__in=held, action="run.lease_expired").count() == 2,
+        timeout=90,
+        what="the frozen worker's two runs to be taken back",
+        every=0.1,
+    )
+    took = time.monotonic() - stopped
+
+    assert took <= lease + every + margin, f"took {took:.1f}s"
+    # The backlog was still there: recovery did not wait for it to drain.
+    assert (
+        Thread.objects.filter(pk__in=[thread.pk for thread in backlog]).exclude(status="completed").exists()
+    )

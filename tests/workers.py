@@ -31,8 +31,9 @@ def database_url() -> str:
 class Worker:
     """`celery -A config worker -P prefork -c 1` as a subprocess, with its log in a file."""
 
-    def __init__(self, directory: Path, name: str, **env: str) -> None:
+    def __init__(self, directory: Path, name: str, *, concurrency: int = 1, **env: str) -> None:
         self.name = name
+        self.concurrency = concurrency
         self.log = directory / f"{name}.log"
         self.pidfile = directory / f"{name}.pid"
         self.env = {
@@ -57,7 +58,7 @@ class Worker:
             "-P",
             "prefork",
             "-c",
-            "1",
+            str(self.concurrency),
             "-n",
             f"{self.name}@%h",
             "--pidfile",
@@ -100,6 +101,32 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
+
+
+class Beat(Worker):
+    """`celery -A config beat` as a subprocess: the clock, and the sweeper (workflows/beat.py)."""
+
+    def start(self) -> Beat:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "--schedule",
+            str(self.log.with_suffix(".schedule")),
+            "--pidfile",
+            str(self.pidfile),
+            "--loglevel",
+            "INFO",
+        ]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(lambda: "beat: Starting..." in self.text(), timeout=60, what="beat to start")
+        return self
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2) -> Any:

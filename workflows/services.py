@@ -8,6 +8,8 @@ they never save the models themselves.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -18,6 +20,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -177,13 +180,39 @@ def _queue_run(
     return run
 
 
-def _active_run(thread: Thread) -> Run | None:
-    return thread.runs.filter(status__in=ACTIVE_RUN_STATUSES).first()
+def lock_thread(thread: Thread | int) -> tuple[Thread, Run | None]:
+    """Lock the thread row, then its active run (if any), and return both, fresh.
 
-
-def _lock_thread(thread: Thread | int) -> Thread:
+    This is the first lock of every transaction that changes a thread or its runs: the one
+    order (thread, then run, then reviews, then the audit lock in `record_event`, last) that
+    keeps PostgreSQL from deadlocking a worker against a reviewer or an admin. A run becomes
+    active or stops being active only under its thread's lock, so the run found here stays
+    the active one until commit.
+    """
     pk = thread.pk if isinstance(thread, Thread) else thread
-    return Thread.objects.select_for_update(no_key=True).get(pk=pk)
+    locked = Thread.objects.select_for_update(no_key=True).get(pk=pk)
+    active = (
+        Run.objects.select_for_update(no_key=True)
+        .filter(thread_id=pk, status__in=ACTIVE_RUN_STATUSES)
+        .order_by("id")
+        .first()
+    )
+    if active is not None:
+        active.thread = locked
+    return locked, active
+
+
+def _lock_run(run_id: int) -> Run | None:
+    """Lock a run for the worker or the sweeper: its thread's row first, then the run (the
+    one lock order, see `lock_thread`). None when there is no such run."""
+    thread_id = Run.objects.filter(pk=run_id).values_list("thread_id", flat=True).first()
+    if thread_id is None:
+        return None
+    thread, _ = lock_thread(thread_id)
+    run = Run.objects.select_for_update(no_key=True).filter(pk=run_id).first()
+    if run is not None:
+        run.thread = thread
+    return run
 
 
 def _set_thread(thread: Thread, **changes: Any) -> None:
@@ -267,8 +296,7 @@ def resume_thread(
     _refuse_unstorable(dict(updates or {}), what="the edits")
     _refuse_unstorable(dict(resume or {}), what="the answers")
     with transaction.atomic():
-        thread = _lock_thread(thread)
-        active = _active_run(thread)
+        thread, active = lock_thread(thread)
         before = engine.head(thread.workflow, thread.thread_id)
         if resume and updates:
             updates = _without_repeats(thread, before, updates, active)
@@ -383,7 +411,7 @@ def _dumped_state(spec: registry.Workflow, snapshot: StateSnapshot, fields: Mapp
 def retry_thread(*, thread: Thread, actor: Actor) -> Run:
     """Run a failed thread again from its last checkpoint: only the node that failed re-runs."""
     with transaction.atomic():
-        thread = _lock_thread(thread)
+        thread, _ = lock_thread(thread)
         if thread.status != Thread.Status.FAILED:
             raise InvalidState(f"only a failed thread can be retried; this one is {thread.status}")
         head_id = _head_checkpoint_id(thread)
@@ -413,10 +441,9 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
 def cancel_thread(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
     """Stop a thread for good. A running run loses its lease, so it can write nothing more."""
     with transaction.atomic():
-        thread = _lock_thread(thread)
+        thread, active = lock_thread(thread)
         if thread.status in (Thread.Status.COMPLETED, Thread.Status.CANCELLED):
             raise InvalidState(f"the thread is already {thread.status}")
-        active = _active_run(thread)
         if active is not None:
             active.status = Run.Status.CANCELLED
             active.lease_token = None
@@ -448,8 +475,8 @@ def rollback_thread(
         raise InvalidState("a rollback needs a reason")
     _refuse_unstorable(dict(updates or {}), what="the corrections")
     with transaction.atomic():
-        thread = _lock_thread(thread)
-        if _active_run(thread) is not None:
+        thread, active = lock_thread(thread)
+        if active is not None:
             raise ThreadBusy("this thread has a run queued or running; cancel it or wait before rolling back")
         spec = registry.get(thread.workflow)
         if updates:
@@ -506,7 +533,7 @@ def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseExc
     head checkpoint: reloading the page does not add another event. True if one was written.
     Locks the thread row, so two requests at once write one event, then the audit lock."""
     with transaction.atomic():
-        thread = _lock_thread(thread)
+        thread, _ = lock_thread(thread)
         # The newest row's id, read without decoding anything: decoding is what failed.
         checkpoint_id = (
             Checkpoint.objects.filter(thread_id=thread.thread_id, checkpoint_ns="")
@@ -535,14 +562,34 @@ def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseExc
 # -- runs (called by the worker) --------------------------------------------------------
 
 
+@functools.cache
+def _pid_scope() -> str:
+    """Where this process's pid means something: the kernel's boot id and our PID namespace,
+    hashed short. Two containers sharing a hostname differ here, and so does the same host
+    after a reboot. Without /proc (not Linux) the scope is random per process, so no other
+    process is ever judged dead and only lease expiry hands its runs on."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return uuid.uuid4().hex[:16]
+    return hashlib.sha256(f"{boot}/{namespace}".encode()).hexdigest()[:16]
+
+
 def lease_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as a lease holder: `host:scope:pid` (see `_pid_scope`)."""
+    return f"{socket.gethostname()}:{_pid_scope()}:{os.getpid()}"
 
 
 def _holder_is_dead(holder: str) -> bool:
-    """True when the lease holder ran on this host and its process is gone."""
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """True when the lease holder's pid is one this process can see (same host, boot and PID
+    namespace) and that process is gone. Anything else, including a holder written before
+    scopes existed (`host:pid`), is left to its lease."""
+    parts = holder.split(":")
+    if len(parts) != 3:
+        return False
+    host, scope, pid = parts
+    if host != socket.gethostname() or scope != _pid_scope() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -564,7 +611,7 @@ class Claim:
 def claim_run(*, run_id: int, holder: str) -> Claim:
     """Take a queued run (or one whose holder lost its lease) with a fresh token."""
     with transaction.atomic():
-        run = Run.objects.select_for_update(no_key=True).select_related("thread").filter(pk=run_id).first()
+        run = _lock_run(run_id)
         if run is None or run.status not in ACTIVE_RUN_STATUSES:
             return Claim()
         now = timezone.now()
@@ -620,12 +667,11 @@ def renew_lease(*, run_id: int, token: str) -> bool:
 
 
 def _own_run(run_id: int, token: str) -> Run | None:
-    return (
-        Run.objects.select_for_update(no_key=True)
-        .select_related("thread")
-        .filter(pk=run_id, lease_token=token, status=Run.Status.RUNNING)
-        .first()
-    )
+    """Lock the run (thread row first, see `lock_thread`) if this token still holds it."""
+    run = _lock_run(run_id)
+    if run is None or run.status != Run.Status.RUNNING or str(run.lease_token) != str(token):
+        return None
+    return run
 
 
 def _close_run(run: Run, status: str, error: str = "") -> None:
@@ -734,23 +780,36 @@ class SweepResult:
 
 def sweep() -> SweepResult:
     """Re-ring queued runs whose message went missing and take back runs whose lease ran
-    out; a run that used up its attempts fails instead of looping."""
+    out; a run that used up its attempts fails instead of looping.
+
+    Each run is taken in its own short transaction, locking its thread row and then the run
+    (the one lock order, see `lock_thread`), so the audit lock of one run's event is never
+    held while the next thread is locked. A thread locked by someone else right now is
+    skipped: the next sweep looks again.
+    """
     now = timezone.now()
     grace = timedelta(seconds=settings.SIGNOFF_QUEUED_GRACE_SECONDS)
     republished: list[int] = []
     reclaimed: list[int] = []
     failed: list[int] = []
-    with transaction.atomic():
-        stale = (
-            Run.objects.select_for_update(skip_locked=True, no_key=True)
-            .select_related("thread")
-            .filter(
-                Q(status=Run.Status.QUEUED, enqueued_at__lt=now - grace)
-                | Q(status=Run.Status.RUNNING, lease_expires_at__lt=now)
+    due = Q(status=Run.Status.QUEUED, enqueued_at__lt=now - grace) | Q(
+        status=Run.Status.RUNNING, lease_expires_at__lt=now
+    )
+    candidates = list(
+        Run.objects.filter(due).order_by("id").values_list("pk", "thread_id")[: settings.SIGNOFF_SWEEP_BATCH]
+    )
+    for run_id, thread_id in candidates:
+        with transaction.atomic():
+            thread = (
+                Thread.objects.select_for_update(no_key=True, skip_locked=True).filter(pk=thread_id).first()
             )
-            .order_by("id")[: settings.SIGNOFF_SWEEP_BATCH]
-        )
-        for run in stale:
+            if thread is None:
+                continue
+            # Still due? A worker may have claimed, renewed or finished it since the first read.
+            run = Run.objects.select_for_update(no_key=True).filter(due, pk=run_id).first()
+            if run is None:
+                continue
+            run.thread = thread
             if run.status == Run.Status.RUNNING and run.attempts >= settings.SIGNOFF_MAX_ATTEMPTS:
                 _fail(
                     run,
