@@ -98,6 +98,16 @@ class _Sealed:
     model: type[models.Model]
     column: str
 
+    def __init__(self, *args: Any, plaintext_ok: bool = False, **kwargs: Any) -> None:
+        self.plaintext_ok = plaintext_ok
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()  # type: ignore[misc]
+        if self.plaintext_ok:
+            kwargs["plaintext_ok"] = True
+        return name, path, args, kwargs
+
     @property
     def context(self) -> str:
         return f"{self.model._meta.db_table}.{self.column}"
@@ -138,16 +148,6 @@ class SealedJSONField(_Sealed, models.JSONField):  # type: ignore[misc]
     Only `isnull` can be queried: the database sees ciphertext, so filter on other columns.
     """
 
-    def __init__(self, *args: Any, plaintext_ok: bool = False, **kwargs: Any) -> None:
-        self.plaintext_ok = plaintext_ok
-        super().__init__(*args, **kwargs)
-
-    def deconstruct(self) -> Any:
-        name, path, args, kwargs = super().deconstruct()
-        if self.plaintext_ok:
-            kwargs["plaintext_ok"] = True
-        return name, path, args, kwargs
-
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
         if value is None:
             return None
@@ -163,16 +163,6 @@ class SealedJSONField(_Sealed, models.JSONField):  # type: ignore[misc]
 
 class SealedTextField(_Sealed, models.TextField[str, str]):  # type: ignore[misc]
     """A TextField sealed when SIGNOFF_ENCRYPTION_KEY is set (an empty text stays empty)."""
-
-    def __init__(self, *args: Any, plaintext_ok: bool = False, **kwargs: Any) -> None:
-        self.plaintext_ok = plaintext_ok
-        super().__init__(*args, **kwargs)
-
-    def deconstruct(self) -> Any:
-        name, path, args, kwargs = super().deconstruct()
-        if self.plaintext_ok:
-            kwargs["plaintext_ok"] = True
-        return name, path, args, kwargs
 
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
         if value is None or value == "":
