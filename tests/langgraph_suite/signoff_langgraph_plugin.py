@@ -82,6 +82,8 @@ def _start_django() -> None:
     global _old_name
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "langgraph-suite-only-not-a-secret")
+    # DEBUG is off here, and then the audit chain's key is required (base64 of 32+ bytes).
+    os.environ.setdefault("SIGNOFF_AUDIT_KEY", "bGFuZ2dyYXBoLXN1aXRlLW9ubHktbm90LWEtc2VjcmV0LWtleQ==")
     # Absolute: pytest runs inside the sdist, and make test's own run may set a relative one.
     os.environ["SIGNOFF_VAR_DIR"] = str(REPO / "var" / "test-langgraph")
     import django
