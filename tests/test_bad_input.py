@@ -86,6 +86,16 @@ def build_check() -> StateGraph[AskState]:
     return builder
 
 
+def _paused(staff: User, workflow: registry.Workflow) -> Iterator[Thread]:
+    with registered(workflow):
+        thread = services.start_thread(
+            workflow=workflow.name, input={"title": "Q3", "data": {"x": 1}}, actor=staff
+        )
+        run_queued(thread)
+        assert thread.status == Thread.Status.INTERRUPTED
+        yield thread
+
+
 @pytest.fixture
 def asking(staff: User) -> Iterator[Thread]:
     """A thread paused at a dynamic interrupt, with a JSON field reviewers may edit."""
@@ -96,13 +106,7 @@ def asking(staff: User) -> Iterator[Thread]:
         reviewer_group="finance",
         editable=("data",),
     )
-    with registered(workflow):
-        thread = services.start_thread(
-            workflow="ask_data", input={"title": "Q3", "data": {"x": 1}}, actor=staff
-        )
-        run_queued(thread)
-        assert thread.status == Thread.Status.INTERRUPTED
-        yield thread
+    yield from _paused(staff, workflow)
 
 
 @pytest.fixture
@@ -116,13 +120,7 @@ def checking(staff: User) -> Iterator[Thread]:
         editable=("data",),
         interrupt_before=("finish",),
     )
-    with registered(workflow):
-        thread = services.start_thread(
-            workflow="check_data", input={"title": "Q3", "data": {"x": 1}}, actor=staff
-        )
-        run_queued(thread)
-        assert thread.status == Thread.Status.INTERRUPTED
-        yield thread
+    yield from _paused(staff, workflow)
 
 
 @pytest.fixture
