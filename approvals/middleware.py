@@ -16,16 +16,18 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.views import defaults
 
+from workflows.execution import TRANSIENT_DATABASE_ERRORS
+
 logger = logging.getLogger(__name__)
-# Connection-level failures; an IntegrityError or DataError is a bug and stays a 500.
-_UNREACHABLE = (OperationalError, InterfaceError)
+# The failures that pass (the workers release a run on the same ones); an IntegrityError or
+# a DataError is a bug and stays a 500.
+_UNREACHABLE = TRANSIENT_DATABASE_ERRORS
 
 
 def refuse_oversized_posts(

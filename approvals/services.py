@@ -21,6 +21,7 @@ from django.utils.text import capfirst
 from approvals.models import Decision, Review
 from workflows import engine, limits, registry
 from workflows import services as engine_services
+from workflows.canonical import canonical_json
 from workflows.models import Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
 
@@ -192,7 +193,7 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
             kind=kind,
             node=pending.node,
             checkpoint_id=pending.checkpoint_id,
-            value=engine_services._canonical(pending.value),
+            value=canonical_json(pending.value),
             search_text=search_text(thread, pending.node, pending.value, summary=summary),
         )
         engine_services.record_event(
@@ -268,7 +269,7 @@ def decide(
         review = _locked_review(review)
         if not can_review(actor, review.thread.workflow):
             raise InvalidDecision("You are not a reviewer of this workflow.")
-        _require_registered(review.thread.workflow)
+        spec = _registered(review.thread.workflow)
         if review.status == Review.Status.DECIDED:
             raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review))
         if review.status == Review.Status.CANCELLED:
@@ -287,16 +288,15 @@ def decide(
             raise StaleReview(f"The thread is {thread.status}; this review no longer applies.")
         if engine.checkpoint_id_of(engine.head(thread.workflow, thread.thread_id)) != review.checkpoint_id:
             raise StaleReview("The thread has moved on since this review was opened; reload it.")
-        spec = registry.get(thread.workflow)
         try:
             updates = spec.validate_updates(updates)
         except registry.InvalidUpdate as exc:
             raise InvalidDecision(f"Some edits do not fit: {exc}.") from None
-        if review.kind == Review.Kind.BREAKPOINT:
-            # What the workflow says approve / reject mean at its breakpoints (expense_approval:
-            # approved=True / False). The button wins over a field edited the other way:
-            # "reject" must never pay.
-            updates = {**updates, **implied_updates(review, action, spec)}
+        # What the workflow says approve / reject mean at its breakpoints (expense_approval:
+        # approved=True / False). The button wins over a field edited the other way:
+        # "reject" must never pay.
+        updates = {**updates, **implied_updates(review, action, spec)}
+        stored_updates = spec.dump_updates(updates)
         if review.kind == Review.Kind.BREAKPOINT and action == Decision.Action.RESPOND:
             raise InvalidDecision("A breakpoint takes approve or reject.")
         answer = _answer(review, action, response, comment)
@@ -306,10 +306,8 @@ def decide(
                     review=review,
                     actor=actor,
                     action=action,
-                    updates={"after": engine_services.canonical_json(spec.dump_updates(updates))}
-                    if updates
-                    else {},
-                    response=engine_services._canonical(answer),
+                    updates={"after": canonical_json(stored_updates)} if updates else {},
+                    response=canonical_json(answer),
                     comment=comment,
                     checkpoint_id=checkpoint_id,
                 )
@@ -357,7 +355,7 @@ def decide(
                 "node": review.node,
                 "interrupt_id": review.interrupt_id,
                 "checkpoint_id": checkpoint_id,
-                "updates": spec.dump_updates(updates),
+                "updates": stored_updates,
                 "comment": comment,
             },
         )
@@ -375,9 +373,9 @@ def unregistered_message(workflow: str) -> str:
     )
 
 
-def _require_registered(workflow: str) -> None:
+def _registered(workflow: str) -> registry.Workflow:
     try:
-        registry.get(workflow)
+        return registry.get(workflow)
     except LookupError:
         raise WorkflowGone(unregistered_message(workflow)) from None
 
@@ -555,19 +553,16 @@ ANONYMOUS = "anonymous"
 
 def record_login_failure(*, username: str, ip_address: str) -> None:
     """Audit one refused sign-in (a wrong password, or any password while locked out)."""
-    with transaction.atomic():
-        engine_services.record_event(
-            action="login.failed",
-            actor_label=ANONYMOUS,
-            data={"username": username, "ip_address": ip_address},
-        )
+    _record_sign_in("login.failed", username=username, ip_address=ip_address)
 
 
 def record_lockout(*, username: str, ip_address: str) -> None:
     """Audit that a user name is locked out for a client after too many failures."""
+    _record_sign_in("login.locked_out", username=username, ip_address=ip_address)
+
+
+def _record_sign_in(action: str, *, username: str, ip_address: str) -> None:
     with transaction.atomic():
         engine_services.record_event(
-            action="login.locked_out",
-            actor_label=ANONYMOUS,
-            data={"username": username, "ip_address": ip_address},
+            action=action, actor_label=ANONYMOUS, data={"username": username, "ip_address": ip_address}
         )

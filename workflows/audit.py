@@ -32,6 +32,7 @@ from django.db import connection
 from django.db.models import Count, Max
 from django.utils import timezone
 
+from workflows.canonical import canonical_json
 from workflows.models import AuditEvent
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Who an event is credited to when no person made the change.
+WORKER = "system:worker"
 KEYED = "hmac-sha256"
 PLAIN = "sha256"
 # One key for the whole audit chain: appends are serialized so each sees the last hash.
@@ -103,9 +106,6 @@ def record_event(
 ) -> AuditEvent:
     """Append one audit event, chained to the last; only inside the change's transaction.
     Takes the audit lock (PostgreSQL), held until the transaction ends."""
-    # services imports this module; its helpers are read when an event is written.
-    from workflows import services
-
     if not connection.in_atomic_block:
         raise RuntimeError("audit events are written inside the transaction of the change they record")
     if connection.vendor == "postgresql":
@@ -113,8 +113,8 @@ def record_event(
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_LOCK])
     # SQLite needs no lock: every transaction starts with BEGIN IMMEDIATE, one writer at a time.
     last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-    label = actor_label or (actor.get_username() if actor is not None else services.WORKER)
-    payload = services._canonical(dict(data or {}))
+    label = actor_label or (actor.get_username() if actor is not None else WORKER)
+    payload = canonical_json(dict(data or {}))
     event = AuditEvent(
         actor_id=actor.pk if actor is not None else None,
         actor_label=label,

@@ -113,13 +113,17 @@ def execute_run(run_id: int) -> Outcome:
         heartbeat.join()
 
 
+# The database errors that may pass. Django wraps the driver's errors by their DB-API class:
+# a lost or refused connection, a serialization failure and a deadlock (psycopg's
+# SerializationFailure and DeadlockDetected) arrive as OperationalError, as does SQLite's
+# "database is locked"; a closed connection as InterfaceError. IntegrityError, DataError,
+# ProgrammingError and the rest come back the same on every attempt.
+TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
 def is_transient(exc: DatabaseError) -> bool:
-    """Whether another attempt may succeed. Django wraps the driver's errors by their DB-API
-    class: a lost connection, a serialization failure and a deadlock (psycopg's
-    SerializationFailure and DeadlockDetected) arrive as OperationalError, as does SQLite's
-    "database is locked"; a closed connection as InterfaceError. IntegrityError, DataError,
-    ProgrammingError and the rest come back the same on every attempt."""
-    return isinstance(exc, (OperationalError, InterfaceError))
+    """Whether another attempt may succeed (see TRANSIENT_DATABASE_ERRORS)."""
+    return isinstance(exc, TRANSIENT_DATABASE_ERRORS)
 
 
 def _fail(run_id: int, token: str, exc: BaseException) -> Outcome:

@@ -24,12 +24,6 @@ from typing import Any
 
 from django.conf import settings
 
-# Past this, msgpack (ormsgpack) refuses to encode a value: "Recursion limit reached".
-MSGPACK_MAX_DEPTH = 255
-# What a checked value may use of that: the checkpoint and the audit event nest it a few
-# levels deeper ({"updates": {"after": {field: value}}}), and Python's json gives up far later.
-HARD_MAX_DEPTH = 200
-
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
@@ -37,16 +31,14 @@ _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _SCALAR_BYTES = 8
 
 
-class Unstorable(ValueError):
-    """A value the checkpoint or the database cannot store; the message says why."""
-
-
 def max_depth() -> int:
-    return int(getattr(settings, "SIGNOFF_MAX_VALUE_DEPTH", 64))
+    depth: int = settings.SIGNOFF_MAX_VALUE_DEPTH
+    return depth
 
 
 def max_bytes() -> int:
-    return int(getattr(settings, "SIGNOFF_MAX_VALUE_BYTES", 1_000_000))
+    size: int = settings.SIGNOFF_MAX_VALUE_BYTES
+    return size
 
 
 def json_depth(text: str) -> int:
@@ -122,10 +114,3 @@ def storable_problem(value: Any) -> str | None:
         if size > size_limit:
             return f"it is larger than {size_limit:,} bytes"
     return None
-
-
-def check_storable(value: Any, *, what: str = "the value") -> None:
-    """Raise Unstorable naming `what` when `value` cannot be stored (see storable_problem)."""
-    problem = storable_problem(value)
-    if problem:
-        raise Unstorable(f"{what} cannot be stored: {problem}")

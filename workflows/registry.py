@@ -24,6 +24,8 @@ from langgraph.types import All
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from workflows.canonical import load_canonical_json
+
 Builder = Callable[[], StateGraph[Any, Any, Any, Any]]
 
 
@@ -75,19 +77,11 @@ class Workflow:
     def dump_updates(self, updates: Mapping[str, Any]) -> dict[str, Any]:
         """Edits as JSON data (`load_updates` gives back the same values): how a Decision, a
         Run's command and the audit trail store them. Values are validated on the way."""
-        return {
-            name: _dump(self.field_types[name], value)
-            for name, value in self.validate_updates(updates).items()
-        }
+        return _dump_all(self.field_types, self.validate_updates(updates))
 
     def load_updates(self, stored: Mapping[str, Any]) -> dict[str, Any]:
         """Edits stored by `dump_updates` (and `canonical_json`), as the schema's types."""
-        from workflows.services import load_canonical_json
-
-        loaded = load_canonical_json(dict(stored))
-        known = {name: value for name, value in loaded.items() if name in self.field_types}
-        # A field no longer editable (the workflow changed since) travels as it was stored.
-        return {**loaded, **_convert_all(self.field_types, known)}
+        return _load_all(self.field_types, stored)
 
     @cached_property
     def input_types(self) -> dict[str, Any]:
@@ -105,17 +99,10 @@ class Workflow:
 
     def dump_input(self, input: Mapping[str, Any]) -> dict[str, Any]:
         """A start input as JSON data that `load_input` turns back into the same values."""
-        typed = self.validate_input(input)
-        return {name: _dump(self.input_types[name], value) for name, value in typed.items()}
+        return _dump_all(self.input_types, self.validate_input(input))
 
     def load_input(self, stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if stored is None:
-            return None
-        from workflows.services import load_canonical_json
-
-        loaded = load_canonical_json(dict(stored))
-        known = {name: value for name, value in loaded.items() if name in self.input_types}
-        return {**loaded, **_convert_all(self.input_types, known)}
+        return None if stored is None else _load_all(self.input_types, stored)
 
     @property
     def breakpoints(self) -> tuple[str, ...]:
@@ -137,11 +124,6 @@ class InvalidUpdate(ValueError):
     def __init__(self, errors: dict[str, str]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
-
-
-@functools.lru_cache(maxsize=256)
-def _adapter(hint: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(hint)
 
 
 @functools.lru_cache(maxsize=256)
@@ -190,6 +172,18 @@ def _convert_all(types: Mapping[str, Any], values: Mapping[str, Any]) -> dict[st
 def _dump(hint: Any, value: Any) -> Any:
     adapter = _adapter_or_none(hint)
     return value if adapter is None else adapter.dump_python(value, mode="json")
+
+
+def _dump_all(types: Mapping[str, Any], typed: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _dump(types[name], value) for name, value in typed.items()}
+
+
+def _load_all(types: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Values stored by `_dump_all` and `canonical_json`, as `types`. A field `types` no longer
+    has (the workflow changed since) travels as it was stored."""
+    loaded = load_canonical_json(dict(stored))
+    known = {name: value for name, value in loaded.items() if name in types}
+    return {**loaded, **_convert_all(types, known)}
 
 
 _registry: dict[str, Workflow] = {}
@@ -268,18 +262,13 @@ def add(workflow: Workflow) -> Workflow:
             f"not {type(graph).__name__}"
         )
     fields = schema_fields(graph.state_schema)
-    missing = [name for name in workflow.editable if name not in fields]
-    if missing:
-        raise ImproperlyConfigured(
-            f"workflow {workflow.name!r} ({where}): editable field(s) {', '.join(missing)} are not in "
-            f"the state schema {graph.state_schema.__name__} (fields: {', '.join(fields) or 'none'})"
-        )
-    missing = [name for name in workflow.summary_fields if name not in fields]
-    if missing:
-        raise ImproperlyConfigured(
-            f"workflow {workflow.name!r} ({where}): summary field(s) {', '.join(missing)} are not in "
-            f"the state schema {graph.state_schema.__name__} (fields: {', '.join(fields) or 'none'})"
-        )
+    for kind, names in (("editable", workflow.editable), ("summary", workflow.summary_fields)):
+        missing = [name for name in names if name not in fields]
+        if missing:
+            raise ImproperlyConfigured(
+                f"workflow {workflow.name!r} ({where}): {kind} field(s) {', '.join(missing)} are not in "
+                f"the state schema {graph.state_schema.__name__} (fields: {', '.join(fields) or 'none'})"
+            )
     for kind, nodes in (
         ("interrupt_before", workflow.interrupt_before),
         ("interrupt_after", workflow.interrupt_after),

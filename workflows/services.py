@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
-import math
 import os
-import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -25,26 +22,27 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from langgraph.types import StateSnapshot
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from workflows import engine, limits, registry
+from workflows import audit, engine, limits, registry
 
-# The audit chain lives in workflows.audit; these names stay importable from here.
+# The audit chain lives in workflows.audit and the JSON the app stores in workflows.canonical;
+# these names stay importable from here.
 from workflows.audit import ChainBreak as ChainBreak
 from workflows.audit import event_hash as event_hash
 from workflows.audit import record_event as record_event
 from workflows.audit import verify_audit_chain as verify_audit_chain
+from workflows.canonical import canonical_json as canonical_json
+from workflows.canonical import load_canonical_json as load_canonical_json
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Checkpoint, Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
 
 logger = logging.getLogger(__name__)
 
-WORKER = "system:worker"
+WORKER = audit.WORKER
 SWEEPER = "system:sweeper"
 
 Actor = User | None
@@ -64,87 +62,6 @@ class InvalidState(ServiceError):
 
 class EditConflict(ServiceError):
     """An edit of a field another answer already changed at this pause."""
-
-
-# -- audit ----------------------------------------------------------------------------
-
-
-class _Encoder(DjangoJSONEncoder):
-    def default(self, o: Any) -> Any:
-        try:
-            return super().default(o)
-        except TypeError:
-            # Enums, Pydantic models, dataclasses (what a state schema may hold); anything
-            # else still raises TypeError.
-            try:
-                return to_jsonable_python(o)
-            except PydanticSerializationError as exc:
-                raise TypeError(str(exc)) from None
-
-
-# The stated form of what JSON (or PostgreSQL's jsonb) cannot hold, one tag per object:
-#   {"$float": "NaN" | "Infinity" | "-Infinity"}   a float JSON has no literal for
-#   {"$str": "<unicode_escape of the text>"}        a str with NUL or a lone surrogate
-#   {"$dict": {...}}                                a dict that would read as one of these tags
-_TAGS = frozenset({"$float", "$str", "$dict"})
-
-
-def canonical_json(value: Any) -> Any:
-    """`value` as plain JSON data the database stores and loads back as is: Decimal, dates,
-    UUIDs, Enums and models as DjangoJSONEncoder / Pydantic write them, and what JSON cannot
-    hold in the tagged form above; `load_canonical_json` reverses the tags. Raises TypeError
-    for a value nothing can write as JSON."""
-    return _tag(json.loads(json.dumps(value, cls=_Encoder)))
-
-
-def _tag(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"$float": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
-    if isinstance(value, str):
-        if "\x00" in value or _LONE_SURROGATE.search(value):
-            return {"$str": value.encode("unicode_escape").decode("ascii")}
-        return value
-    if isinstance(value, list):
-        return [_tag(item) for item in value]
-    if isinstance(value, dict):
-        tagged = {_untagged_key(key): _tag(item) for key, item in value.items()}
-        if len(value) == 1 and next(iter(value)) in _TAGS:
-            return {"$dict": tagged}
-        return tagged
-    return value
-
-
-def _untagged_key(key: str) -> str:
-    # A key is a string too: PostgreSQL refuses NUL in keys as in values. No tag can sit in
-    # a key, so such a key is written escaped, which is the one lossy case, and rare enough.
-    if "\x00" in key or _LONE_SURROGATE.search(key):
-        return key.encode("unicode_escape").decode("ascii")
-    return key
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def load_canonical_json(value: Any) -> Any:
-    """The value `canonical_json` stored, with its tags read back (NaN, infinities, strings
-    PostgreSQL cannot hold)."""
-    if isinstance(value, list):
-        return [load_canonical_json(item) for item in value]
-    if isinstance(value, dict):
-        if len(value) == 1:
-            ((tag, inner),) = value.items()
-            if tag == "$float" and isinstance(inner, str):
-                return float(inner.replace("Infinity", "inf"))
-            if tag == "$str" and isinstance(inner, str):
-                return inner.encode("ascii").decode("unicode_escape")
-            if tag == "$dict" and isinstance(inner, dict):
-                return {key: load_canonical_json(item) for key, item in inner.items()}
-        return {key: load_canonical_json(item) for key, item in value.items()}
-    return value
-
-
-# The name approvals and older code use.
-_canonical = canonical_json
 
 
 # -- doorbell -------------------------------------------------------------------------
@@ -169,7 +86,7 @@ def _queue_run(
             run = Run.objects.create(
                 thread=thread,
                 kind=kind,
-                command=_canonical(command),
+                command=canonical_json(command),
                 from_checkpoint_id=from_checkpoint_id,
                 created_by=actor if actor is not None and actor.pk else None,
                 enqueued_at=timezone.now(),
@@ -203,16 +120,14 @@ def lock_thread(thread: Thread | int) -> tuple[Thread, Run | None]:
 
 
 def _lock_run(run_id: int) -> Run | None:
-    """Lock a run for the worker or the sweeper: its thread's row first, then the run (the
-    one lock order, see `lock_thread`). None when there is no such run."""
+    """Lock an active run for the worker: its thread's row first, then the run (the one lock
+    order, see `lock_thread`). None when there is no such run or it is no longer active:
+    nothing is left for a worker to claim or record then."""
     thread_id = Run.objects.filter(pk=run_id).values_list("thread_id", flat=True).first()
     if thread_id is None:
         return None
-    thread, _ = lock_thread(thread_id)
-    run = Run.objects.select_for_update(no_key=True).filter(pk=run_id).first()
-    if run is not None:
-        run.thread = thread
-    return run
+    _, active = lock_thread(thread_id)
+    return active if active is not None and active.pk == run_id else None
 
 
 def _set_thread(thread: Thread, **changes: Any) -> None:
@@ -228,10 +143,9 @@ def _head_checkpoint_id(thread: Thread) -> str:
 def _refuse_unstorable(value: Any, *, what: str) -> None:
     """InvalidState for a value the checkpoint or the database cannot store (too deep, too
     large, a NUL or a lone surrogate): refused here, it can never fail a thread in the worker."""
-    try:
-        limits.check_storable(value, what=what)
-    except limits.Unstorable as exc:
-        raise InvalidState(str(exc)) from None
+    problem = limits.storable_problem(value)
+    if problem:
+        raise InvalidState(f"{what} cannot be stored: {problem}")
 
 
 # -- threads --------------------------------------------------------------------------
@@ -247,13 +161,13 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
         raise InvalidState("the input must be a JSON object of state fields")
     _refuse_unstorable(input, what="the input")
     try:
-        _canonical(dict(input))
+        canonical_json(dict(input))
     except TypeError as exc:
         raise InvalidState(f"the input must be JSON: {exc}") from None
     try:
         # Checked against the schema now: a bad field would otherwise start a thread whose
         # review form then shows it as an edit nobody made.
-        payload = _canonical(spec.dump_input(input))
+        payload = canonical_json(spec.dump_input(input))
     except registry.InvalidUpdate as exc:
         raise InvalidState(f"the input does not fit the state schema of {spec.name}: {exc}") from None
     with transaction.atomic():
@@ -333,7 +247,7 @@ def resume_thread(
             merged["resume"] = {**merged.get("resume", {}), **command.get("resume", {})}
             merged["update"] = {**merged.get("update", {}), **command.get("update", {})}
             merged["proceed"] = bool(merged.get("proceed") or proceed)
-            active.command = _canonical({key: value for key, value in merged.items() if value})
+            active.command = canonical_json({key: value for key, value in merged.items() if value})
             active.from_checkpoint_id = head_id
             active.save(update_fields=["command", "from_checkpoint_id"])
             run = active
@@ -397,9 +311,9 @@ def _typed_updates(spec: registry.Workflow, updates: Mapping[str, Any]) -> dict[
 def _edit_json(spec: registry.Workflow, name: str, value: Any) -> Any:
     """One edited field's value as stored, to compare two edits of it."""
     try:
-        return _canonical(spec.dump_updates({name: value}))
+        return canonical_json(spec.dump_updates({name: value}))
     except registry.InvalidUpdate:
-        return _canonical({name: value})
+        return canonical_json({name: value})
 
 
 def _dumped_state(spec: registry.Workflow, snapshot: StateSnapshot, fields: Mapping[str, Any]) -> Any:
@@ -612,7 +526,7 @@ def claim_run(*, run_id: int, holder: str) -> Claim:
     """Take a queued run (or one whose holder lost its lease) with a fresh token."""
     with transaction.atomic():
         run = _lock_run(run_id)
-        if run is None or run.status not in ACTIVE_RUN_STATUSES:
+        if run is None:
             return Claim()
         now = timezone.now()
         if run.status == Run.Status.RUNNING:
