@@ -5,9 +5,15 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 
-from tests.factories import capture_doorbell, make_user
+from approvals.models import Review
+from tests.factories import capture_doorbell, make_user, open_review, registered, run_queued
+from tests.fake_workflows import TYPED_INPUT, build_typed
+from tests.pages import client_for, expense_thread
+from workflows import registry, services
 from workflows.checkpointer import DjangoSaver, close_write_connections
+from workflows.models import Thread
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -70,3 +76,66 @@ def reviewer() -> User:
 @pytest.fixture
 def other_reviewer() -> User:
     return make_user("oscar", groups=["finance", "editors", "contracts"])
+
+
+# What the reviewer's pages are tested on (tests/test_queue.py, test_review_page.py, ...).
+@pytest.fixture
+def expense(staff: User) -> Thread:
+    return expense_thread(staff)
+
+
+@pytest.fixture
+def review(expense: Thread) -> Review:
+    return open_review(expense)
+
+
+@pytest.fixture
+def contract(staff: User) -> Thread:
+    thread = services.start_thread(
+        workflow="parallel_approval",
+        input={"counterparty": "Acme", "value": 5000.0},
+        actor=staff,
+        title="Acme contract",
+    )
+    run_queued(thread)
+    return thread
+
+
+@pytest.fixture
+def rita(reviewer: User) -> Client:
+    return client_for(reviewer)
+
+
+@pytest.fixture
+def oscar(other_reviewer: User) -> Client:
+    return client_for(other_reviewer)
+
+
+@pytest.fixture
+def mixed(staff: User, contract: Thread) -> dict[str, Any]:
+    """Two expense claims and a contract (two parallel reviews): four open reviews."""
+    lyon = expense_thread(staff, "Train to Lyon")
+    laptop = expense_thread(staff, "New laptop", description="A laptop", category="equipment", amount=1500.0)
+    return {
+        "lyon": open_review(lyon),
+        "laptop": open_review(laptop),
+        "legal": open_review(contract, "legal"),
+        "finance": open_review(contract, "finance"),
+    }
+
+
+@pytest.fixture
+def typed(staff: User) -> Iterator[Thread]:
+    workflow = registry.Workflow(
+        name="typed_fields",
+        title="Typed fields",
+        builder=build_typed,
+        reviewer_group="finance",
+        editable=tuple(TYPED_INPUT),
+        interrupt_before=("finish",),
+    )
+    with registered(workflow):
+        thread = services.start_thread(workflow="typed_fields", input=TYPED_INPUT, actor=staff)
+        run_queued(thread)
+        assert thread.status == Thread.Status.INTERRUPTED
+        yield thread

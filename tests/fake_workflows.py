@@ -250,3 +250,58 @@ def not_a_number() -> StateGraph[FaultState]:
     builder.add_edge(START, "divide")
     builder.add_edge("divide", END)
     return builder
+
+
+# -- the reviewer's pages (issue 4): an agent-inbox request, and fields of every widget ------
+
+
+class InboxState(TypedDict):
+    to: str
+    note: NotRequired[str]
+
+
+def build_inbox(allow_edit: bool = False) -> StateGraph[InboxState]:
+    def ask(state: InboxState) -> dict[str, Any]:
+        request = {
+            "action_request": {"action": "send_mail", "args": {"to": state["to"], "subject": "Q3 numbers"}},
+            "config": {
+                "allow_accept": True,
+                "allow_edit": allow_edit,
+                "allow_respond": True,
+                "allow_ignore": False,
+            },
+            "description": (
+                "Send **the figures**? <script>alert(1)</script> <img src=x onerror=alert(2)> "
+                "[click me](javascript:alert(3))"
+            ),
+        }
+        answer = interrupt([request])[0]
+        return {"note": str(answer.get("type"))}
+
+    builder = StateGraph(InboxState)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    return builder
+
+
+class TypedState(TypedDict):
+    flag: bool
+    ratio: float
+    level: Literal["low", "high"]
+    label: str
+    tags: list[str]
+    limits: dict[str, int]
+
+
+def build_typed() -> StateGraph[TypedState]:
+    builder = StateGraph(TypedState)
+    builder.add_node("prepare", lambda state: {"label": state["label"].strip()})
+    builder.add_node("finish", lambda state: {})
+    builder.add_edge(START, "prepare")
+    builder.add_edge("prepare", "finish")
+    builder.add_edge("finish", END)
+    return builder
+
+
+TYPED_INPUT = {"flag": True, "ratio": 0.5, "level": "low", "label": "Q3", "tags": ["a"], "limits": {"x": 1}}
