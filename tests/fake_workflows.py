@@ -1,16 +1,22 @@
-"""Workflows for the tests that run real worker processes (loaded via SIGNOFF_GRAPH_MODULES).
+"""Every fake graph of the tests, deterministic and with no model calls.
 
-Every node execution is counted in a table, `signoff_test_node_calls`, because the
-nodes run in other processes; tests read the counts back with `node_calls`.
-Behaviour is steered by the thread's input, so one registration serves every test:
-`hold_at` makes that node's first call wait while the file `hold_file` exists (so a
-test can kill or freeze the worker there), `die_at` makes that node kill its
-worker process every time, and `pause` makes every node sleep that many seconds.
+- Registered at import (`@register`), for tests whose runs execute in real worker
+  processes, which load this module through SIGNOFF_GRAPH_MODULES: their node executions
+  are counted in a table, `signoff_test_node_calls`, read back with `node_calls`.
+  Behaviour is steered by the thread's input, so one registration serves every test:
+  `hold_at` makes that node's first call wait while the file `hold_file` exists (so a
+  test can kill or freeze the worker there), `die_at` makes that node kill its worker
+  process every time, and `pause` makes every node sleep that many seconds.
+- `build_*` builders that a test registers for itself with `tests.factories.registered`,
+  run in this process; the counted ones count node executions in `CALLS`.
+- `make_*_graph` graphs compiled against a saver the test passes, with no registry, for the
+  checkpointer's own tests; `config_for` is their config.
 """
 
 from __future__ import annotations
 
 import enum
+import operator
 import os
 import time
 from collections import Counter
@@ -18,18 +24,24 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from uuid import UUID
 
 from django.db import connection
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import interrupt
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import RetryPolicy, interrupt
 from pydantic import BaseModel
 
 from workflows.registry import register
 
+# -- run in worker processes, every node execution counted in a table ---------------------------
+
 CALLS_TABLE = "signoff_test_node_calls"
+
+
 STEPS = ("s1", "s2", "s3", "s4", "s5")
 
 
@@ -96,7 +108,7 @@ def five_steps() -> StateGraph[StepsState]:
     return builder
 
 
-# -- typed edits (issue 9): every kind of field a reviewer may edit --------------------------
+# -- typed edits (issue 9): every kind of field a reviewer may edit ----------------------------
 
 
 class Level(enum.StrEnum):
@@ -210,7 +222,7 @@ def typed_bulk() -> StateGraph[TypedEditState]:
     return _typed_builder(ask=False)
 
 
-# -- honest failures (issue 9): a node whose database work fails the same way every time ------
+# -- honest failures (issue 9): a node whose database work fails the same way every time -------
 
 
 class FaultState(TypedDict):
@@ -252,7 +264,125 @@ def not_a_number() -> StateGraph[FaultState]:
     return builder
 
 
-# -- the reviewer's pages (issue 4): an agent-inbox request, and fields of every widget ------
+# -- run in this process, every node execution counted in CALLS --------------------------------
+
+
+CALLS: Counter[str] = Counter()
+
+
+class CountState(TypedDict):
+    count: int
+
+
+def counted_step(name: str, *, fails: int = 0) -> Any:
+    def node(state: CountState) -> dict[str, int]:
+        CALLS[name] += 1
+        if CALLS[name] <= fails:
+            raise RuntimeError(f"{name} failed (call {CALLS[name]})")
+        return {"count": state["count"] + 1}
+
+    return node
+
+
+def build_three_steps() -> StateGraph[CountState]:
+    """step1 -> step2 -> step3, each adding 1 to count; step3 fails on its first call."""
+    builder = StateGraph(CountState)
+    builder.add_node("step1", counted_step("step1"))
+    builder.add_node("step2", counted_step("step2"))
+    builder.add_node("step3", counted_step("step3", fails=1))
+    builder.add_edge(START, "step1")
+    builder.add_edge("step1", "step2")
+    builder.add_edge("step2", "step3")
+    builder.add_edge("step3", END)
+    return builder
+
+
+def build_flaky_with_retry_policy() -> StateGraph[CountState]:
+    builder = StateGraph(CountState)
+    builder.add_node("step1", counted_step("step1"))
+    builder.add_node(
+        "flaky",
+        counted_step("flaky", fails=2),
+        retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.0, jitter=False, retry_on=RuntimeError),
+    )
+    builder.add_edge(START, "step1")
+    builder.add_edge("step1", "flaky")
+    builder.add_edge("flaky", END)
+    return builder
+
+
+class ExpenseState(TypedDict, total=False):
+    amount: float
+    approved: bool
+    outcome: str
+
+
+def build_counted_expense() -> StateGraph[ExpenseState]:
+    def draft(state: ExpenseState) -> ExpenseState:
+        CALLS["draft"] += 1
+        return {"approved": False}
+
+    def pay(state: ExpenseState) -> ExpenseState:
+        CALLS["pay"] += 1
+        return {"outcome": f"paid {state['amount']:.2f}" if state.get("approved") else "rejected"}
+
+    builder = StateGraph(ExpenseState)
+    builder.add_node("draft", draft)
+    builder.add_node("pay", pay)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "pay")
+    builder.add_edge("pay", END)
+    return builder
+
+
+# -- where a thread pauses: a dynamic interrupt, a breakpoint, two breakpoints at once ---------
+
+
+class AskState(TypedDict):
+    title: str
+    data: NotRequired[dict[str, Any]]
+    answer: NotRequired[str]
+
+
+def build_ask() -> StateGraph[AskState]:
+    def ask(state: AskState) -> dict[str, Any]:
+        answer = interrupt({"question": "Is the data right?"})
+        return {"answer": str(answer.get("action"))}
+
+    builder = StateGraph(AskState)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    return builder
+
+
+def build_check() -> StateGraph[AskState]:
+    builder = StateGraph(AskState)
+    builder.add_node("prepare", lambda state: {"answer": ""})
+    builder.add_node("finish", lambda state: {"answer": "done"})
+    builder.add_edge(START, "prepare")
+    builder.add_edge("prepare", "finish")
+    builder.add_edge("finish", END)
+    return builder
+
+
+class GateState(TypedDict, total=False):
+    done: list[str]
+
+
+def build_two_gates() -> StateGraph[GateState]:
+    builder = StateGraph(GateState)
+    builder.add_node("prepare", lambda state: {"done": []})
+    builder.add_node("ship", lambda state: {})
+    builder.add_node("bill", lambda state: {})
+    builder.add_edge(START, "prepare")
+    builder.add_edge("prepare", "ship")
+    builder.add_edge("prepare", "bill")
+    builder.add_edge(["ship", "bill"], END)
+    return builder
+
+
+# -- the reviewer's pages (issue 4): an agent-inbox request, and fields of every widget --------
 
 
 class InboxState(TypedDict):
@@ -305,3 +435,106 @@ def build_typed() -> StateGraph[TypedState]:
 
 
 TYPED_INPUT = {"flag": True, "ratio": 0.5, "level": "low", "label": "Q3", "tags": ["a"], "limits": {"x": 1}}
+
+
+# -- compiled against the saver a test passes, no registry (the checkpointer's tests) ----------
+
+
+def make_seed_graph(
+    checkpointer: BaseCheckpointSaver[Any], calls: Counter[str], *, crashes: int = 1
+) -> CompiledStateGraph[Any]:
+    """The seed document's demo: three steps adding 1; step 3 raises `crashes` times."""
+
+    def step(name: str, *, crash: bool = False) -> Any:
+        def node(state: CountState) -> CountState:
+            calls[name] += 1
+            if crash and calls[name] <= crashes:
+                raise RuntimeError("Simulated crash")
+            return {"count": state["count"] + 1}
+
+        return node
+
+    builder = StateGraph(CountState)
+    builder.add_node("step1", step("step1"))
+    builder.add_node("step2", step("step2"))
+    builder.add_node("step3", step("step3", crash=True))
+    builder.add_edge(START, "step1")
+    builder.add_edge("step1", "step2")
+    builder.add_edge("step2", "step3")
+    builder.add_edge("step3", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+def make_expense_graph(
+    checkpointer: BaseCheckpointSaver[Any], calls: Counter[str]
+) -> CompiledStateGraph[Any]:
+    """draft -> (breakpoint) -> pay or reject, decided by `approved`."""
+
+    def draft(state: ExpenseState) -> ExpenseState:
+        calls["draft"] += 1
+        return {"amount": state.get("amount", 0.0), "approved": False}
+
+    def pay(state: ExpenseState) -> ExpenseState:
+        calls["pay"] += 1
+        if state.get("approved"):
+            return {"outcome": f"paid {state['amount']:.2f}"}
+        return {"outcome": "rejected"}
+
+    builder = StateGraph(ExpenseState)
+    builder.add_node("draft", draft)
+    builder.add_node("pay", pay)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "pay")
+    builder.add_edge("pay", END)
+    return builder.compile(checkpointer=checkpointer, interrupt_before=["pay"])
+
+
+class LogState(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def make_log_graph(
+    checkpointer: BaseCheckpointSaver[Any], calls: Counter[str], nodes: tuple[str, ...] = ("a", "b", "c")
+) -> CompiledStateGraph[Any]:
+    """A chain of nodes, each appending its name to an accumulating list."""
+
+    def append(name: str) -> Any:
+        def node(state: LogState) -> LogState:
+            calls[name] += 1
+            return {"log": [name]}
+
+        return node
+
+    builder = StateGraph(LogState)
+    previous = START
+    for name in nodes:
+        builder.add_node(name, append(name))
+        builder.add_edge(previous, name)
+        previous = name
+    builder.add_edge(previous, END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+class GrowState(TypedDict):
+    items: Annotated[list[Any], operator.add]
+    target: int
+
+
+def make_growing_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
+    """One node that loops on itself, appending one item a step until `target` items."""
+
+    def grow(state: GrowState) -> dict[str, Any]:
+        return {"items": [f"item-{len(state['items']):05d}-" + "x" * 40]}
+
+    def more(state: GrowState) -> str:
+        return "grow" if len(state["items"]) < state["target"] else END
+
+    builder = StateGraph(GrowState)
+    builder.add_node("grow", grow)
+    builder.add_edge(START, "grow")
+    builder.add_conditional_edges("grow", more, ["grow", END])
+    return builder.compile(checkpointer=checkpointer)
+
+
+def config_for(thread_id: str, **configurable: Any) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id, **configurable}}

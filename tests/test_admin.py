@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from tests.graphs import config_for, make_log_graph
+from tests.fake_workflows import config_for, make_log_graph
 from workflows.checkpointer import DjangoSaver
 from workflows.models import Checkpoint
 

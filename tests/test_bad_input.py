@@ -6,19 +6,18 @@ reject racing completion get a clear page."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import interrupt
 
 from approvals import services as approvals
 from approvals.forms import RollbackForm
 from approvals.models import Review
 from tests.factories import head, open_review, registered, row_counts, run_queued
+from tests.fake_workflows import build_ask, build_check
 from tests.html import form_fields
 from workflows import engine, limits, registry, services
 from workflows.models import AuditEvent, Checkpoint, CheckpointBlob, Thread
@@ -56,34 +55,6 @@ def review_form(client: Client, review: Review, **changes: str) -> dict[str, str
     fields = form_fields(response.text, "decision-form")
     fields.update(changes)
     return fields
-
-
-class AskState(TypedDict):
-    title: str
-    data: NotRequired[dict[str, Any]]
-    answer: NotRequired[str]
-
-
-def build_ask() -> StateGraph[AskState]:
-    def ask(state: AskState) -> dict[str, Any]:
-        answer = interrupt({"question": "Is the data right?"})
-        return {"answer": str(answer.get("action"))}
-
-    builder = StateGraph(AskState)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
-    return builder
-
-
-def build_check() -> StateGraph[AskState]:
-    builder = StateGraph(AskState)
-    builder.add_node("prepare", lambda state: {"answer": ""})
-    builder.add_node("finish", lambda state: {"answer": "done"})
-    builder.add_edge(START, "prepare")
-    builder.add_edge("prepare", "finish")
-    builder.add_edge("finish", END)
-    return builder
 
 
 def _paused(staff: User, workflow: registry.Workflow) -> Iterator[Thread]:

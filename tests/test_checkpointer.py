@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.base.id import uuid6
 
-from tests.graphs import config_for, make_expense_graph, make_growing_graph, make_log_graph
+from tests.fake_workflows import config_for, make_expense_graph, make_growing_graph, make_log_graph
 from workflows import checkpointer
 from workflows.checkpointer import BrokenDeltaChain, DjangoSaver
 from workflows.models import Checkpoint, CheckpointBlob, CheckpointWrite

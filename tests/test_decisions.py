@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TypedDict
 
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
-from langgraph.graph import END, START, StateGraph
 
 from approvals import queries
 from approvals.models import Decision, Review
@@ -27,6 +25,7 @@ from tests.factories import (
     row_counts,
     run_queued,
 )
+from tests.fake_workflows import build_two_gates
 from workflows import registry, services
 from workflows.models import Run, Thread
 
@@ -150,22 +149,6 @@ def test_rejecting_an_expense_takes_the_reject_branch_even_if_approved_was_ticke
     assert expense.status == Thread.Status.COMPLETED
     assert head(expense).values["approved"] is False
     assert head(expense).values["outcome"] == "rejected"
-
-
-class GateState(TypedDict, total=False):
-    done: list[str]
-
-
-def build_two_gates() -> StateGraph[GateState]:
-    builder = StateGraph(GateState)
-    builder.add_node("prepare", lambda state: {"done": []})
-    builder.add_node("ship", lambda state: {})
-    builder.add_node("bill", lambda state: {})
-    builder.add_edge(START, "prepare")
-    builder.add_edge("prepare", "ship")
-    builder.add_edge("prepare", "bill")
-    builder.add_edge(["ship", "bill"], END)
-    return builder
 
 
 @pytest.fixture

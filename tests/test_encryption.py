@@ -289,7 +289,7 @@ def test_a_tampered_or_moved_ciphertext_is_refused(reviewer: User):
 def test_summary_fields_must_be_fields_of_the_state_schema():
     from django.core.exceptions import ImproperlyConfigured
 
-    from tests.counted import build_three_steps
+    from tests.fake_workflows import build_three_steps
 
     with pytest.raises(ImproperlyConfigured, match="summary field.*nope"):
         registry.add(

@@ -17,7 +17,7 @@ from langgraph.func import entrypoint
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 
-from tests.graphs import config_for
+from tests.fake_workflows import config_for
 from workflows.checkpointer import DjangoSaver
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -18,7 +18,6 @@ from django.urls import reverse
 from approvals import queries
 from approvals.forms import sign_pin
 from approvals.models import Review
-from tests.counted import CALLS, build_three_steps
 from tests.factories import (
     EXPENSE,
     decide,
@@ -31,6 +30,7 @@ from tests.factories import (
     row_counts,
     run_queued,
 )
+from tests.fake_workflows import CALLS, build_three_steps
 from tests.html import form_fields
 from workflows import engine, registry
 from workflows.models import AuditEvent, Checkpoint, Run, Thread

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.graphs import (
+from tests.fake_workflows import (
     config_for,
     make_expense_graph,
     make_growing_graph,

@@ -9,18 +9,15 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from langgraph.checkpoint.base.id import uuid6
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import RetryPolicy
 
 from approvals.models import Review
-from tests.counted import CALLS, CountState, build_three_steps, counted_step
 from tests.factories import (
     EXPENSE,
     active_run,
@@ -33,6 +30,12 @@ from tests.factories import (
     registered,
     row_counts,
     run_queued,
+)
+from tests.fake_workflows import (
+    CALLS,
+    build_counted_expense,
+    build_flaky_with_retry_policy,
+    build_three_steps,
 )
 from workflows import engine, registry, services
 from workflows.checkpointer import DjangoSaver, Lease, LeaseLost
@@ -49,44 +52,6 @@ def _fresh_calls() -> None:
 
 
 # -- test workflows whose nodes count their executions ------------------------------------------
-
-
-def build_flaky_with_retry_policy() -> StateGraph[CountState]:
-    builder = StateGraph(CountState)
-    builder.add_node("step1", counted_step("step1"))
-    builder.add_node(
-        "flaky",
-        counted_step("flaky", fails=2),
-        retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.0, jitter=False, retry_on=RuntimeError),
-    )
-    builder.add_edge(START, "step1")
-    builder.add_edge("step1", "flaky")
-    builder.add_edge("flaky", END)
-    return builder
-
-
-class ExpenseState(TypedDict, total=False):
-    amount: float
-    approved: bool
-    outcome: str
-
-
-def build_counted_expense() -> StateGraph[ExpenseState]:
-    def draft(state: ExpenseState) -> ExpenseState:
-        CALLS["draft"] += 1
-        return {"approved": False}
-
-    def pay(state: ExpenseState) -> ExpenseState:
-        CALLS["pay"] += 1
-        return {"outcome": f"paid {state['amount']:.2f}" if state.get("approved") else "rejected"}
-
-    builder = StateGraph(ExpenseState)
-    builder.add_node("draft", draft)
-    builder.add_node("pay", pay)
-    builder.add_edge(START, "draft")
-    builder.add_edge("draft", "pay")
-    builder.add_edge("pay", END)
-    return builder
 
 
 @pytest.fixture
