@@ -1,0 +1,15 @@
+"""The request the views and the error pages see: django-htmx's middleware has set `htmx`."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django_htmx.middleware import HtmxDetails
+
+
+class HtmxHttpRequest(HttpRequest):
+    """An HttpRequest after `django_htmx.middleware.HtmxMiddleware`, which runs right after the
+    two security-header middlewares (config/settings.py), so every middleware and error page
+    of ours can ask too. `request.htmx` is falsy unless htmx sent it (`HX-Request: true`);
+    its attributes read the other HX-* request headers."""
+
+    htmx: HtmxDetails
