@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django_htmx.middleware import HtmxDetails
 
@@ -13,3 +14,11 @@ class HtmxHttpRequest(HttpRequest):
     its attributes read the other HX-* request headers."""
 
     htmx: HtmxDetails
+
+
+def request_user(request: HttpRequest) -> User:
+    """The signed-in user of a request that login_required (or the admin site, which lets only
+    active staff in) has let through: a real User, never AnonymousUser."""
+    user = request.user
+    assert isinstance(user, User)
+    return user

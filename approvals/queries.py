@@ -17,8 +17,10 @@ from urllib.parse import urlencode
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.http import QueryDict
 from django.utils import timezone
 from django_stubs_ext import WithAnnotations
+from langgraph.types import StateSnapshot
 
 from approvals.models import Review
 from workflows import engine, registry
@@ -75,7 +77,7 @@ class QueueFilters:
     errors: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def from_query(cls, params: Any) -> QueueFilters:
+    def from_query(cls, params: QueryDict) -> QueueFilters:
         errors: list[str] = []
         scope = params.get("scope", "all")
         sort = params.get("sort", "waiting")
@@ -99,8 +101,6 @@ class QueueFilters:
 
     def query(self, **changes: Any) -> str:
         """The query string of these filters with some changed (links keep the others)."""
-        from urllib.parse import urlencode
-
         values = {
             "workflow": self.workflow,
             "scope": self.scope,
@@ -296,7 +296,7 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
 
 
 def _author(
-    snapshot: Any, source: str, checkpoint_id: str, people: dict[str, str], edits: dict[str, str]
+    snapshot: StateSnapshot, source: str, checkpoint_id: str, people: dict[str, str], edits: dict[str, str]
 ) -> str:
     if source not in ("loop", "input"):
         return people.get(checkpoint_id, "system")
@@ -460,7 +460,7 @@ class AuditFilters:
     errors: tuple[str, ...] = ()
 
     @classmethod
-    def from_query(cls, params: Any) -> AuditFilters:
+    def from_query(cls, params: QueryDict) -> AuditFilters:
         """Parse GET parameters; a bad value is dropped with a message, never raised."""
         entered = {
             key: str(params.get(key, "")).strip()[:200]

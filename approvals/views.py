@@ -8,6 +8,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import markdown
@@ -26,10 +27,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from langgraph.types import StateSnapshot
 
 from approvals import queries, services
 from approvals.forms import DecisionForm
-from approvals.http import HtmxHttpRequest
+from approvals.http import HtmxHttpRequest, request_user
 from approvals.models import Decision, Review
 from workflows import engine, registry
 from workflows import services as engine_services
@@ -37,12 +39,6 @@ from workflows.models import Thread
 from workflows.sealed import SealError
 
 ACTIVE = (Thread.Status.QUEUED, Thread.Status.RUNNING)
-
-
-def _user(request: HtmxHttpRequest) -> User:
-    user = request.user
-    assert isinstance(user, User)
-    return user
 
 
 def render_markdown(text: str) -> SafeString:
@@ -89,7 +85,7 @@ def _reading(request: HtmxHttpRequest, thread: Thread) -> Iterator[registry.Work
     try:
         yield spec
     except engine.UNREADABLE as exc:
-        engine_services.report_unreadable_checkpoint(thread=thread, actor=_user(request), error=exc)
+        engine_services.report_unreadable_checkpoint(thread=thread, actor=request_user(request), error=exc)
         raise _Unavailable(UNREADABLE_MESSAGE, 409) from None
 
 
@@ -125,7 +121,7 @@ def _unavailable_response(request: HtmxHttpRequest, message: str, status: int) -
 @vary_on_headers("HX-Request")
 def queue(request: HtmxHttpRequest) -> HttpResponse:
     filters = queries.QueueFilters.from_query(request.GET)
-    context = {"queue": queries.queue(_user(request), filters)}
+    context = {"queue": queries.queue(request_user(request), filters)}
     template = "approvals/queue.html#results" if request.htmx else "approvals/queue.html"
     return render(request, template, context)
 
@@ -137,7 +133,7 @@ NOTHING_TICKED = "Tick the reviews to approve first."
 @login_required
 def bulk_approve(request: HtmxHttpRequest) -> HttpResponse:
     """Approve each selected review as it stands; report, per review, what became of it."""
-    user = _user(request)
+    user = request_user(request)
     ids = [int(value) for value in request.POST.getlist("review") if value.isdecimal()][:100]
     if not ids:
         if request.htmx:
@@ -185,27 +181,35 @@ def _approve_as_is(review: Review, user: User) -> str:
 
 
 def _review_or_404(request: HtmxHttpRequest, pk: int) -> Review:
-    return get_object_or_404(queries.visible_reviews(_user(request)), pk=pk)
+    return get_object_or_404(queries.visible_reviews(request_user(request)), pk=pk)
 
 
-def _moved_on(head: Any, review: Review) -> bool:
-    return engine.checkpoint_id_of(head) != review.checkpoint_id
+@dataclass(frozen=True)
+class _Head:
+    """A thread's workflow and its head checkpoint, read once per request: the decision form
+    is bound to these values and the page shows them."""
+
+    spec: registry.Workflow
+    snapshot: StateSnapshot
+    values: dict[str, Any]
 
 
-def _review_context(
-    request: HtmxHttpRequest, review: Review, form: DecisionForm | None = None
-) -> dict[str, Any]:
-    thread = review.thread
-    with _reading(request, thread) as spec:
-        return _review_context_of(request, review, spec, form)
+def _head_of(thread: Thread, spec: registry.Workflow) -> _Head:
+    # Inside _reading(), which turns an unreadable head into its 409 page.
+    snapshot = engine.head(thread.workflow, thread.thread_id)
+    return _Head(spec, snapshot, snapshot.values if isinstance(snapshot.values, dict) else {})
+
+
+def _review_context(request: HtmxHttpRequest, review: Review) -> dict[str, Any]:
+    with _reading(request, review.thread) as spec:
+        return _review_context_of(request, review, _head_of(review.thread, spec), None)
 
 
 def _review_context_of(
-    request: HtmxHttpRequest, review: Review, spec: registry.Workflow, form: DecisionForm | None
+    request: HtmxHttpRequest, review: Review, head: _Head, form: DecisionForm | None
 ) -> dict[str, Any]:
     thread = review.thread
-    head = engine.head(thread.workflow, thread.thread_id)
-    values = head.values if isinstance(head.values, dict) else {}
+    spec, values = head.spec, head.values
     if form is None:
         form = DecisionForm(review=review, workflow=spec, values=values)
     request_info = review.value[0] if review.kind == Review.Kind.AGENT_INBOX else None
@@ -225,7 +229,7 @@ def _review_context_of(
         **_history(request, thread),
         "decision": getattr(review, "decision", None) if review.status == Review.Status.DECIDED else None,
         "stale": review.status == Review.Status.OPEN
-        and engine.checkpoint_id_of(head) != review.checkpoint_id,
+        and engine.checkpoint_id_of(head.snapshot) != review.checkpoint_id,
     }
 
 
@@ -270,7 +274,7 @@ def review_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def review_claim(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
     try:
-        review = services.claim_review(review=review, actor=_user(request))
+        review = services.claim_review(review=review, actor=request_user(request))
     except services.DecisionRefused as exc:
         review.refresh_from_db()
         if review.status == Review.Status.OPEN:
@@ -304,7 +308,7 @@ def _closed_claim_context(review: Review) -> dict[str, Any]:
 def review_release(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
     try:
-        review = services.release_review(review=review, actor=_user(request))
+        review = services.release_review(review=review, actor=request_user(request))
     except services.DecisionRefused as exc:
         return _refused(request, review, exc)
     if request.htmx:
@@ -312,12 +316,9 @@ def review_release(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(reverse("approvals:queue"))
 
 
-def _bound_form(request: HtmxHttpRequest, review: Review) -> DecisionForm:
+def _bound_form(request: HtmxHttpRequest, review: Review, head: _Head) -> DecisionForm:
     # An oversized body never gets here: approvals.middleware refuses it with a 413 first.
-    with _reading(request, review.thread) as spec:
-        head = engine.head(review.thread.workflow, review.thread.thread_id)
-        values = head.values if isinstance(head.values, dict) else {}
-        return DecisionForm(request.POST, review=review, workflow=spec, values=values)
+    return DecisionForm(request.POST, review=review, workflow=head.spec, values=head.values)
 
 
 def _previewed_changes(form: DecisionForm) -> list[queries.Change]:
@@ -341,9 +342,11 @@ def review_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The reviewer's own changes as a diff, before anything is submitted. Writes nothing.
     With htmx the whole form comes back, so errors show under their fields and old ones go."""
     review = _review_or_404(request, pk)
-    form = _bound_form(request, review)
-    changes = _previewed_changes(form) if form.is_valid() else []
-    context = {**_review_context(request, review, form), "preview": changes, "previewed": True}
+    with _reading(request, review.thread) as spec:
+        head = _head_of(review.thread, spec)
+        form = _bound_form(request, review, head)
+        changes = _previewed_changes(form) if form.is_valid() else []
+        context = {**_review_context_of(request, review, head, form), "preview": changes, "previewed": True}
     template = "approvals/review.html#decision-form" if request.htmx else "approvals/review.html"
     return render(request, template, context, status=200 if form.is_valid() else 422)
 
@@ -354,18 +357,18 @@ def review_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @_unavailable_page
 def review_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
-    with _reading(request, review.thread):
-        return _decide(request, review)
+    with _reading(request, review.thread) as spec:
+        return _decide(request, review, _head_of(review.thread, spec))
 
 
-def _decide(request: HtmxHttpRequest, review: Review) -> HttpResponse:
-    form = _bound_form(request, review)
+def _decide(request: HtmxHttpRequest, review: Review, head: _Head) -> HttpResponse:
+    form = _bound_form(request, review, head)
     if not form.is_valid():
-        return _form_errors(request, review, form)
+        return _form_errors(request, review, head, form)
     try:
         services.decide(
             review=review,
-            actor=_user(request),
+            actor=request_user(request),
             action=form.cleaned_data["action"],
             checkpoint_id=form.checkpoint_id,
             updates=form.state_updates(),
@@ -374,7 +377,7 @@ def _decide(request: HtmxHttpRequest, review: Review) -> HttpResponse:
         )
     except services.InvalidDecision as exc:
         form.add_error(None, str(exc))
-        return _form_errors(request, review, form)
+        return _form_errors(request, review, head, form)
     except services.DecisionRefused as exc:
         return _refused(request, review, exc)
     url = reverse("approvals:thread", args=[review.thread.public_id])
@@ -385,12 +388,10 @@ def _decide(request: HtmxHttpRequest, review: Review) -> HttpResponse:
     return HttpResponseRedirect(url)
 
 
-def _form_errors(
-    request: HtmxHttpRequest, review: Review, form: DecisionForm, status: int = 422
-) -> HttpResponse:
+def _form_errors(request: HtmxHttpRequest, review: Review, head: _Head, form: DecisionForm) -> HttpResponse:
     template = "approvals/review.html#decision-form" if request.htmx else "approvals/review.html"
-    context = _review_context(request, review, form)
-    return render(request, template, context, status=status)
+    context = _review_context_of(request, review, head, form)
+    return render(request, template, context, status=422)
 
 
 def _refused(request: HtmxHttpRequest, review: Review, exc: Exception) -> HttpResponse:
@@ -412,7 +413,7 @@ def _refused(request: HtmxHttpRequest, review: Review, exc: Exception) -> HttpRe
 @vary_on_headers("HX-Request")
 @_unavailable_page
 def thread_detail(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
-    thread = get_object_or_404(queries.visible_threads(_user(request)), public_id=public_id)
+    thread = get_object_or_404(queries.visible_threads(request_user(request)), public_id=public_id)
     with _reading(request, thread) as spec:
         return _thread_page(request, thread, spec)
 
@@ -484,7 +485,7 @@ def audit_thread(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
         "thread": thread,
         "audit": queries.audit_page(filters, oldest_first=True),
         # An auditor outside the workflow's reviewer group would get a 404 there: no dead link.
-        "thread_visible": queries.visible_threads(_user(request)).filter(pk=thread.pk).exists(),
+        "thread_visible": queries.visible_threads(request_user(request)).filter(pk=thread.pk).exists(),
     }
     template = "approvals/audit_thread.html#results" if request.htmx else "approvals/audit_thread.html"
     return render(request, template, context)
