@@ -204,12 +204,10 @@ def sign_pin(review: Review) -> str:
     return signing.dumps([review.pk, review.checkpoint_id, review.interrupt_id], salt=_SIGNER_SALT)
 
 
-_ROWS = {"rows": "3"}
-
-
-def _text(label: str) -> forms.CharField:
+def _response_field() -> forms.CharField:
+    """The reviewer's answer: to an interrupt(), or to an Agent Inbox request that allows one."""
     return forms.CharField(
-        label=label, required=False, max_length=MAX_TEXT_CHARS, widget=forms.Textarea(attrs=_ROWS)
+        label="Response", required=False, max_length=MAX_TEXT_CHARS, widget=forms.Textarea(attrs={"rows": 3})
     )
 
 
@@ -244,22 +242,12 @@ class DecisionForm(forms.Form):
             request = review.value[0]
             config = request.get("config", {})
             if config.get("allow_respond"):
-                self.fields["response"] = forms.CharField(
-                    label="Response",
-                    required=False,
-                    max_length=MAX_TEXT_CHARS,
-                    widget=forms.Textarea(attrs={"rows": 3}),
-                )
+                self.fields["response"] = _response_field()
             if config.get("allow_edit"):
                 self.fields["args"] = JSONValueField(label="Arguments", required=False)
                 self.initial["args"] = request.get("action_request", {}).get("args", {})
         elif review.kind == Review.Kind.INTERRUPT:
-            self.fields["response"] = forms.CharField(
-                label="Response",
-                required=False,
-                max_length=MAX_TEXT_CHARS,
-                widget=forms.Textarea(attrs={"rows": 3}),
-            )
+            self.fields["response"] = _response_field()
 
     @property
     def state_fields(self) -> list[forms.BoundField]:

@@ -22,6 +22,7 @@ from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.views import defaults
 
+from approvals.http import HtmxHttpRequest
 from workflows.execution import TRANSIENT_DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ _UNREACHABLE = TRANSIENT_DATABASE_ERRORS
 
 def refuse_oversized_posts(
     get_response: Callable[[HttpRequest], HttpResponse],
-) -> Callable[[HttpRequest], HttpResponse]:
-    def middleware(request: HttpRequest) -> HttpResponse:
+) -> Callable[[HtmxHttpRequest], HttpResponse]:
+    def middleware(request: HtmxHttpRequest) -> HttpResponse:
         if request.method == "POST":
             try:
                 request.POST  # noqa: B018 - reading it is the check
@@ -42,11 +43,7 @@ def refuse_oversized_posts(
                 context = {
                     "message": f"The submission is too large; keep it under {limit}. Nothing was saved."
                 }
-                template = (
-                    "approvals/too_large.html#message"
-                    if request.headers.get("HX-Request")
-                    else "approvals/too_large.html"
-                )
+                template = "approvals/too_large.html#message" if request.htmx else "approvals/too_large.html"
                 return render(request, template, context, status=413)
         return get_response(request)
 
@@ -58,10 +55,10 @@ def refuse_oversized_posts(
 RETRY_AFTER_SECONDS = 10
 
 
-def database_unavailable(request: HttpRequest) -> HttpResponse:
+def database_unavailable(request: HtmxHttpRequest) -> HttpResponse:
     """503 with Retry-After, rendered without the request context: the user, the session
     and the messages all need the database that is down."""
-    template = "503.html#message" if request.headers.get("HX-Request") else "503.html"
+    template = "503.html#message" if request.htmx else "503.html"
     response = HttpResponse(render_to_string(template, {"retry_after": RETRY_AFTER_SECONDS}), status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
@@ -78,16 +75,17 @@ class DatabaseUnavailable:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+    def process_exception(self, request: HtmxHttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, _UNREACHABLE):
             logger.warning("database unavailable for %s %s: %s", request.method, request.path, exception)
             return database_unavailable(request)
         return None
 
 
-def server_error(request: HttpRequest) -> HttpResponse:
+def server_error(request: HtmxHttpRequest) -> HttpResponse:
     """handler500: the 503 page when the error is the database being unreachable (Django calls
-    this inside its `except`, so the exception is at hand), else Django's plain 500."""
+    this inside its `except`, so the exception is at hand), else Django's plain 500. Whatever
+    failed ran inside HtmxMiddleware, third in MIDDLEWARE, so `request.htmx` is set."""
     if isinstance(sys.exc_info()[1], _UNREACHABLE):
         return database_unavailable(request)
     return defaults.server_error(request)

@@ -5,13 +5,18 @@ Written only by `approvals.services`.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from workflows.models import Run, Thread
 from workflows.sealed import SealedJSONField, SealedTextField
 
-OPEN = models.Q(status="open")
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class Review(models.Model):
@@ -76,6 +81,27 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node} on {self.thread}"
+
+    # -- the claim: the one rule for "is this review being reviewed", for the services that
+    # claim and decide, the queue's counts and filters, and the pages.
+
+    @staticmethod
+    def live_claim(now: datetime) -> models.Q:
+        """Reviews someone holds a live claim on at `now`: a holder, and a claim not yet
+        expired (an expired claim holds nothing and is free to take)."""
+        return models.Q(claimed_by__isnull=False, claim_expires_at__gt=now)
+
+    def claim_is_live(self, now: datetime) -> bool:
+        """`live_claim(now)` for this row, as loaded."""
+        return (
+            self.claimed_by_id is not None
+            and self.claim_expires_at is not None
+            and self.claim_expires_at > now
+        )
+
+    def claim_holder(self, now: datetime | None = None) -> User | None:
+        """Who holds a live claim on the review, if anyone."""
+        return self.claimed_by if self.claim_is_live(now or timezone.now()) else None
 
 
 class Decision(models.Model):

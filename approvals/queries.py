@@ -11,13 +11,16 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.http import QueryDict
 from django.utils import timezone
+from django_stubs_ext import WithAnnotations
+from langgraph.types import StateSnapshot
 
 from approvals.models import Review
 from workflows import engine, registry
@@ -74,7 +77,7 @@ class QueueFilters:
     errors: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def from_query(cls, params: Any) -> QueueFilters:
+    def from_query(cls, params: QueryDict) -> QueueFilters:
         errors: list[str] = []
         scope = params.get("scope", "all")
         sort = params.get("sort", "waiting")
@@ -98,8 +101,6 @@ class QueueFilters:
 
     def query(self, **changes: Any) -> str:
         """The query string of these filters with some changed (links keep the others)."""
-        from urllib.parse import urlencode
-
         values = {
             "workflow": self.workflow,
             "scope": self.scope,
@@ -127,9 +128,14 @@ def _without_nul(label: str, text: str, errors: list[str]) -> str:
     return text
 
 
+class ClaimFlag(TypedDict):
+    # The queue's reviews carry it: whether the claim is live at Queue.now (Review.live_claim).
+    claim_live: bool
+
+
 @dataclass
 class Queue:
-    page: Page[Review]
+    page: Page[WithAnnotations[Review, ClaimFlag]]
     counts: dict[str, int]
     workflows: list[registry.Workflow]
     filters: QueueFilters
@@ -176,7 +182,7 @@ def _open_reviews(user: User | AnonymousUser, filters: QueueFilters) -> QuerySet
 def queue(user: User, filters: QueueFilters) -> Queue:
     now = timezone.now()
     reviews = _open_reviews(user, filters)
-    live_claim = Q(claimed_by__isnull=False, claim_expires_at__gt=now)
+    live_claim = Review.live_claim(now)
     counts = reviews.aggregate(
         all=Count("id"),
         mine=Count("id", filter=live_claim & Q(claimed_by=user)),
@@ -186,7 +192,10 @@ def queue(user: User, filters: QueueFilters) -> Queue:
         reviews = reviews.filter(live_claim, claimed_by=user)
     elif filters.scope == "unclaimed":
         reviews = reviews.exclude(live_claim)
-    ordered = reviews.order_by(*SORTS[filters.sort])
+    # Each row says whether its claim is live by the same rule as the counts (the template
+    # shows the holder only then).
+    flagged = reviews.annotate(claim_live=ExpressionWrapper(live_claim, output_field=BooleanField()))
+    ordered = flagged.order_by(*SORTS[filters.sort])
     paginator = Paginator(ordered, filters.per_page)
     # The count is already known: spare the paginator its own COUNT query.
     paginator.count = counts[filters.scope]
@@ -287,7 +296,7 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
 
 
 def _author(
-    snapshot: Any, source: str, checkpoint_id: str, people: dict[str, str], edits: dict[str, str]
+    snapshot: StateSnapshot, source: str, checkpoint_id: str, people: dict[str, str], edits: dict[str, str]
 ) -> str:
     if source not in ("loop", "input"):
         return people.get(checkpoint_id, "system")
@@ -451,7 +460,7 @@ class AuditFilters:
     errors: tuple[str, ...] = ()
 
     @classmethod
-    def from_query(cls, params: Any) -> AuditFilters:
+    def from_query(cls, params: QueryDict) -> AuditFilters:
         """Parse GET parameters; a bad value is dropped with a message, never raised."""
         entered = {
             key: str(params.get(key, "")).strip()[:200]

@@ -464,11 +464,8 @@ class ReviewClaimed(DecisionRefused):
 
 
 def claim_holder(review: Review, *, now: datetime | None = None) -> User | None:
-    """Who holds a live claim on the review, if anyone (an expired claim holds nothing)."""
-    now = now or timezone.now()
-    if review.claimed_by_id is None or review.claim_expires_at is None or review.claim_expires_at <= now:
-        return None
-    return review.claimed_by
+    """Who holds a live claim on the review, if anyone (the rule is Review.claim_holder's)."""
+    return review.claim_holder(now)
 
 
 def claim_review(*, review: Review | int, actor: User) -> Review:

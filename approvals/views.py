@@ -8,6 +8,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import markdown
@@ -16,7 +17,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -25,9 +26,12 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from langgraph.types import StateSnapshot
 
 from approvals import queries, services
 from approvals.forms import DecisionForm
+from approvals.http import HtmxHttpRequest, request_user
 from approvals.models import Decision, Review
 from workflows import engine, registry
 from workflows import services as engine_services
@@ -35,16 +39,6 @@ from workflows.models import Thread
 from workflows.sealed import SealError
 
 ACTIVE = (Thread.Status.QUEUED, Thread.Status.RUNNING)
-
-
-def _user(request: HttpRequest) -> User:
-    user = request.user
-    assert isinstance(user, User)
-    return user
-
-
-def _htmx(request: HttpRequest) -> bool:
-    return bool(getattr(request, "htmx", False))
 
 
 def render_markdown(text: str) -> SafeString:
@@ -79,7 +73,7 @@ SEALED_MESSAGE = (
 
 
 @contextmanager
-def _reading(request: HttpRequest, thread: Thread) -> Iterator[registry.Workflow]:
+def _reading(request: HtmxHttpRequest, thread: Thread) -> Iterator[registry.Workflow]:
     """The thread's workflow, for a block that reads its checkpoints. A workflow no longer
     registered is a 404 page. A checkpoint that cannot be decoded is a 409 page, not a 500:
     the request is sound and the server works, but the thread's stored state conflicts with
@@ -91,13 +85,13 @@ def _reading(request: HttpRequest, thread: Thread) -> Iterator[registry.Workflow
     try:
         yield spec
     except engine.UNREADABLE as exc:
-        engine_services.report_unreadable_checkpoint(thread=thread, actor=_user(request), error=exc)
+        engine_services.report_unreadable_checkpoint(thread=thread, actor=request_user(request), error=exc)
         raise _Unavailable(UNREADABLE_MESSAGE, 409) from None
 
 
 def _unavailable_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             return view(request, *args, **kwargs)
         except _Unavailable as exc:
@@ -110,13 +104,12 @@ def _unavailable_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
     return wrapper
 
 
-def _unavailable_response(request: HttpRequest, message: str, status: int) -> HttpResponse:
-    htmx = _htmx(request)
-    template = "approvals/unavailable.html#message" if htmx else "approvals/unavailable.html"
+def _unavailable_response(request: HtmxHttpRequest, message: str, status: int) -> HttpResponse:
+    template = "approvals/unavailable.html#message" if request.htmx else "approvals/unavailable.html"
     response = render(request, template, {"message": message}, status=status)
-    if htmx:
+    if request.htmx:
         # In place of whatever asked: the decision form, the preview or the status poll.
-        response["HX-Reswap"] = "outerHTML"
+        reswap(response, "outerHTML")
     return response
 
 
@@ -126,10 +119,10 @@ def _unavailable_response(request: HttpRequest, message: str, status: int) -> Ht
 @require_GET
 @login_required
 @vary_on_headers("HX-Request")
-def queue(request: HttpRequest) -> HttpResponse:
+def queue(request: HtmxHttpRequest) -> HttpResponse:
     filters = queries.QueueFilters.from_query(request.GET)
-    context = {"queue": queries.queue(_user(request), filters)}
-    template = "approvals/queue.html#results" if _htmx(request) else "approvals/queue.html"
+    context = {"queue": queries.queue(request_user(request), filters)}
+    template = "approvals/queue.html#results" if request.htmx else "approvals/queue.html"
     return render(request, template, context)
 
 
@@ -138,12 +131,12 @@ NOTHING_TICKED = "Tick the reviews to approve first."
 
 @require_POST
 @login_required
-def bulk_approve(request: HttpRequest) -> HttpResponse:
+def bulk_approve(request: HtmxHttpRequest) -> HttpResponse:
     """Approve each selected review as it stands; report, per review, what became of it."""
-    user = _user(request)
+    user = request_user(request)
     ids = [int(value) for value in request.POST.getlist("review") if value.isdecimal()][:100]
     if not ids:
-        if _htmx(request):
+        if request.htmx:
             return render(request, "approvals/bulk_result.html", {"results": [], "notice": NOTHING_TICKED})
         messages.warning(request, NOTHING_TICKED)
         return HttpResponseRedirect(reverse("approvals:queue"))
@@ -156,9 +149,11 @@ def bulk_approve(request: HttpRequest) -> HttpResponse:
             continue
         results.append((pk, review, _approve_as_is(review, user)))
     context = {"results": results}
-    if _htmx(request):
+    if request.htmx:
         response = render(request, "approvals/bulk_result.html", context)
-        # The queue refreshes at once, so the approved rows leave it.
+        # The queue refreshes at once, so the approved rows leave it. The event goes by name
+        # alone: django_htmx's trigger_client_event would send it as JSON ({"queue-changed": {}}),
+        # which htmx fires the same way but which is not the header the page and tests expect.
         response["HX-Trigger"] = "queue-changed"
         return response
     for _, review, outcome in results:
@@ -185,26 +180,36 @@ def _approve_as_is(review: Review, user: User) -> str:
 # -- one review ------------------------------------------------------------------------------
 
 
-def _review_or_404(request: HttpRequest, pk: int) -> Review:
-    return get_object_or_404(queries.visible_reviews(_user(request)), pk=pk)
+def _review_or_404(request: HtmxHttpRequest, pk: int) -> Review:
+    return get_object_or_404(queries.visible_reviews(request_user(request)), pk=pk)
 
 
-def _moved_on(head: Any, review: Review) -> bool:
-    return engine.checkpoint_id_of(head) != review.checkpoint_id
+@dataclass(frozen=True)
+class _Head:
+    """A thread's workflow and its head checkpoint, read once per request: the decision form
+    is bound to these values and the page shows them."""
+
+    spec: registry.Workflow
+    snapshot: StateSnapshot
+    values: dict[str, Any]
 
 
-def _review_context(request: HttpRequest, review: Review, form: DecisionForm | None = None) -> dict[str, Any]:
-    thread = review.thread
-    with _reading(request, thread) as spec:
-        return _review_context_of(request, review, spec, form)
+def _head_of(thread: Thread, spec: registry.Workflow) -> _Head:
+    # Inside _reading(), which turns an unreadable head into its 409 page.
+    snapshot = engine.head(thread.workflow, thread.thread_id)
+    return _Head(spec, snapshot, snapshot.values if isinstance(snapshot.values, dict) else {})
+
+
+def _review_context(request: HtmxHttpRequest, review: Review) -> dict[str, Any]:
+    with _reading(request, review.thread) as spec:
+        return _review_context_of(request, review, _head_of(review.thread, spec), None)
 
 
 def _review_context_of(
-    request: HttpRequest, review: Review, spec: registry.Workflow, form: DecisionForm | None
+    request: HtmxHttpRequest, review: Review, head: _Head, form: DecisionForm | None
 ) -> dict[str, Any]:
     thread = review.thread
-    head = engine.head(thread.workflow, thread.thread_id)
-    values = head.values if isinstance(head.values, dict) else {}
+    spec, values = head.spec, head.values
     if form is None:
         form = DecisionForm(review=review, workflow=spec, values=values)
     request_info = review.value[0] if review.kind == Review.Kind.AGENT_INBOX else None
@@ -224,7 +229,7 @@ def _review_context_of(
         **_history(request, thread),
         "decision": getattr(review, "decision", None) if review.status == Review.Status.DECIDED else None,
         "stale": review.status == Review.Status.OPEN
-        and engine.checkpoint_id_of(head) != review.checkpoint_id,
+        and engine.checkpoint_id_of(head.snapshot) != review.checkpoint_id,
     }
 
 
@@ -234,15 +239,15 @@ HISTORY_SHOWN = 20
 HISTORY_MAX = 200
 
 
-def _history(request: HttpRequest, thread: Thread) -> dict[str, Any]:
+def _history(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
     everything = request.GET.get("history") == "all"
     limit = HISTORY_MAX if everything else HISTORY_SHOWN
     entries = queries.history(thread, limit=limit + 1)
     return {"history": entries[:limit], "history_more": len(entries) > limit, "history_all": everything}
 
 
-def _wants_history(request: HttpRequest) -> bool:
-    return _htmx(request) and request.GET.get("history") == "all"
+def _wants_history(request: HtmxHttpRequest) -> bool:
+    return bool(request.htmx) and request.GET.get("history") == "all"
 
 
 @require_GET
@@ -252,7 +257,7 @@ def _wants_history(request: HttpRequest) -> bool:
 # form whose claim-on-load would then be refused.
 @never_cache
 @_unavailable_page
-def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def review_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
     if _wants_history(request):
         with _reading(request, review.thread):
@@ -266,20 +271,20 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 @vary_on_headers("HX-Request")
-def review_claim(request: HttpRequest, pk: int) -> HttpResponse:
+def review_claim(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
     try:
-        review = services.claim_review(review=review, actor=_user(request))
+        review = services.claim_review(review=review, actor=request_user(request))
     except services.DecisionRefused as exc:
         review.refresh_from_db()
         if review.status == Review.Status.OPEN:
             return _refused(request, review, exc)
         # Decided or withdrawn meanwhile (or a page from the cache claiming on load): not a
         # refused decision, just nothing left to claim. The claim box says so.
-        if _htmx(request):
+        if request.htmx:
             return render(request, "approvals/review.html#claim", _closed_claim_context(review))
         return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
-    if _htmx(request):
+    if request.htmx:
         return render(
             request,
             "approvals/review.html#claim",
@@ -300,23 +305,20 @@ def _closed_claim_context(review: Review) -> dict[str, Any]:
 @require_POST
 @login_required
 @vary_on_headers("HX-Request")
-def review_release(request: HttpRequest, pk: int) -> HttpResponse:
+def review_release(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
     try:
-        review = services.release_review(review=review, actor=_user(request))
+        review = services.release_review(review=review, actor=request_user(request))
     except services.DecisionRefused as exc:
         return _refused(request, review, exc)
-    if _htmx(request):
+    if request.htmx:
         return render(request, "approvals/review.html#claim", {"review": review, "holder": None})
     return HttpResponseRedirect(reverse("approvals:queue"))
 
 
-def _bound_form(request: HttpRequest, review: Review) -> DecisionForm:
+def _bound_form(request: HtmxHttpRequest, review: Review, head: _Head) -> DecisionForm:
     # An oversized body never gets here: approvals.middleware refuses it with a 413 first.
-    with _reading(request, review.thread) as spec:
-        head = engine.head(review.thread.workflow, review.thread.thread_id)
-        values = head.values if isinstance(head.values, dict) else {}
-        return DecisionForm(request.POST, review=review, workflow=spec, values=values)
+    return DecisionForm(request.POST, review=review, workflow=head.spec, values=head.values)
 
 
 def _previewed_changes(form: DecisionForm) -> list[queries.Change]:
@@ -336,14 +338,16 @@ def _previewed_changes(form: DecisionForm) -> list[queries.Change]:
 @login_required
 @vary_on_headers("HX-Request")
 @_unavailable_page
-def review_preview(request: HttpRequest, pk: int) -> HttpResponse:
+def review_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The reviewer's own changes as a diff, before anything is submitted. Writes nothing.
     With htmx the whole form comes back, so errors show under their fields and old ones go."""
     review = _review_or_404(request, pk)
-    form = _bound_form(request, review)
-    changes = _previewed_changes(form) if form.is_valid() else []
-    context = {**_review_context(request, review, form), "preview": changes, "previewed": True}
-    template = "approvals/review.html#decision-form" if _htmx(request) else "approvals/review.html"
+    with _reading(request, review.thread) as spec:
+        head = _head_of(review.thread, spec)
+        form = _bound_form(request, review, head)
+        changes = _previewed_changes(form) if form.is_valid() else []
+        context = {**_review_context_of(request, review, head, form), "preview": changes, "previewed": True}
+    template = "approvals/review.html#decision-form" if request.htmx else "approvals/review.html"
     return render(request, template, context, status=200 if form.is_valid() else 422)
 
 
@@ -351,20 +355,20 @@ def review_preview(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @vary_on_headers("HX-Request")
 @_unavailable_page
-def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
+def review_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     review = _review_or_404(request, pk)
-    with _reading(request, review.thread):
-        return _decide(request, review)
+    with _reading(request, review.thread) as spec:
+        return _decide(request, review, _head_of(review.thread, spec))
 
 
-def _decide(request: HttpRequest, review: Review) -> HttpResponse:
-    form = _bound_form(request, review)
+def _decide(request: HtmxHttpRequest, review: Review, head: _Head) -> HttpResponse:
+    form = _bound_form(request, review, head)
     if not form.is_valid():
-        return _form_errors(request, review, form)
+        return _form_errors(request, review, head, form)
     try:
         services.decide(
             review=review,
-            actor=_user(request),
+            actor=request_user(request),
             action=form.cleaned_data["action"],
             checkpoint_id=form.checkpoint_id,
             updates=form.state_updates(),
@@ -373,33 +377,31 @@ def _decide(request: HttpRequest, review: Review) -> HttpResponse:
         )
     except services.InvalidDecision as exc:
         form.add_error(None, str(exc))
-        return _form_errors(request, review, form)
+        return _form_errors(request, review, head, form)
     except services.DecisionRefused as exc:
         return _refused(request, review, exc)
     url = reverse("approvals:thread", args=[review.thread.public_id])
-    if _htmx(request):
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
+    if request.htmx:
+        # 204: htmx follows HX-Redirect and swaps nothing, so no body is sent.
+        return HttpResponseClientRedirect(url, status=204)
     messages.success(request, "Decision recorded; the thread is resuming.")
     return HttpResponseRedirect(url)
 
 
-def _form_errors(request: HttpRequest, review: Review, form: DecisionForm, status: int = 422) -> HttpResponse:
-    template = "approvals/review.html#decision-form" if _htmx(request) else "approvals/review.html"
-    context = _review_context(request, review, form)
-    return render(request, template, context, status=status)
+def _form_errors(request: HtmxHttpRequest, review: Review, head: _Head, form: DecisionForm) -> HttpResponse:
+    template = "approvals/review.html#decision-form" if request.htmx else "approvals/review.html"
+    context = _review_context_of(request, review, head, form)
+    return render(request, template, context, status=422)
 
 
-def _refused(request: HttpRequest, review: Review, exc: Exception) -> HttpResponse:
+def _refused(request: HtmxHttpRequest, review: Review, exc: Exception) -> HttpResponse:
     """409: the decision or claim cannot apply (decided by someone, stale, claimed); nothing changed."""
     context = {"review": review, "thread": review.thread, "message": str(exc)}
-    template = "approvals/conflict.html#conflict" if _htmx(request) else "approvals/conflict.html"
+    template = "approvals/conflict.html#conflict" if request.htmx else "approvals/conflict.html"
     response = render(request, template, context, status=409)
-    if _htmx(request):
+    if request.htmx:
         # Show the conflict where the form was, whichever element asked.
-        response["HX-Retarget"] = "#decision"
-        response["HX-Reswap"] = "innerHTML"
+        reswap(retarget(response, "#decision"), "innerHTML")
     return response
 
 
@@ -410,13 +412,13 @@ def _refused(request: HttpRequest, review: Review, exc: Exception) -> HttpRespon
 @login_required
 @vary_on_headers("HX-Request")
 @_unavailable_page
-def thread_detail(request: HttpRequest, public_id: str) -> HttpResponse:
-    thread = get_object_or_404(queries.visible_threads(_user(request)), public_id=public_id)
+def thread_detail(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    thread = get_object_or_404(queries.visible_threads(request_user(request)), public_id=public_id)
     with _reading(request, thread) as spec:
         return _thread_page(request, thread, spec)
 
 
-def _thread_page(request: HttpRequest, thread: Thread, spec: registry.Workflow) -> HttpResponse:
+def _thread_page(request: HtmxHttpRequest, thread: Thread, spec: registry.Workflow) -> HttpResponse:
     if _wants_history(request):
         return render(request, "approvals/thread.html#history", _history(request, thread))
     head = engine.head(thread.workflow, thread.thread_id)
@@ -429,7 +431,7 @@ def _thread_page(request: HttpRequest, thread: Thread, spec: registry.Workflow) 
         "runs": list(queries.thread_runs(thread)[:20]),
         "active": thread.status in ACTIVE,
     }
-    if _htmx(request):
+    if request.htmx:
         if not context["active"]:
             # The last poll: the run has ended, so the history follows it, swapped out of band.
             context.update(_history(request, thread), history_oob=True)
@@ -445,7 +447,7 @@ def audit_reader_required(view: Callable[..., HttpResponseBase]) -> Callable[...
     """403 unless services.can_read_audit: the same rule as the navigation's link and the docs."""
 
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not services.can_read_audit(request.user):
             raise PermissionDenied
         return view(request, *args, **kwargs)
@@ -457,10 +459,10 @@ def audit_reader_required(view: Callable[..., HttpResponseBase]) -> Callable[...
 @login_required
 @audit_reader_required
 @vary_on_headers("HX-Request")
-def audit_log(request: HttpRequest) -> HttpResponse:
+def audit_log(request: HtmxHttpRequest) -> HttpResponse:
     filters = queries.AuditFilters.from_query(request.GET)
     context = {"audit": queries.audit_page(filters)}
-    template = "approvals/audit_log.html#results" if _htmx(request) else "approvals/audit_log.html"
+    template = "approvals/audit_log.html#results" if request.htmx else "approvals/audit_log.html"
     return render(request, template, context)
 
 
@@ -468,7 +470,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 @login_required
 @audit_reader_required
 @vary_on_headers("HX-Request")
-def audit_thread(request: HttpRequest, public_id: str) -> HttpResponse:
+def audit_thread(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     thread = get_object_or_404(Thread, public_id=public_id)
     filters = queries.AuditFilters.from_query(request.GET)
     # Only the cursor and page size apply here; the thread is the filter.
@@ -483,23 +485,23 @@ def audit_thread(request: HttpRequest, public_id: str) -> HttpResponse:
         "thread": thread,
         "audit": queries.audit_page(filters, oldest_first=True),
         # An auditor outside the workflow's reviewer group would get a 404 there: no dead link.
-        "thread_visible": queries.visible_threads(_user(request)).filter(pk=thread.pk).exists(),
+        "thread_visible": queries.visible_threads(request_user(request)).filter(pk=thread.pk).exists(),
     }
-    template = "approvals/audit_thread.html#results" if _htmx(request) else "approvals/audit_thread.html"
+    template = "approvals/audit_thread.html#results" if request.htmx else "approvals/audit_thread.html"
     return render(request, template, context)
 
 
 @require_GET
 @login_required
 @audit_reader_required
-def audit_export_csv(request: HttpRequest) -> HttpResponseBase:
+def audit_export_csv(request: HtmxHttpRequest) -> HttpResponseBase:
     return _audit_export(request, "csv")
 
 
 @require_GET
 @login_required
 @audit_reader_required
-def audit_export_jsonl(request: HttpRequest) -> HttpResponseBase:
+def audit_export_jsonl(request: HtmxHttpRequest) -> HttpResponseBase:
     return _audit_export(request, "jsonl")
 
 
@@ -536,7 +538,7 @@ def _batched(lines: Iterator[str], size: int = 500) -> Iterator[str]:
     return ("".join(batch) for batch in itertools.batched(lines, size))
 
 
-def _audit_export(request: HttpRequest, kind: str) -> HttpResponseBase:
+def _audit_export(request: HtmxHttpRequest, kind: str) -> HttpResponseBase:
     filters = queries.AuditFilters.from_query(request.GET)
     if filters.errors:
         # A filter dropped from an export would silently widen it: refuse instead.

@@ -14,8 +14,9 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
+import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
@@ -28,8 +29,46 @@ VAR_DIR = Path(os.getenv("SIGNOFF_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def envbool(name: str, default: str) -> bool:
-    return os.getenv(name, default).lower() in ("1", "true", "yes", "on")
+# The one set of spellings every switch below accepts, in any case.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """true/false, yes/no, on/off or 1/0; anything else is a typo and stops start-up, as in
+    healthchecks: `SESSION_COOKIE_SECURE=ture` must not quietly mean False."""
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
+
+
+def envbool(name: str, default: bool) -> bool:
+    """A switch from the environment; unset or empty is the default."""
+    value = os.getenv(name, "")
+    return default if value == "" else parse_bool(name, value)
+
+
+def envsecret(name: str) -> str:
+    """A secret from the environment, or from the file that `{name}_FILE` names (how Docker,
+    Kubernetes and systemd hand secrets over), without its trailing newline. Setting both is an
+    error (which one wins would be a guess), and so is a file that cannot be read or is empty."""
+    path = os.getenv(f"{name}_FILE", "")
+    value = os.getenv(name, "")
+    if not path:
+        return value
+    if value:
+        raise ImproperlyConfigured(f"{name} and {name}_FILE are both set: set one of them")
+    try:
+        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}_FILE: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ImproperlyConfigured(f"{name}_FILE: {path} is not UTF-8 text") from None
+    if not secret:
+        raise ImproperlyConfigured(f"{name}_FILE: {path} is empty")
+    return secret
 
 
 def envint(name: str, default: int) -> int:
@@ -64,77 +103,99 @@ def envlist(name: str, default: str) -> list[str]:
 MIN_POOL_SIZE = 4
 
 
+SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "pgsql")
+# The query parameters of a postgres:// URL that reach the connection; others are ignored.
+POSTGRES_URL_OPTIONS = ("sslmode", "application_name")
+
+
 def database_from_url(url: str) -> dict[str, Any]:
-    """Turn DATABASE_URL into a Django DATABASES entry (sqlite:/// or postgres://)."""
-    parts = urlsplit(url)
-    options = dict(parse_qsl(parts.query))
-    if parts.scheme == "sqlite":
-        # sqlite:///relative/path or sqlite:////absolute/path
-        path = unquote(parts.path[1:]) if parts.path.startswith("/") else parts.path
-        if not path:
-            raise ImproperlyConfigured("DATABASE_URL sqlite:/// needs a file path")
-        name = path if os.path.isabs(path) else str(BASE_DIR / path)
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": name,
-            # A file, not Django's in-memory default: LangGraph writes checkpoints from
-            # its own threads, which must see the same test database.
-            "TEST": {"NAME": str(Path(name).with_name("test-" + Path(name).name))},
-            "OPTIONS": {
-                # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
-                # busy timeout instead of failing with "database is locked" mid-transaction.
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                # WAL lets readers run beside the writer; NORMAL is the documented safe
-                # pairing with WAL (a crash loses no committed transaction).
-                "init_command": (
-                    "PRAGMA journal_mode=WAL;"
-                    "PRAGMA synchronous=NORMAL;"
-                    "PRAGMA busy_timeout=20000;"
-                    "PRAGMA foreign_keys=ON;"
-                ),
-            },
+    """Turn DATABASE_URL into a Django DATABASES entry (sqlite:/// or postgres://).
+    dj-database-url reads the URL (the quoted user and password, host, port, database name);
+    Signoff keeps to SQLite and PostgreSQL and adds its own connection options on top."""
+    scheme = urlsplit(url).scheme
+    if scheme not in SUPPORTED_DATABASE_SCHEMES:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:/// or postgres://"
+        )
+    try:
+        parsed = dj_database_url.parse(url)
+    except ValueError as exc:
+        # Its message never repeats the URL, which may hold a password.
+        raise ImproperlyConfigured(f"DATABASE_URL cannot be read: {exc}") from None
+    if scheme == "sqlite":
+        return _sqlite_database(parsed.get("NAME", ""))
+    return _postgres_database(parsed)
+
+
+def _sqlite_database(path: str) -> dict[str, Any]:
+    # sqlite:///relative/path or sqlite:////absolute/path; dj-database-url makes no path
+    # ":memory:", which LangGraph's writer threads could not share.
+    if path in ("", ":memory:"):
+        raise ImproperlyConfigured("DATABASE_URL sqlite:/// needs a file path")
+    name = path if os.path.isabs(path) else str(BASE_DIR / path)
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": name,
+        # A file, not Django's in-memory default: LangGraph writes checkpoints from
+        # its own threads, which must see the same test database.
+        "TEST": {"NAME": str(Path(name).with_name("test-" + Path(name).name))},
+        "OPTIONS": {
+            # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
+            # busy timeout instead of failing with "database is locked" mid-transaction.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            # WAL lets readers run beside the writer; NORMAL is the documented safe
+            # pairing with WAL (a crash loses no committed transaction).
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                "PRAGMA synchronous=NORMAL;"
+                "PRAGMA busy_timeout=20000;"
+                "PRAGMA foreign_keys=ON;"
+            ),
+        },
+    }
+
+
+def _postgres_database(parsed: dj_database_url.DBConfig) -> dict[str, Any]:
+    url_options = parsed.get("OPTIONS", {})
+    db: dict[str, Any] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.get("NAME") or "signoff",
+        "USER": parsed.get("USER", ""),
+        "PASSWORD": parsed.get("PASSWORD", ""),
+        "HOST": parsed.get("HOST", ""),
+        "PORT": str(parsed.get("PORT", "")),
+        "CONN_HEALTH_CHECKS": True,
+        # libpq waits forever for an unreachable server by default.
+        "OPTIONS": {"connect_timeout": envint("DATABASE_CONNECT_TIMEOUT", 5)},
+    }
+    pool_size = envint("DATABASE_POOL_SIZE", 10)
+    if 0 < pool_size < MIN_POOL_SIZE:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOL_SIZE must be 0 (no pool) or at least {MIN_POOL_SIZE}, got {pool_size}: "
+            "the checkpoint saver keeps 2 connections of its own for writes"
+        )
+    if pool_size > 0:
+        # A pool keeps connections open across requests, tasks and the short-lived
+        # threads LangGraph writes checkpoints from; Django requires CONN_MAX_AGE=0
+        # with it because the pool, not the wrapper, owns persistence.
+        db["CONN_MAX_AGE"] = 0
+        # A request waits this long for a free connection, then gets the 503 page
+        # (approvals.middleware) instead of hanging: 30 s, psycopg's default, outlasts
+        # the patience of a person and of most proxies.
+        db["OPTIONS"]["pool"] = {
+            "min_size": 2,
+            "max_size": pool_size,
+            "timeout": envfloat("DATABASE_POOL_TIMEOUT", 5.0),
         }
-    if parts.scheme in ("postgres", "postgresql", "pgsql"):
-        db: dict[str, Any] = {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parts.path[1:]) or "signoff",
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
-            "CONN_HEALTH_CHECKS": True,
-            # libpq waits forever for an unreachable server by default.
-            "OPTIONS": {"connect_timeout": envint("DATABASE_CONNECT_TIMEOUT", 5)},
-        }
-        pool_size = envint("DATABASE_POOL_SIZE", 10)
-        if 0 < pool_size < MIN_POOL_SIZE:
-            raise ImproperlyConfigured(
-                f"DATABASE_POOL_SIZE must be 0 (no pool) or at least {MIN_POOL_SIZE}, got {pool_size}: "
-                "the checkpoint saver keeps 2 connections of its own for writes"
-            )
-        if pool_size > 0:
-            # A pool keeps connections open across requests, tasks and the short-lived
-            # threads LangGraph writes checkpoints from; Django requires CONN_MAX_AGE=0
-            # with it because the pool, not the wrapper, owns persistence.
-            db["CONN_MAX_AGE"] = 0
-            # A request waits this long for a free connection, then gets the 503 page
-            # (approvals.middleware) instead of hanging: 30 s, psycopg's default, outlasts
-            # the patience of a person and of most proxies.
-            db["OPTIONS"]["pool"] = {
-                "min_size": 2,
-                "max_size": pool_size,
-                "timeout": envfloat("DATABASE_POOL_TIMEOUT", 5.0),
-            }
-        else:
-            db["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 600)
-        for key in ("sslmode", "application_name"):
-            if key in options:
-                db["OPTIONS"][key] = options[key]
-        return db
-    raise ImproperlyConfigured(
-        f"DATABASE_URL scheme {parts.scheme!r} is not supported: use sqlite:/// or postgres://"
-    )
+    else:
+        db["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 600)
+    for key in POSTGRES_URL_OPTIONS:
+        if key in url_options:
+            # dj-database-url reads 1 or true as a number or a boolean; libpq wants the text.
+            value = url_options[key]
+            db["OPTIONS"][key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return db
 
 
 def encryption_key(value: str) -> bytes | None:
@@ -188,18 +249,14 @@ DEV_ENV_FILE = VAR_DIR / "dev.env"
 DEV_ENV_KEYS = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY")
 
 
-def read_dev_env(path: Path) -> dict[str, str]:
+def read_dev_env(path: Path, *, secret_key: str) -> dict[str, str]:
     """The development settings `make run` left in `path`, to use where the environment sets
-    nothing. Read only when the environment has no DJANGO_SECRET_KEY and does not turn
-    DJANGO_DEBUG off: production must set the key (below), so it never reads this file, and an
-    explicit DJANGO_DEBUG=0 means "not development". Only DJANGO_DEBUG and DJANGO_SECRET_KEY are
-    taken from it, and only from a file of ours that nobody else can write."""
-    if os.getenv("DJANGO_SECRET_KEY") or os.getenv("DJANGO_DEBUG", "1").lower() not in (
-        "1",
-        "true",
-        "yes",
-        "on",
-    ):
+    nothing. Read only when no DJANGO_SECRET_KEY is given (`secret_key`, from the environment
+    or DJANGO_SECRET_KEY_FILE) and DJANGO_DEBUG is not turned off: production must set the key
+    (below), so it never reads this file, and an explicit DJANGO_DEBUG=0 means "not
+    development". Only DJANGO_DEBUG and DJANGO_SECRET_KEY are taken from it, and only from a
+    file of ours that nobody else can write."""
+    if secret_key or not envbool("DJANGO_DEBUG", True):
         return {}
     try:
         status = path.stat()
@@ -218,9 +275,13 @@ def read_dev_env(path: Path) -> dict[str, str]:
     return {key: value for key, value in found.items() if not os.getenv(key)}
 
 
-_dev_env = read_dev_env(DEV_ENV_FILE)
-DEBUG = envbool("DJANGO_DEBUG", _dev_env.get("DJANGO_DEBUG", "false"))
-SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "") or _dev_env.get("DJANGO_SECRET_KEY", "")
+_secret_key = envsecret("DJANGO_SECRET_KEY")
+_dev_env = read_dev_env(DEV_ENV_FILE, secret_key=_secret_key)
+_dev_debug = _dev_env.get("DJANGO_DEBUG", "")
+DEBUG = envbool(
+    "DJANGO_DEBUG", _dev_debug != "" and parse_bool(f"DJANGO_DEBUG in {DEV_ENV_FILE}", _dev_debug)
+)
+SECRET_KEY = _secret_key or _dev_env.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -250,6 +311,9 @@ MIDDLEWARE = [
     # POST, a sign-in lockout.
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Next, before anything that can answer or fail: it only sets `request.htmx`, which the
+    # 413 and 503 pages below and handler500 ask to send a fragment to htmx.
+    "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -259,7 +323,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: it turns a refused sign-in into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -282,7 +345,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = os.getenv("DATABASE_URL", f"sqlite:///{VAR_DIR / 'signoff.sqlite3'}")
+DATABASE_URL = envsecret("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'signoff.sqlite3'}"
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -313,7 +376,7 @@ STORAGES = {
 }
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "false" if DEBUG else "true")
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 # State shown to reviewers is written by graphs (often by a model): no script may run but ours.
@@ -339,18 +402,6 @@ SECURE_REFERRER_POLICY = "same-origin"
 # proxy, set SECURE_PROXY_SSL_HEADER to the header it sets (docs/operations.md).
 
 
-def env_switch(name: str, default: bool) -> bool:
-    """true/false, yes/no, on/off or 1/0; anything else is a typo and stops start-up."""
-    value = os.getenv(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
-
-
 def env_seconds(name: str, default: int) -> int:
     value = envint(name, default)
     if value < 0:
@@ -374,11 +425,11 @@ def proxy_ssl_header(name: str) -> tuple[str, str] | None:
     return "HTTP_" + header.upper().replace("-", "_"), expected
 
 
-SECURE_SSL_REDIRECT = env_switch("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = env_seconds("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 # Both reach beyond this app (every subdomain; browsers' built-in lists): opt in.
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_switch("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-SECURE_HSTS_PRELOAD = env_switch("SECURE_HSTS_PRELOAD", False)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
 SECURE_PROXY_SSL_HEADER = proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
 
 # django-axes: after AXES_FAILURE_LIMIT wrong passwords for one user name from one client,
@@ -412,7 +463,7 @@ LOGGING = {
 
 # Checkpoints. With a key set, every checkpoint blob and pending write is encrypted
 # (AES-EAX) and rows that are not encrypted are refused when read.
-SIGNOFF_ENCRYPTION_KEY = encryption_key(os.getenv("SIGNOFF_ENCRYPTION_KEY", ""))
+SIGNOFF_ENCRYPTION_KEY = encryption_key(envsecret("SIGNOFF_ENCRYPTION_KEY"))
 # Extra (module, name) pairs that checkpoint deserialization may revive, on top of
 # LangGraph's safe types and the types in registered state schemas.
 SIGNOFF_MSGPACK_ALLOWLIST: list[tuple[str, str]] = []
@@ -420,7 +471,7 @@ SIGNOFF_MSGPACK_ALLOWLIST: list[tuple[str, str]] = []
 # The audit chain is HMAC-SHA256 with this key (separate from the encryption key: one signs,
 # the other hides). The head (event count, last id and hash, signed) is saved to
 # SIGNOFF_AUDIT_HEAD_FILE every SIGNOFF_AUDIT_HEAD_SECONDS and logged; `verify_audit` compares.
-SIGNOFF_AUDIT_KEY = audit_key(os.getenv("SIGNOFF_AUDIT_KEY", ""), debug=DEBUG, secret_key=SECRET_KEY)
+SIGNOFF_AUDIT_KEY = audit_key(envsecret("SIGNOFF_AUDIT_KEY"), debug=DEBUG, secret_key=SECRET_KEY)
 if SIGNOFF_ENCRYPTION_KEY is not None and SIGNOFF_AUDIT_KEY == SIGNOFF_ENCRYPTION_KEY:
     raise ImproperlyConfigured("SIGNOFF_AUDIT_KEY must not be the same key as SIGNOFF_ENCRYPTION_KEY")
 SIGNOFF_AUDIT_HEAD_FILE = Path(os.getenv("SIGNOFF_AUDIT_HEAD_FILE", VAR_DIR / "audit-head.json"))
