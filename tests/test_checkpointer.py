@@ -20,8 +20,8 @@ from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.base.id import uuid6
 
 from tests.graphs import config_for, make_expense_graph, make_growing_graph, make_log_graph
-from workflows import checkpointer
 from workflows.checkpointer import BrokenDeltaChain, DjangoSaver
+from workflows.checkpointer import connections as write_connections
 from workflows.models import Checkpoint, CheckpointBlob, CheckpointWrite
 from workflows.serde import PlaintextRefused, make_serde
 
@@ -430,12 +430,12 @@ def test_many_graphs_writing_at_once_all_read_back(saver: DjangoSaver):
 
 
 def test_a_forked_process_opens_its_own_write_connections(monkeypatch: pytest.MonkeyPatch):
-    parent = checkpointer._writers("default")
+    parent = write_connections.writers("default")
     # Put the parent's connections back afterwards, so they are closed at the end.
-    monkeypatch.setitem(checkpointer._write_connections, "default", parent)
-    monkeypatch.setattr(checkpointer.os, "getpid", lambda: parent.pid + 1)
+    monkeypatch.setitem(write_connections._write_connections, "default", parent)
+    monkeypatch.setattr(write_connections.os, "getpid", lambda: parent.pid + 1)
 
-    child = checkpointer._writers("default")
+    child = write_connections.writers("default")
 
     assert child is not parent
     assert child.opened == []
