@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from langgraph.checkpoint.base import CheckpointTuple
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.base.id import uuid6
 
 from tests.graphs import config_for, make_expense_graph, make_growing_graph, make_log_graph
@@ -439,3 +439,27 @@ def test_a_forked_process_opens_its_own_write_connections(monkeypatch: pytest.Mo
 
     assert child is not parent
     assert child.opened == []
+
+
+# -- delta channel history --------------------------------------------------------------
+
+
+def test_delta_channel_history_is_the_base_classs_walk_in_few_queries(saver: DjangoSaver):
+    graph = make_growing_graph(saver)
+    config = config_for(new_thread())
+    graph.invoke({"items": [], "target": 12}, {**config, "recursion_limit": 100}, durability="sync")
+    middle = list(saver.list(config))[6].config
+    forked = graph.update_state(middle, {"items": ["forked"]})
+    graph.invoke(None, {**forked, "recursion_limit": 100}, durability="sync")
+    channels = ["items", "target", "never-written"]
+
+    for item in saver.list(config):
+        with CaptureQueriesContext(connection) as queries:
+            ours = saver.get_delta_channel_history(config=item.config, channels=channels)
+        walked = BaseCheckpointSaver.get_delta_channel_history(saver, config=item.config, channels=channels)
+        assert ours == walked
+        assert len(queries) <= 2
+    assert saver.get_delta_channel_history(config=config, channels=channels) == (
+        BaseCheckpointSaver.get_delta_channel_history(saver, config=config, channels=channels)
+    )
+    assert saver.get_delta_channel_history(config=config, channels=[]) == {}
