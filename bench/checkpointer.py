@@ -30,11 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-import psycopg
-from psycopg.rows import dict_row
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Python puts this script's folder first on the path, where bench/queue.py would shadow the
+# standard library's queue (psycopg imports it); the repository root goes there instead.
+if Path(sys.path[0] or ".").resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
+else:
+    sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from psycopg.rows import dict_row  # noqa: E402
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 PG_DB = "signoff_bench"
@@ -140,7 +145,7 @@ def machine_info() -> list[tuple[str, str]]:
         row = conn.execute("SELECT version(), current_setting('synchronous_commit')").fetchone()
     assert row is not None
     free = subprocess.run(["free", "-h"], capture_output=True, text=True, check=True).stdout
-    saver_file = "workflows/checkpointer.py"
+    saver_file = "workflows/checkpointer"
     git = ["git", "-C", str(ROOT)]
     last = subprocess.run(
         [*git, "log", "-1", "--format=%h %s", "--", saver_file], capture_output=True, text=True
@@ -149,7 +154,7 @@ def machine_info() -> list[tuple[str, str]]:
     revision = last.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
     mem = next(line for line in free.splitlines() if line.startswith("Mem:")).split()[1]
     return [
-        ("DjangoSaver (last commit of workflows/checkpointer.py)", revision),
+        ("DjangoSaver (last commit of workflows/checkpointer/)", revision),
         ("CPU", f"{cpu}, nproc={os.cpu_count()}"),
         ("memory (free -h total)", mem),
         ("PostgreSQL", f"{row[0].split(' on ')[0]}, 127.0.0.1 (synchronous_commit={row[1]})"),
@@ -499,8 +504,9 @@ def profile(tmp: Path, threads: int) -> None:
     """Where each saver's time goes, per durable step."""
     steps = NODES * threads
     methods = ("put", "put_writes", "get_tuple")
-    # DjangoSaver runs every write through _execute and every get_tuple read through _select.
-    sql_keys = ("_execute", "_select")
+    # DjangoSaver runs every write through connections.execute and every read through
+    # connections.select; saver.py calls them by the names it imported.
+    sql_keys = ("execute", "select")
 
     def ms(seconds: float) -> str:
         return f"{seconds / steps * 1e3:.2f}"
@@ -518,10 +524,14 @@ def profile(tmp: Path, threads: int) -> None:
                 wal_start = wal_position() if pg else ""
                 with Probe() as probe:
                     for method in methods:
-                        probe.wrap(saver, method, method)
+                        # On the class: compiling gives the graph DjangoSaver.with_allowlist's
+                        # copy of the saver, which a wrapper on this instance would miss.
+                        probe.wrap(type(saver), method, method)
                     if name.startswith("DjangoSaver"):
+                        from workflows.checkpointer import saver as saver_module
+
                         for key in sql_keys:
-                            probe.wrap(saver, key, key)
+                            probe.wrap(saver_module, key, key)
                     wall = run_threads(graph, f"prof-{name}-{size}", threads, payloads[-1])
                 commits, wal_bytes = wal_since(wal_start) if pg else (0, 0)
             in_saver = sum(probe.get(m).seconds for m in methods)
@@ -551,9 +561,9 @@ def profile(tmp: Path, threads: int) -> None:
     head = ["size", "saver", "steps/s", "wall", *methods, "all saver calls"]
     head += ["put_writes during a put: share, ms during / ms alone", "PG commits/step"]
     table([*head, "WAL B/step"], timing)
-    print("\nDjangoSaver, inside its calls: `_execute` runs every write (its statements, round trip and")
-    print("commit on the DB-API connection), `_select` every read of get_tuple. Python = saver calls minus")
-    print("both (serialization, SQL building, waiting to borrow a write connection).\n")
+    print("\nDjangoSaver, inside its calls: `execute` runs every write (its statements, round trip and")
+    print("commit on the DB-API connection), `select` every read (one per get_tuple). Python = saver calls")
+    print("minus both (serialization, SQL building, waiting to borrow a write connection).\n")
     head = ["size", "saver", "writes/step", "reads/step", "write SQL ms", "read SQL ms", "Python ms"]
     table(head, django)
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from langgraph.checkpoint.base import CheckpointTuple
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.base.id import uuid6
 
 from tests.fake_workflows import config_for, make_expense_graph, make_growing_graph, make_log_graph
-from workflows import checkpointer
 from workflows.checkpointer import BrokenDeltaChain, DjangoSaver
+from workflows.checkpointer import connections as write_connections
 from workflows.models import Checkpoint, CheckpointBlob, CheckpointWrite
 from workflows.serde import PlaintextRefused, make_serde
 
@@ -430,12 +430,36 @@ def test_many_graphs_writing_at_once_all_read_back(saver: DjangoSaver):
 
 
 def test_a_forked_process_opens_its_own_write_connections(monkeypatch: pytest.MonkeyPatch):
-    parent = checkpointer._writers("default")
+    parent = write_connections.writers("default")
     # Put the parent's connections back afterwards, so they are closed at the end.
-    monkeypatch.setitem(checkpointer._write_connections, "default", parent)
-    monkeypatch.setattr(checkpointer.os, "getpid", lambda: parent.pid + 1)
+    monkeypatch.setitem(write_connections._write_connections, "default", parent)
+    monkeypatch.setattr(write_connections.os, "getpid", lambda: parent.pid + 1)
 
-    child = checkpointer._writers("default")
+    child = write_connections.writers("default")
 
     assert child is not parent
     assert child.opened == []
+
+
+# -- delta channel history --------------------------------------------------------------
+
+
+def test_delta_channel_history_is_the_base_classs_walk_in_few_queries(saver: DjangoSaver):
+    graph = make_growing_graph(saver)
+    config = config_for(new_thread())
+    graph.invoke({"items": [], "target": 12}, {**config, "recursion_limit": 100}, durability="sync")
+    middle = list(saver.list(config))[6].config
+    forked = graph.update_state(middle, {"items": ["forked"]})
+    graph.invoke(None, {**forked, "recursion_limit": 100}, durability="sync")
+    channels = ["items", "target", "never-written"]
+
+    for item in saver.list(config):
+        with CaptureQueriesContext(connection) as queries:
+            ours = saver.get_delta_channel_history(config=item.config, channels=channels)
+        walked = BaseCheckpointSaver.get_delta_channel_history(saver, config=item.config, channels=channels)
+        assert ours == walked
+        assert len(queries) <= 2
+    assert saver.get_delta_channel_history(config=config, channels=channels) == (
+        BaseCheckpointSaver.get_delta_channel_history(saver, config=config, channels=channels)
+    )
+    assert saver.get_delta_channel_history(config=config, channels=[]) == {}

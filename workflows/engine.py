@@ -18,6 +18,7 @@ from langgraph.types import StateSnapshot
 
 from workflows import registry
 from workflows.checkpointer import BrokenDeltaChain, DjangoSaver, Lease, UnreadableCheckpoint
+from workflows.leases import RunLeaseFence
 from workflows.serde import PlaintextRefused
 from workflows.signals import PendingInterrupt
 
@@ -36,8 +37,8 @@ def graph_for(workflow: str) -> CompiledStateGraph[Any, Any, Any, Any]:
         graph = _compiled.get(workflow)
         if graph is None:
             # Compiling hands the graph's schema types to the saver's strict allowlist
-            # (see workflows.checkpointer._derive_graph_allowlists).
-            graph = _compiled[workflow] = registry.get(workflow).compile(DjangoSaver())
+            # (see workflows.checkpointer.allowlist).
+            graph = _compiled[workflow] = registry.get(workflow).compile(DjangoSaver(fence=RunLeaseFence()))
         return graph
 
 
