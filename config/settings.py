@@ -99,7 +99,7 @@ def envlist(name: str, default: str) -> list[str]:
 
 
 # The checkpoint saver holds two pooled connections for its writes (see
-# workflows.checkpointer._WriteConnections); requests and reads need the rest.
+# workflows.checkpointer.connections.WriteConnections); requests and reads need the rest.
 MIN_POOL_SIZE = 4
 
 
