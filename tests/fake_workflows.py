@@ -382,6 +382,17 @@ def build_two_gates() -> StateGraph[GateState]:
     return builder
 
 
+def build_ticks() -> StateGraph[CountState]:
+    """`tick` runs 30 times (30 checkpoints and more), then a breakpoint before `finish`."""
+    builder = StateGraph(CountState)
+    builder.add_node("tick", lambda state: {"count": state["count"] + 1})
+    builder.add_node("finish", lambda state: {})
+    builder.add_edge(START, "tick")
+    builder.add_conditional_edges("tick", lambda state: "finish" if state["count"] >= 30 else "tick")
+    builder.add_edge("finish", END)
+    return builder
+
+
 # -- the reviewer's pages (issue 4): an agent-inbox request, and fields of every widget --------
 
 
