@@ -41,7 +41,7 @@ DAYS = 100
 ACTORS = ("rita", "oscar", "ada", "system:worker", "system:sweeper")
 
 
-from bench.pages import measure, recreate_postgres, start_django  # noqa: E402 - needs ROOT on sys.path first
+from bench.pages import measure, print_pages, recreate_postgres, start_django  # noqa: E402 - needs ROOT on sys.path first
 
 
 def log(message: str) -> None:
@@ -228,13 +228,8 @@ def report(
             f"| {name} | {rows:,} | {result['bytes'] / 1e6:.1f} | {result['seconds']:.2f} "
             f"| {rows / result['seconds']:,.0f} | {result['peak'] / 1e6:.1f} |"
         )
-    print(f"\n| audit page ({args.repeat} requests each) | median ms | p95 ms | queries | KB |")
-    print("|---|---:|---:|---:|---:|")
-    for name, result in results:
-        print(
-            f"| {name} | {result['median']:.1f} | {result['p95']:.1f} | {result['queries']} "
-            f"| {result['bytes'] / 1024:.0f} |"
-        )
+    print()
+    print_pages(f"audit page ({args.repeat} requests each)", results)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What the page benchmarks (queue.py, audit_export.py) share: a throwaway database, Django
-set up on it, and timing one page through Django's test client."""
+set up on it, timing one page through Django's test client, and the table of those times."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ def start_django(tmp: Path, database_url: str) -> None:
     }
     settings.ALLOWED_HOSTS = ["testserver"]
     call_command("migrate", verbosity=0)
+
+
+def print_pages(heading: str, results: list[tuple[str, dict[str, Any]]]) -> None:
+    """The Markdown table of `measure`'s results, one page a row; `heading` heads the first column."""
+    print(f"| {heading} | median ms | p95 ms | queries | KB |")
+    print("|---|---:|---:|---:|---:|")
+    for name, result in results:
+        print(
+            f"| {name} | {result['median']:.1f} | {result['p95']:.1f} | {result['queries']} "
+            f"| {result['bytes'] / 1024:.0f} |"
+        )
 
 
 def measure(client: Any, url: str, repeat: int, **headers: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ LONG_STEPS = 200
 WORKFLOWS = ("expense_approval", "content_review", "parallel_approval", "seed_demo")
 
 
-from bench.pages import measure, recreate_postgres, start_django  # noqa: E402 - needs ROOT on sys.path first
+from bench.pages import measure, print_pages, recreate_postgres, start_django  # noqa: E402 - needs ROOT on sys.path first
 
 
 def log(message: str) -> None:
@@ -214,13 +214,7 @@ def report(args: argparse.Namespace, results: list[tuple[str, dict[str, Any]]]) 
         f"{THREADS:,} threads, {OPEN_REVIEWS:,} open and {DECIDED_REVIEWS:,} decided reviews "
         f"(the reviewer sees 3 of 4 workflows); Python {platform.python_version()}, {cpu} CPUs.\n"
     )
-    print("| page | median ms | p95 ms | queries | KB |")
-    print("|---|---:|---:|---:|---:|")
-    for name, result in results:
-        print(
-            f"| {name} | {result['median']:.1f} | {result['p95']:.1f} | {result['queries']} "
-            f"| {result['bytes'] / 1024:.0f} |"
-        )
+    print_pages("page", results)
 
 
 if __name__ == "__main__":

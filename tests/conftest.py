@@ -8,9 +8,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from approvals.models import Review
-from tests.factories import capture_doorbell, make_user, open_review, registered, run_queued
+from tests.factories import capture_doorbell, make_user, open_review, paused, run_queued
 from tests.fake_workflows import TYPED_INPUT, build_typed
-from tests.pages import client_for, expense_thread
+from tests.pages import client_for, expense_thread, grant
 from workflows import registry, services
 from workflows.checkpointer import DjangoSaver, close_write_connections
 from workflows.models import Thread
@@ -78,6 +78,12 @@ def other_reviewer() -> User:
     return make_user("oscar", groups=["finance", "editors", "contracts"])
 
 
+@pytest.fixture
+def auditor(staff: User) -> User:
+    """Sam, holding the permission that lets staff read the audit trail."""
+    return grant(staff, "view_auditevent")
+
+
 # What the reviewer's pages are tested on (tests/test_queue.py, test_review_page.py, ...).
 @pytest.fixture
 def expense(staff: User) -> Thread:
@@ -134,8 +140,6 @@ def typed(staff: User) -> Iterator[Thread]:
         editable=tuple(TYPED_INPUT),
         interrupt_before=("finish",),
     )
-    with registered(workflow):
-        thread = services.start_thread(workflow="typed_fields", input=TYPED_INPUT, actor=staff)
-        run_queued(thread)
+    with paused(workflow, TYPED_INPUT, staff) as thread:
         assert thread.status == Thread.Status.INTERRUPTED
         yield thread

@@ -137,3 +137,13 @@ def replica_role() -> Iterator[None]:
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL session_replication_role = replica")
         yield
+
+
+@contextmanager
+def paused(workflow: registry.Workflow, input: Mapping[str, Any], actor: User) -> Iterator[Thread]:
+    """A thread of the test-only `workflow` run in this process to where it stops (usually its
+    first pause); the workflow stays registered for the block."""
+    with registered(workflow):
+        thread = services.start_thread(workflow=workflow.name, input=input, actor=actor)
+        run_queued(thread)
+        yield thread

@@ -37,6 +37,19 @@ from pydantic import BaseModel
 
 from workflows.registry import register
 
+
+def line(schema: type[Any], **nodes: Any) -> StateGraph[Any]:
+    """START -> each node in the order given -> END."""
+    builder: StateGraph[Any] = StateGraph(schema)
+    previous = START
+    for name, node in nodes.items():
+        builder.add_node(name, node)
+        builder.add_edge(previous, name)
+        previous = name
+    builder.add_edge(previous, END)
+    return builder
+
+
 # -- run in worker processes, every node execution counted in a table ---------------------------
 
 CALLS_TABLE = "signoff_test_node_calls"
@@ -98,14 +111,7 @@ def _step(name: str) -> Any:
 
 @register("test_five_steps", title="Five counted steps", reviewer_group="testers")
 def five_steps() -> StateGraph[StepsState]:
-    builder = StateGraph(StepsState)
-    previous = START
-    for name in STEPS:
-        builder.add_node(name, _step(name))
-        builder.add_edge(previous, name)
-        previous = name
-    builder.add_edge(previous, END)
-    return builder
+    return line(StepsState, **{name: _step(name) for name in STEPS})
 
 
 # -- typed edits (issue 9): every kind of field a reviewer may edit ----------------------------
@@ -244,11 +250,7 @@ def _duplicate_row(state: FaultState) -> dict[str, Any]:
 
 @register("test_duplicate_row", title="A node that inserts a duplicate row", reviewer_group="testers")
 def duplicate_row() -> StateGraph[FaultState]:
-    builder = StateGraph(FaultState)
-    builder.add_node("insert", _duplicate_row)
-    builder.add_edge(START, "insert")
-    builder.add_edge("insert", END)
-    return builder
+    return line(FaultState, insert=_duplicate_row)
 
 
 def _divide(state: FaultState) -> dict[str, Any]:
@@ -257,11 +259,7 @@ def _divide(state: FaultState) -> dict[str, Any]:
 
 @register("test_not_a_number", title="A node that leaves NaN and infinity in state", reviewer_group="testers")
 def not_a_number() -> StateGraph[FaultState]:
-    builder = StateGraph(FaultState)
-    builder.add_node("divide", _divide)
-    builder.add_edge(START, "divide")
-    builder.add_edge("divide", END)
-    return builder
+    return line(FaultState, divide=_divide)
 
 
 # -- run in this process, every node execution counted in CALLS --------------------------------
@@ -286,15 +284,12 @@ def counted_step(name: str, *, fails: int = 0) -> Any:
 
 def build_three_steps() -> StateGraph[CountState]:
     """step1 -> step2 -> step3, each adding 1 to count; step3 fails on its first call."""
-    builder = StateGraph(CountState)
-    builder.add_node("step1", counted_step("step1"))
-    builder.add_node("step2", counted_step("step2"))
-    builder.add_node("step3", counted_step("step3", fails=1))
-    builder.add_edge(START, "step1")
-    builder.add_edge("step1", "step2")
-    builder.add_edge("step2", "step3")
-    builder.add_edge("step3", END)
-    return builder
+    return line(
+        CountState,
+        step1=counted_step("step1"),
+        step2=counted_step("step2"),
+        step3=counted_step("step3", fails=1),
+    )
 
 
 def build_flaky_with_retry_policy() -> StateGraph[CountState]:
@@ -326,13 +321,7 @@ def build_counted_expense() -> StateGraph[ExpenseState]:
         CALLS["pay"] += 1
         return {"outcome": f"paid {state['amount']:.2f}" if state.get("approved") else "rejected"}
 
-    builder = StateGraph(ExpenseState)
-    builder.add_node("draft", draft)
-    builder.add_node("pay", pay)
-    builder.add_edge(START, "draft")
-    builder.add_edge("draft", "pay")
-    builder.add_edge("pay", END)
-    return builder
+    return line(ExpenseState, draft=draft, pay=pay)
 
 
 # -- where a thread pauses: a dynamic interrupt, a breakpoint, two breakpoints at once ---------
@@ -349,21 +338,11 @@ def build_ask() -> StateGraph[AskState]:
         answer = interrupt({"question": "Is the data right?"})
         return {"answer": str(answer.get("action"))}
 
-    builder = StateGraph(AskState)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
-    return builder
+    return line(AskState, ask=ask)
 
 
 def build_check() -> StateGraph[AskState]:
-    builder = StateGraph(AskState)
-    builder.add_node("prepare", lambda state: {"answer": ""})
-    builder.add_node("finish", lambda state: {"answer": "done"})
-    builder.add_edge(START, "prepare")
-    builder.add_edge("prepare", "finish")
-    builder.add_edge("finish", END)
-    return builder
+    return line(AskState, prepare=lambda state: {"answer": ""}, finish=lambda state: {"answer": "done"})
 
 
 class GateState(TypedDict, total=False):
@@ -379,6 +358,17 @@ def build_two_gates() -> StateGraph[GateState]:
     builder.add_edge("prepare", "ship")
     builder.add_edge("prepare", "bill")
     builder.add_edge(["ship", "bill"], END)
+    return builder
+
+
+def build_ticks() -> StateGraph[CountState]:
+    """`tick` runs 30 times (30 checkpoints and more), then a breakpoint before `finish`."""
+    builder = StateGraph(CountState)
+    builder.add_node("tick", lambda state: {"count": state["count"] + 1})
+    builder.add_node("finish", lambda state: {})
+    builder.add_edge(START, "tick")
+    builder.add_conditional_edges("tick", lambda state: "finish" if state["count"] >= 30 else "tick")
+    builder.add_edge("finish", END)
     return builder
 
 
@@ -408,11 +398,7 @@ def build_inbox(allow_edit: bool = False) -> StateGraph[InboxState]:
         answer = interrupt([request])[0]
         return {"note": str(answer.get("type"))}
 
-    builder = StateGraph(InboxState)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
-    return builder
+    return line(InboxState, ask=ask)
 
 
 class TypedState(TypedDict):
@@ -425,13 +411,7 @@ class TypedState(TypedDict):
 
 
 def build_typed() -> StateGraph[TypedState]:
-    builder = StateGraph(TypedState)
-    builder.add_node("prepare", lambda state: {"label": state["label"].strip()})
-    builder.add_node("finish", lambda state: {})
-    builder.add_edge(START, "prepare")
-    builder.add_edge("prepare", "finish")
-    builder.add_edge("finish", END)
-    return builder
+    return line(TypedState, prepare=lambda state: {"label": state["label"].strip()}, finish=lambda state: {})
 
 
 TYPED_INPUT = {"flag": True, "ratio": 0.5, "level": "low", "label": "Q3", "tags": ["a"], "limits": {"x": 1}}
@@ -454,14 +434,7 @@ def make_seed_graph(
 
         return node
 
-    builder = StateGraph(CountState)
-    builder.add_node("step1", step("step1"))
-    builder.add_node("step2", step("step2"))
-    builder.add_node("step3", step("step3", crash=True))
-    builder.add_edge(START, "step1")
-    builder.add_edge("step1", "step2")
-    builder.add_edge("step2", "step3")
-    builder.add_edge("step3", END)
+    builder = line(CountState, step1=step("step1"), step2=step("step2"), step3=step("step3", crash=True))
     return builder.compile(checkpointer=checkpointer)
 
 
@@ -480,13 +453,9 @@ def make_expense_graph(
             return {"outcome": f"paid {state['amount']:.2f}"}
         return {"outcome": "rejected"}
 
-    builder = StateGraph(ExpenseState)
-    builder.add_node("draft", draft)
-    builder.add_node("pay", pay)
-    builder.add_edge(START, "draft")
-    builder.add_edge("draft", "pay")
-    builder.add_edge("pay", END)
-    return builder.compile(checkpointer=checkpointer, interrupt_before=["pay"])
+    return line(ExpenseState, draft=draft, pay=pay).compile(
+        checkpointer=checkpointer, interrupt_before=["pay"]
+    )
 
 
 class LogState(TypedDict):
@@ -505,14 +474,7 @@ def make_log_graph(
 
         return node
 
-    builder = StateGraph(LogState)
-    previous = START
-    for name in nodes:
-        builder.add_node(name, append(name))
-        builder.add_edge(previous, name)
-        previous = name
-    builder.add_edge(previous, END)
-    return builder.compile(checkpointer=checkpointer)
+    return line(LogState, **{name: append(name) for name in nodes}).compile(checkpointer=checkpointer)
 
 
 class GrowState(TypedDict):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
@@ -14,7 +14,7 @@ from approvals.models import Review
 from tests.factories import EXPENSE, head, row_counts, run_queued
 from tests.html import form_fields as html_form_fields
 from workflows import engine, services
-from workflows.models import Thread
+from workflows.models import AuditEvent, Thread
 
 HX = {"HTTP_HX_REQUEST": "true"}
 LOGIN = reverse("login")
@@ -29,6 +29,15 @@ def client_for(user: User | None, **kwargs: Any) -> Client:
     if user is not None:
         client.force_login(user)
     return client
+
+
+def grant(user: User, *codenames: str) -> User:
+    """`user` again, holding these permissions of the workflows app (view_auditevent: the audit trail)."""
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="workflows", codename__in=codenames)
+    )
+    # has_perm caches a user's permissions on the object: hand back a fresh one.
+    return User.objects.get(pk=user.pk)
 
 
 def review_form(client: Client, review: Review, **changes: str | None) -> dict[str, str]:
@@ -63,7 +72,32 @@ def snapshot(thread: Thread) -> tuple[dict[str, int], dict[str, Any], str]:
     return row_counts(), dict(state.values), engine.checkpoint_id_of(state)
 
 
+def refused(
+    client: Client,
+    review: Review,
+    data: dict[str, str],
+    message: str,
+    url: str = "approvals:decide",
+    **extra: Any,
+) -> str:
+    """POST `data` to the review's `url`: refused with 422 and `message`, nothing written, the
+    review still open. The response's HTML."""
+    events = AuditEvent.objects.count()
+    before = snapshot(review.thread)
+
+    response = client.post(reverse(url, args=[review.pk]), data, **extra)
+
+    assert response.status_code == 422, response.status_code
+    assert message in response.text
+    assert snapshot(review.thread) == before
+    assert AuditEvent.objects.count() == events
+    review.refresh_from_db()
+    assert review.status == Review.Status.OPEN
+    return response.text
+
+
 def expense_thread(actor: User, title: str = "Train to Lyon", **input: Any) -> Thread:
+    """An expense claim paused before `pay`, its review open; title "" keeps the workflow's own."""
     thread = services.start_thread(
         workflow="expense_approval", input={**EXPENSE, **input}, actor=actor, title=title
     )

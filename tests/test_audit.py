@@ -29,6 +29,7 @@ from tests.factories import (
     row_counts,
     run_queued,
 )
+from tests.pages import expense_thread
 from workflows import audit, services, tasks
 from workflows.models import AuditEvent, Thread
 
@@ -37,9 +38,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 @pytest.fixture
 def paused_expense(staff: User) -> Thread:
-    thread = make_thread("expense_approval", EXPENSE, staff)
-    run_queued(thread)
-    return thread
+    return expense_thread(staff, title="")
 
 
 class AuditDown(Exception):

@@ -14,38 +14,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from approvals import queries
 from tests.factories import EXPENSE, decide, make_thread, open_review, row_counts, run_queued
+from tests.pages import HX, LOGIN, client_for, grant
 from workflows.models import AuditEvent, Run, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
-HX = {"HTTP_HX_REQUEST": "true"}
 LOG = reverse("approvals:audit_log")
 CSV = reverse("approvals:audit_export_csv")
 JSONL = reverse("approvals:audit_export_jsonl")
-LOGIN = reverse("login")
 
 
 @pytest.fixture
 def staff(staff: User) -> User:
     """Sam, staff, holding the permission the demo `staff` user has: he reads the audit trail."""
-    staff.user_permissions.add(
-        Permission.objects.get(content_type__app_label="workflows", codename="view_auditevent")
-    )
-    return User.objects.get(pk=staff.pk)
-
-
-def client_for(user: User | None) -> Client:
-    client = Client()
-    if user is not None:
-        client.force_login(user)
-    return client
+    return grant(staff, "view_auditevent")
 
 
 @pytest.fixture

@@ -9,28 +9,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
 from approvals import services as approvals
 from approvals.forms import RollbackForm
 from approvals.models import Review
-from tests.factories import head, open_review, registered, row_counts, run_queued
+from tests.factories import head, open_review, paused, registered, row_counts, run_queued
 from tests.fake_workflows import build_ask, build_check
-from tests.html import form_fields
+from tests.pages import HX, client_for, refused, review_form, snapshot
 from workflows import engine, limits, registry, services
 from workflows.models import AuditEvent, Checkpoint, CheckpointBlob, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
-
-HX = {"HTTP_HX_REQUEST": "true"}
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def nested_json(depth: int) -> str:
@@ -44,25 +36,8 @@ def nested_value(depth: int) -> Any:
     return value
 
 
-def snapshot(thread: Thread) -> tuple[dict[str, int], dict[str, Any], str]:
-    state = head(thread)
-    return row_counts(), dict(state.values), engine.checkpoint_id_of(state)
-
-
-def review_form(client: Client, review: Review, **changes: str) -> dict[str, str]:
-    response = client.get(reverse("approvals:review", args=[review.pk]))
-    assert response.status_code == 200
-    fields = form_fields(response.text, "decision-form")
-    fields.update(changes)
-    return fields
-
-
 def _paused(staff: User, workflow: registry.Workflow) -> Iterator[Thread]:
-    with registered(workflow):
-        thread = services.start_thread(
-            workflow=workflow.name, input={"title": "Q3", "data": {"x": 1}}, actor=staff
-        )
-        run_queued(thread)
+    with paused(workflow, {"title": "Q3", "data": {"x": 1}}, staff) as thread:
         assert thread.status == Thread.Status.INTERRUPTED
         yield thread
 
@@ -94,26 +69,10 @@ def checking(staff: User) -> Iterator[Thread]:
     yield from _paused(staff, workflow)
 
 
-@pytest.fixture
-def rita(reviewer: User) -> Client:
-    return client_for(reviewer)
-
-
 def _refused(client: Client, review: Review, data: dict[str, str], message: str, url: str = "decide") -> str:
-    before = snapshot(review.thread)
-    events = AuditEvent.objects.count()
-
-    page = client.post(reverse(f"approvals:{url}", args=[review.pk]), data)
-    fragment = client.post(reverse(f"approvals:{url}", args=[review.pk]), data, **HX)
-
-    for response in (page, fragment):
-        assert response.status_code == 422, response.status_code
-        assert message in response.text
-    assert snapshot(review.thread) == before
-    assert AuditEvent.objects.count() == events
-    review.refresh_from_db()
-    assert review.status == Review.Status.OPEN
-    return fragment.text
+    """Refused alike as a page and as an htmx fragment: the fragment's HTML."""
+    refused(client, review, data, message, f"approvals:{url}")
+    return refused(client, review, data, message, f"approvals:{url}", **HX)
 
 
 # -- edits the checkpoint cannot store -----------------------------------------------------
@@ -250,14 +209,6 @@ def test_a_nul_in_a_queue_filter_is_a_filter_error(rita: Client, checking: Threa
 
     assert response.status_code == 200
     assert "NUL character" in response.text
-
-
-@pytest.fixture
-def auditor(staff: User) -> User:
-    staff.user_permissions.add(
-        Permission.objects.get(content_type__app_label="workflows", codename="view_auditevent")
-    )
-    return User.objects.get(pk=staff.pk)
 
 
 def test_a_nul_in_the_audit_actor_is_a_filter_error_and_refuses_the_export(auditor: User):

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
-from django.test import Client
 from django.urls import reverse
 
 from approvals.models import Decision, Review
 from tests.fake_workflows import create_calls_table
 from tests.html import form_fields
+from tests.pages import client_for
 from tests.workers import Worker, wait_for
 from workflows import engine, services
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
@@ -111,8 +111,7 @@ def test_reviewers_workers_cancels_retries_and_rollbacks_at_once_never_deadlock(
     mix = Mix(MIX_SECONDS)
 
     def reviewing(user: User) -> Callable[[], None]:
-        client = Client(raise_request_exception=False)
-        client.force_login(user)
+        client = client_for(user, raise_request_exception=False)
 
         def review() -> None:
             reviews = open_contract_reviews()

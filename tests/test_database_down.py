@@ -13,6 +13,8 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
+from tests.pages import client_for
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -30,9 +32,7 @@ def refuse_connections(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def logged_in(user: User) -> Client:
     # The test client re-raises what the handler logged; a browser only sees the response.
-    client = Client(raise_request_exception=False)
-    client.force_login(user)
-    return client
+    return client_for(user, raise_request_exception=False)
 
 
 def assert_retry_later(response: Any) -> None:

@@ -13,35 +13,20 @@ from langgraph.graph import StateGraph
 
 from approvals.forms import sign_pin
 from approvals.models import Decision, Review
-from tests.factories import head, open_review, registered, run_queued
+from tests.factories import head, open_review, paused, registered, run_queued
 from tests.fake_workflows import InboxState, build_inbox, build_typed
-from tests.pages import HX, client_for, decide_url, expense_thread, review_form, snapshot
+from tests.pages import HX, client_for, decide_url, expense_thread, refused, review_form, snapshot
 from workflows import registry, services
-from workflows.models import AuditEvent, Thread
+from workflows.models import Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
-
-
-def _refused_with(client: Client, review: Review, data: dict[str, str], message: str, **extra: Any) -> str:
-    events = AuditEvent.objects.count()
-    before = snapshot(review.thread)
-
-    response = client.post(decide_url(review), data, **extra)
-
-    assert response.status_code == 422, response.status_code
-    assert message in response.text
-    assert snapshot(review.thread) == before
-    assert AuditEvent.objects.count() == events
-    review.refresh_from_db()
-    assert review.status == Review.Status.OPEN
-    return response.text
 
 
 def test_a_wrong_type_is_a_field_error_on_the_page_and_in_the_fragment(rita: Client, review: Review):
     data = review_form(rita, review, state__amount="lots")
 
-    page = _refused_with(rita, review, data, "Enter a number.")
-    fragment = _refused_with(rita, review, data, "Enter a number.", **HX)
+    page = refused(rita, review, data, "Enter a number.")
+    fragment = refused(rita, review, data, "Enter a number.", **HX)
 
     assert "<html" in page
     assert "<html" not in fragment
@@ -50,19 +35,17 @@ def test_a_wrong_type_is_a_field_error_on_the_page_and_in_the_fragment(rita: Cli
 
 
 def test_a_value_outside_a_literal_is_refused(rita: Client, review: Review):
-    _refused_with(rita, review, review_form(rita, review, state__category="bribes"), "Select a valid choice")
+    refused(rita, review, review_form(rita, review, state__category="bribes"), "Select a valid choice")
 
 
 def test_json_that_does_not_parse_is_refused(rita: Client, typed: Thread):
     review = open_review(typed)
-    _refused_with(rita, review, review_form(rita, review, state__tags='["a", '), "This is not valid JSON.")
+    refused(rita, review, review_form(rita, review, state__tags='["a", '), "This is not valid JSON.")
 
 
 def test_json_of_the_wrong_shape_is_refused(rita: Client, typed: Thread):
     review = open_review(typed)
-    _refused_with(
-        rita, review, review_form(rita, review, state__limits='{"x": "many"}'), "Some edits do not fit"
-    )
+    refused(rita, review, review_form(rita, review, state__limits='{"x": "many"}'), "Some edits do not fit")
 
 
 @pytest.fixture
@@ -73,9 +56,7 @@ def editable_inbox(staff: User) -> Iterator[Review]:
     workflow = registry.Workflow(
         name="edit_inbox", title="Edit inbox", builder=build, reviewer_group="finance"
     )
-    with registered(workflow):
-        thread = services.start_thread(workflow="edit_inbox", input={"to": "ada@example.com"}, actor=staff)
-        run_queued(thread)
+    with paused(workflow, {"to": "ada@example.com"}, staff) as thread:
         yield open_review(thread)
 
 
@@ -83,7 +64,7 @@ def test_edited_arguments_that_do_not_parse_get_one_error_not_two(rita: Client, 
     data = review_form(rita, editable_inbox, action="edit", args='{"to": ')
 
     for extra in ({}, HX):
-        html = _refused_with(rita, editable_inbox, data, "This is not valid JSON.", **extra)
+        html = refused(rita, editable_inbox, data, "This is not valid JSON.", **extra)
 
         assert html.count("This is not valid JSON.") == 1
         assert "must be a JSON object" not in html
@@ -92,30 +73,30 @@ def test_edited_arguments_that_do_not_parse_get_one_error_not_two(rita: Client, 
 def test_edited_arguments_that_are_not_an_object_are_refused(rita: Client, editable_inbox: Review):
     data = review_form(rita, editable_inbox, action="edit", args='["to"]')
 
-    html = _refused_with(rita, editable_inbox, data, "The edited arguments must be a JSON object.")
+    html = refused(rita, editable_inbox, data, "The edited arguments must be a JSON object.")
 
     assert "not valid JSON" not in html
 
 
 def test_unknown_fields_are_refused(rita: Client, review: Review):
     data = review_form(rita, review, state__employee="Eve", is_admin="1")
-    _refused_with(rita, review, data, "Unknown fields: is_admin, state__employee.")
+    refused(rita, review, data, "Unknown fields: is_admin, state__employee.")
 
 
 def test_a_tampered_pin_is_refused(rita: Client, review: Review):
     data = review_form(rita, review)
     data["pin"] = data["pin"][:-2] + ("AA" if not data["pin"].endswith("AA") else "BB")
-    _refused_with(rita, review, data, "This form was altered")
+    refused(rita, review, data, "This form was altered")
 
 
 def test_a_missing_pin_is_refused(rita: Client, review: Review):
-    _refused_with(rita, review, review_form(rita, review, pin=None), "This field is required.")
+    refused(rita, review, review_form(rita, review, pin=None), "This field is required.")
 
 
 def test_a_pin_from_another_review_is_refused(rita: Client, staff: User, review: Review):
     other = open_review(expense_thread(staff, "Another claim"))
     data = review_form(rita, review, pin=sign_pin(other))
-    _refused_with(rita, review, data, "This form belongs to another review")
+    refused(rita, review, data, "This form belongs to another review")
 
 
 def test_an_oversized_submission_is_refused_with_413(rita: Client, review: Review, settings: Any):

@@ -12,7 +12,6 @@ from approvals import queries
 from approvals.models import Decision, Review
 from approvals.services import AlreadyDecided, InvalidDecision, StaleReview
 from tests.factories import (
-    EXPENSE,
     active_run,
     dead_holder,
     decide,
@@ -21,11 +20,12 @@ from tests.factories import (
     make_user,
     open_review,
     open_reviews,
-    registered,
+    paused,
     row_counts,
     run_queued,
 )
 from tests.fake_workflows import build_two_gates
+from tests.pages import expense_thread
 from workflows import registry, services
 from workflows.models import Run, Thread
 
@@ -35,10 +35,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 @pytest.fixture
 def expense(staff: User) -> Thread:
     """An expense claim paused before `pay`, its review open."""
-    thread = make_thread("expense_approval", EXPENSE, staff)
-    run_queued(thread)
-    assert thread.status == Thread.Status.INTERRUPTED
-    return thread
+    return expense_thread(staff, title="")
 
 
 @pytest.fixture
@@ -161,9 +158,7 @@ def two_gates(staff: User) -> Iterator[Thread]:
         reviewer_group="finance",
         interrupt_before=("ship", "bill"),
     )
-    with registered(workflow):
-        thread = make_thread("two_gates", {}, staff)
-        run_queued(thread)
+    with paused(workflow, {}, staff) as thread:
         assert [review.node for review in open_reviews(thread)] == ["bill", "ship"]
         yield thread
 

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
-from django.test import Client
 from django.urls import reverse
 
 from approvals.models import Decision, Review
 from tests.factories import decide, head, make_thread, open_review, run_queued
+from tests.pages import client_for
 from workflows import engine, registry, services
 from workflows.models import AuditEvent, Run, Thread
 from workflows.sealed import PlaintextRefused, SealBroken, SealedWithoutKey
@@ -79,18 +79,13 @@ def leaks() -> dict[str, set[str]]:
     return found
 
 
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def auditor(staff: User) -> User:
-    staff.user_permissions.add(
-        Permission.objects.get(content_type__app_label="workflows", codename="view_auditevent")
+def started_claim(actor: User) -> Thread:
+    """An expense claim started but not run: its input, with the secret description, is stored."""
+    return make_thread(
+        "expense_approval",
+        {"employee": EMPLOYEE, "description": DESCRIPTION, "amount": 1.0, "category": "other"},
+        actor,
     )
-    return User.objects.get(pk=staff.pk)
 
 
 @pytest.fixture
@@ -240,11 +235,7 @@ def test_without_a_key_the_queue_still_searches_the_input_and_payload(reviewer: 
 
 
 def test_a_row_stored_in_plaintext_is_refused_once_a_key_is_set(reviewer: User, settings: Any):
-    thread = make_thread(
-        "expense_approval",
-        {"employee": EMPLOYEE, "description": DESCRIPTION, "amount": 1.0, "category": "other"},
-        reviewer,
-    )
+    thread = started_claim(reviewer)
     settings.SIGNOFF_ENCRYPTION_KEY = KEY
 
     with pytest.raises(PlaintextRefused, match="workflows_thread.input"):
@@ -253,11 +244,7 @@ def test_a_row_stored_in_plaintext_is_refused_once_a_key_is_set(reviewer: User, 
 
 @pytest.mark.usefixtures("keyed")
 def test_a_sealed_row_cannot_be_read_without_the_key(reviewer: User, settings: Any):
-    thread = make_thread(
-        "expense_approval",
-        {"employee": EMPLOYEE, "description": DESCRIPTION, "amount": 1.0, "category": "other"},
-        reviewer,
-    )
+    thread = started_claim(reviewer)
     settings.SIGNOFF_ENCRYPTION_KEY = None
 
     with pytest.raises(SealedWithoutKey, match="SIGNOFF_ENCRYPTION_KEY"):
@@ -266,11 +253,7 @@ def test_a_sealed_row_cannot_be_read_without_the_key(reviewer: User, settings: A
 
 @pytest.mark.usefixtures("keyed")
 def test_a_tampered_or_moved_ciphertext_is_refused(reviewer: User):
-    thread = make_thread(
-        "expense_approval",
-        {"employee": EMPLOYEE, "description": DESCRIPTION, "amount": 1.0, "category": "other"},
-        reviewer,
-    )
+    thread = started_claim(reviewer)
     run = Run.objects.get(thread=thread)
     with connection.cursor() as cursor:
         cursor.execute("SELECT input FROM workflows_thread WHERE id = %s", [thread.pk])

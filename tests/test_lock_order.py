@@ -168,14 +168,20 @@ def test_cancelling_while_the_worker_fails_the_run_does_not_deadlock(
     assert thread.status == Thread.Status.CANCELLED
 
 
-def test_a_second_answer_merging_into_a_queued_run_while_a_worker_claims_it_does_not_deadlock(
-    staff: User, reviewer: User, other_reviewer: User
-) -> None:
+def legal_approved(staff: User, reviewer: User) -> tuple[Thread, Run]:
+    """A contract whose legal review is decided: the thread, and the resume run queued for it."""
     thread = make_thread("parallel_approval", CONTRACT, staff)
     run_queued(thread)
     decide(open_review(thread, "legal"), reviewer, "approve")
     queued = active_run(thread)
     assert queued is not None
+    return thread, queued
+
+
+def test_a_second_answer_merging_into_a_queued_run_while_a_worker_claims_it_does_not_deadlock(
+    staff: User, reviewer: User, other_reviewer: User
+) -> None:
+    thread, queued = legal_approved(staff, reviewer)
     assert queued.status == Run.Status.QUEUED
     finance = open_review(thread, "finance")
 
@@ -205,11 +211,7 @@ def test_a_second_answer_merging_into_a_queued_run_while_a_worker_claims_it_does
 def test_claiming_while_a_resume_merges_into_the_queued_run_does_not_deadlock(
     staff: User, reviewer: User, other_reviewer: User
 ) -> None:
-    thread = make_thread("parallel_approval", CONTRACT, staff)
-    run_queued(thread)
-    decide(open_review(thread, "legal"), reviewer, "approve")
-    queued = active_run(thread)
-    assert queued is not None
+    thread, queued = legal_approved(staff, reviewer)
     finance = open_review(thread, "finance")
 
     results = side_by_side(

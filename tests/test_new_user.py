@@ -19,39 +19,19 @@ from django.urls import reverse
 from approvals import queries
 from approvals.models import Review
 from approvals.services import can_read_audit
-from tests.factories import EXPENSE, decide, open_review, run_queued
-from tests.html import form_fields
+from tests.factories import decide, open_review, run_queued
+from tests.pages import HX, client_for, expense_thread, review_form
 from workflows import engine, services
 from workflows.models import AuditEvent, Run, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
-HX = {"HTTP_HX_REQUEST": "true"}
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
 def review(staff: User) -> Review:
-    thread = services.start_thread(workflow="expense_approval", input=EXPENSE, actor=staff)
-    run_queued(thread)
-    return open_review(thread)
-
-
-@pytest.fixture
-def rita(reviewer: User) -> Client:
-    return client_for(reviewer)
-
-
-def review_form(client: Client, review: Review, **changes: str) -> dict[str, str]:
-    response = client.get(reverse("approvals:review", args=[review.pk]))
-    assert response.status_code == 200
-    return {**form_fields(response.text, "decision-form"), **changes}
+    return open_review(expense_thread(staff, title=""))
 
 
 # -- the Back button -------------------------------------------------------------------------

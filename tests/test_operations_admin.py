@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -19,7 +19,6 @@ from approvals import queries
 from approvals.forms import sign_pin
 from approvals.models import Review
 from tests.factories import (
-    EXPENSE,
     decide,
     head,
     make_thread,
@@ -32,6 +31,7 @@ from tests.factories import (
 )
 from tests.fake_workflows import CALLS, build_three_steps
 from tests.html import form_fields
+from tests.pages import client_for, expense_thread, grant
 from workflows import engine, registry
 from workflows.models import AuditEvent, Checkpoint, Run, Thread
 
@@ -71,26 +71,9 @@ def cancel_url(thread: Thread) -> str:
     return reverse("admin:workflows_thread_cancel", args=[thread.pk])
 
 
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def grant(user: User, *codenames: str) -> User:
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="workflows", codename__in=codenames)
-    )
-    # has_perm caches a user's permissions on the object: hand back a fresh one.
-    return User.objects.get(pk=user.pk)
-
-
 def paused_expense(actor: User, **input: Any) -> Thread:
     """An expense claim drafted and stopped before `pay`, with its review open."""
-    thread = make_thread("expense_approval", {**EXPENSE, **input}, actor)
-    run_queued(thread)
-    assert thread.status == Thread.Status.INTERRUPTED
-    return thread
+    return expense_thread(actor, title="", **input)
 
 
 def failed_seed(actor: User) -> Thread:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TypedDict
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from langgraph.graph import END, START, StateGraph
 
 from approvals.models import Review
-from tests.factories import decide, open_review, registered, run_queued
-from tests.fake_workflows import build_inbox
+from tests.factories import decide, open_review, paused
+from tests.fake_workflows import build_inbox, build_ticks
 from tests.pages import HX, form_fields, review_form, review_url, snapshot
 from workflows import registry, services
 from workflows.models import Thread
@@ -36,9 +34,7 @@ def inbox(staff: User) -> Iterator[Thread]:
     workflow = registry.Workflow(
         name="hostile_inbox", title="Hostile inbox", builder=build_inbox, reviewer_group="finance"
     )
-    with registered(workflow):
-        thread = services.start_thread(workflow="hostile_inbox", input={"to": HOSTILE}, actor=staff)
-        run_queued(thread)
+    with paused(workflow, {"to": HOSTILE}, staff) as thread:
         assert thread.status == Thread.Status.INTERRUPTED
         yield thread
 
@@ -135,21 +131,6 @@ def test_a_withdrawn_review_says_so_instead_of_waiting(rita: Client, admin: User
     assert f"Withdrawn at <strong>{review.node}</strong>" in head
 
 
-class TickState(TypedDict):
-    count: int
-
-
-def build_ticks() -> StateGraph[TickState]:
-    """`tick` runs 30 times (30 checkpoints and more), then a breakpoint before `finish`."""
-    builder = StateGraph(TickState)
-    builder.add_node("tick", lambda state: {"count": state["count"] + 1})
-    builder.add_node("finish", lambda state: {})
-    builder.add_edge(START, "tick")
-    builder.add_conditional_edges("tick", lambda state: "finish" if state["count"] >= 30 else "tick")
-    builder.add_edge("finish", END)
-    return builder
-
-
 @pytest.fixture
 def long_review(staff: User) -> Iterator[Review]:
     workflow = registry.Workflow(
@@ -159,9 +140,7 @@ def long_review(staff: User) -> Iterator[Review]:
         reviewer_group="finance",
         interrupt_before=("finish",),
     )
-    with registered(workflow):
-        thread = services.start_thread(workflow="ticks", input={"count": 0}, actor=staff)
-        run_queued(thread)
+    with paused(workflow, {"count": 0}, staff) as thread:
         yield open_review(thread)
 
 

@@ -21,6 +21,7 @@ from approvals.models import Decision, Review
 from tests.factories import EXPENSE, decide, head, make_user, open_review, run_queued
 from tests.fake_workflows import Address, Level, Point
 from tests.html import form_fields
+from tests.pages import client_for, decide_url, review_form
 from workflows import engine, registry, services
 from workflows.models import AuditEvent, Run, Thread
 
@@ -104,9 +105,7 @@ def tester() -> User:
 
 @pytest.fixture
 def client(tester: User) -> Client:
-    client = Client()
-    client.force_login(tester)
-    return client
+    return client_for(tester)
 
 
 def started(workflow: str, input: dict[str, Any] | None = None) -> Thread:
@@ -117,11 +116,9 @@ def started(workflow: str, input: dict[str, Any] | None = None) -> Thread:
 
 
 def post_review(client: Client, review: Review, **changes: str) -> None:
-    page = client.get(reverse("approvals:review", args=[review.pk]))
-    assert page.status_code == 200
-    data = form_fields(page.text, "decision-form")
-    data.update(action="approve", **{f"state__{name}": text for name, text in changes.items()})
-    response = client.post(reverse("approvals:decide", args=[review.pk]), data)
+    edits = {f"state__{name}": text for name, text in changes.items()}
+    data = review_form(client, review, action="approve", **edits)
+    response = client.post(decide_url(review), data)
     assert response.status_code == 302, response.content.decode()[:3000]
 
 

@@ -48,12 +48,7 @@ class Worker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
+        self._launch(
             "worker",
             "-P",
             "prefork",
@@ -61,20 +56,24 @@ class Worker:
             str(self.concurrency),
             "-n",
             f"{self.name}@%h",
-            "--pidfile",
-            str(self.pidfile),
-            "--loglevel",
-            "INFO",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
-        ]
+            ready="ready.",
+            what=f"worker {self.name} to start",
+        )
+        return self
+
+    def _launch(self, *args: str, ready: str, what: str) -> None:
+        """`celery -A config <args>` in a session of its own, its output appended to the log,
+        until `ready` shows in the log."""
+        command = [sys.executable, "-m", "celery", "-A", "config", *args]
+        command += ["--pidfile", str(self.pidfile), "--loglevel", "INFO"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_for(lambda: "ready." in self.text(), timeout=60, what=f"worker {self.name} to start")
-        return self
+        wait_for(lambda: ready in self.text(), timeout=60, what=what)
 
     @property
     def pid(self) -> int:
@@ -107,25 +106,8 @@ class Beat(Worker):
     """`celery -A config beat` as a subprocess: the clock, and the sweeper (workflows/beat.py)."""
 
     def start(self) -> Beat:
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "beat",
-            "--schedule",
-            str(self.log.with_suffix(".schedule")),
-            "--pidfile",
-            str(self.pidfile),
-            "--loglevel",
-            "INFO",
-        ]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for(lambda: "beat: Starting..." in self.text(), timeout=60, what="beat to start")
+        schedule = str(self.log.with_suffix(".schedule"))
+        self._launch("beat", "--schedule", schedule, ready="beat: Starting...", what="beat to start")
         return self
 
 
