@@ -1,9 +1,9 @@
 """Every write to threads, runs and the audit trail.
 
 Each public function is one transaction: it checks the change is allowed, makes it,
-writes its audit event in the same transaction, and rings Celery's doorbell only once
-the transaction has committed. Views, admin actions, commands and tasks call these;
-they never save the models themselves.
+writes its audit event in the same transaction, and rings the doorbell (workflows.doorbell)
+for a queued run, which publishes only once the transaction has committed. Views, admin
+actions, commands and tasks call these; they never save the models themselves.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 from langgraph.types import StateSnapshot
 
-from workflows import audit, engine, limits, registry
+from workflows import audit, doorbell, engine, limits, registry
 
 # The audit chain lives in workflows.audit and the JSON the app stores in workflows.canonical;
 # these names stay importable from here.
@@ -64,20 +64,6 @@ class EditConflict(ServiceError):
     """An edit of a field another answer already changed at this pause."""
 
 
-# -- doorbell -------------------------------------------------------------------------
-
-
-def _ring(run: Run, *, countdown: float = 0) -> None:
-    """Publish the run's message once the transaction commits. A lost message only
-    delays the run: the sweeper republishes queued runs it finds waiting."""
-    from workflows.tasks import run_thread
-
-    if countdown:
-        run_thread.apply_async_on_commit((run.pk,), countdown=countdown)
-    else:
-        run_thread.delay_on_commit(run.pk)
-
-
 def _queue_run(
     *, thread: Thread, kind: str, actor: Actor, command: dict[str, Any], from_checkpoint_id: str = ""
 ) -> Run:
@@ -93,7 +79,7 @@ def _queue_run(
             )
     except IntegrityError as exc:
         raise ThreadBusy("this thread already has a run queued or running; wait for it to finish") from exc
-    _ring(run)
+    doorbell.ring(run.pk)
     return run
 
 
@@ -678,7 +664,7 @@ def release_run(*, run_id: int, token: str, error: str, countdown: float) -> boo
             run=run,
             data={"attempt": run.attempts, "error": error},
         )
-        _ring(run, countdown=countdown)
+        doorbell.ring(run.pk, countdown=countdown)
     return True
 
 
@@ -751,5 +737,5 @@ def sweep() -> SweepResult:
                 run=run,
                 data={"attempt": run.attempts, "holder": run.lease_holder},
             )
-            _ring(run)
+            doorbell.ring(run.pk)
     return SweepResult(republished, reclaimed, failed)
