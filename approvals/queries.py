@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from approvals.models import Review
 from workflows import engine, registry
+from workflows.audit import Action as AuditAction
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
 
 SCOPES = ("all", "mine", "unclaimed")
@@ -391,31 +392,6 @@ def rollback_preview(thread: Thread, checkpoint_id: str) -> RollbackPreview | No
 # Staff who hold `workflows.view_auditevent` read every event, whatever their reviewer groups:
 # an auditor must see the whole trail, so nothing here is scoped by `reviewable_workflows`.
 
-# The actions services record. Kept as a list, not read with SELECT DISTINCT: that would scan
-# an index of millions of rows on every page; tests check it against the services' source.
-AUDIT_ACTIONS = (
-    "thread.started",
-    "thread.resumed",
-    "thread.retried",
-    "thread.cancelled",
-    "thread.rolled_back",
-    "run.started",
-    "run.interrupted",
-    "run.completed",
-    "run.failed",
-    "run.released",
-    "run.republished",
-    "run.lease_expired",
-    "review.opened",
-    "review.claimed",
-    "review.released",
-    "review.decided",
-    "review.cancelled",
-    "audit.keyed",
-    "checkpoint.unreadable",
-    "login.failed",
-    "login.locked_out",
-)
 AUDIT_PAGE_SIZES = (25, 50, 100, 200)
 # Dates outside this span cannot be turned into datetimes in every time zone.
 _EARLIEST, _LATEST = date(1900, 1, 1), date(9998, 12, 31)
@@ -466,7 +442,7 @@ class AuditFilters:
         ):
             entered[key] = _without_nul(label, entered[key], errors)
         action = entered["action"]
-        if action and action not in AUDIT_ACTIONS:
+        if action and action not in AuditAction.values:
             errors.append(f"Action: “{action}” is not an action the audit trail records; it was ignored.")
             action = ""
         workflow = entered["workflow"]
@@ -636,8 +612,8 @@ class AuditPage:
     newer_query: str
 
     @property
-    def actions(self) -> tuple[str, ...]:
-        return AUDIT_ACTIONS
+    def actions(self) -> list[str]:
+        return AuditAction.values
 
     @property
     def workflows(self) -> list[registry.Workflow]:

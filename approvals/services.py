@@ -21,6 +21,7 @@ from django.utils.text import capfirst
 from approvals.models import Decision, Review
 from workflows import engine, limits, registry
 from workflows import services as engine_services
+from workflows.audit import Action as AuditAction
 from workflows.canonical import canonical_json
 from workflows.models import Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
@@ -197,7 +198,7 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
             search_text=search_text(thread, pending.node, pending.value, summary=summary),
         )
         engine_services.record_event(
-            action="review.opened",
+            action=AuditAction.REVIEW_OPENED,
             actor_label=engine_services.WORKER,
             thread=thread,
             run=run,
@@ -236,7 +237,7 @@ def _cancel(reviews: QuerySet[Review], *, thread: Thread, actor: User | None, re
         review.claimed_by = None
         review.save(update_fields=["status", "closed_at", "claimed_by"])
         engine_services.record_event(
-            action="review.cancelled",
+            action=AuditAction.REVIEW_CANCELLED,
             actor=actor,
             actor_label="" if actor is not None else engine_services.WORKER,
             thread=thread,
@@ -345,7 +346,7 @@ def decide(
         # Last, after update_state: the audit lock serializes every audited write, so it is
         # held only for the append and the commit (the one lock order: thread, run, review, audit).
         engine_services.record_event(
-            action="review.decided",
+            action=AuditAction.REVIEW_DECIDED,
             actor=actor,
             thread=review.thread,
             data={
@@ -489,7 +490,7 @@ def claim_review(*, review: Review | int, actor: User) -> Review:
         if holder is None:
             # Extending one's own claim changes only its expiry, which is not worth an event.
             engine_services.record_event(
-                action="review.claimed",
+                action=AuditAction.REVIEW_CLAIMED,
                 actor=actor,
                 thread=locked.thread,
                 data={"review": locked.pk, "until": locked.claim_expires_at},
@@ -510,7 +511,7 @@ def release_review(*, review: Review | int, actor: User) -> Review:
         locked.claim_expires_at = None
         locked.save(update_fields=["claimed_by", "claim_expires_at"])
         engine_services.record_event(
-            action="review.released",
+            action=AuditAction.REVIEW_RELEASED,
             actor=actor,
             thread=locked.thread,
             data={"review": locked.pk, "holder": holder.get_username()},
@@ -553,15 +554,15 @@ ANONYMOUS = "anonymous"
 
 def record_login_failure(*, username: str, ip_address: str) -> None:
     """Audit one refused sign-in (a wrong password, or any password while locked out)."""
-    _record_sign_in("login.failed", username=username, ip_address=ip_address)
+    _record_sign_in(AuditAction.LOGIN_FAILED, username=username, ip_address=ip_address)
 
 
 def record_lockout(*, username: str, ip_address: str) -> None:
     """Audit that a user name is locked out for a client after too many failures."""
-    _record_sign_in("login.locked_out", username=username, ip_address=ip_address)
+    _record_sign_in(AuditAction.LOGIN_LOCKED_OUT, username=username, ip_address=ip_address)
 
 
-def _record_sign_in(action: str, *, username: str, ip_address: str) -> None:
+def _record_sign_in(action: AuditAction, *, username: str, ip_address: str) -> None:
     with transaction.atomic():
         engine_services.record_event(
             action=action, actor_label=ANONYMOUS, data={"username": username, "ip_address": ip_address}

@@ -31,6 +31,7 @@ from workflows import audit, doorbell, engine, limits, registry
 
 # The audit chain lives in workflows.audit and the JSON the app stores in workflows.canonical;
 # these names stay importable from here.
+from workflows.audit import Action
 from workflows.audit import ChainBreak as ChainBreak
 from workflows.audit import event_hash as event_hash
 from workflows.audit import record_event as record_event
@@ -165,7 +166,7 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
         )
         run = _queue_run(thread=thread, kind=Run.Kind.START, actor=actor, command={"input": payload})
         record_event(
-            action="thread.started",
+            action=Action.THREAD_STARTED,
             actor=actor,
             thread=thread,
             run=run,
@@ -243,7 +244,7 @@ def resume_thread(
             )
             _set_thread(thread, status=Thread.Status.QUEUED)
         record_event(
-            action="thread.resumed",
+            action=Action.THREAD_RESUMED,
             actor=actor,
             thread=thread,
             run=run,
@@ -329,7 +330,7 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
         error = thread.error
         _set_thread(thread, status=Thread.Status.QUEUED, error="")
         record_event(
-            action="thread.retried",
+            action=Action.THREAD_RETRIED,
             actor=actor,
             thread=thread,
             run=run,
@@ -353,7 +354,7 @@ def cancel_thread(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
         _set_thread(thread, status=Thread.Status.CANCELLED)
         interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread cancelled")
         record_event(
-            action="thread.cancelled",
+            action=Action.THREAD_CANCELLED,
             actor=actor,
             thread=thread,
             run=active,
@@ -408,7 +409,7 @@ def rollback_thread(
         _set_thread(thread, status=Thread.Status.QUEUED, error="")
         interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread rolled back")
         record_event(
-            action="thread.rolled_back",
+            action=Action.THREAD_ROLLED_BACK,
             actor=actor,
             thread=thread,
             run=run,
@@ -442,7 +443,7 @@ def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseExc
             .first()
         ) or ""
         last = (
-            AuditEvent.objects.filter(thread=thread, action="checkpoint.unreadable")
+            AuditEvent.objects.filter(thread=thread, action=Action.CHECKPOINT_UNREADABLE)
             .order_by("-id")
             .values_list("data", flat=True)
             .first()
@@ -451,7 +452,7 @@ def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseExc
             return False
         logger.error("thread %s: checkpoint %s cannot be read: %s", thread.pk, checkpoint_id, error)
         record_event(
-            action="checkpoint.unreadable",
+            action=Action.CHECKPOINT_UNREADABLE,
             actor=actor,
             thread=thread,
             data={"checkpoint_id": checkpoint_id, "error": f"{type(error).__name__}: {error}"[:1000]},
@@ -547,7 +548,7 @@ def claim_run(*, run_id: int, holder: str) -> Claim:
         )
         _set_thread(run.thread, status=Thread.Status.RUNNING, error="")
         record_event(
-            action="run.started",
+            action=Action.RUN_STARTED,
             actor_label=WORKER,
             thread=run.thread,
             run=run,
@@ -587,7 +588,7 @@ def _fail(run: Run, error: str, *, actor_label: str) -> None:
     _close_run(run, Run.Status.FAILED, error)
     _set_thread(run.thread, status=Thread.Status.FAILED, error=error)
     record_event(
-        action="run.failed",
+        action=Action.RUN_FAILED,
         actor_label=actor_label,
         thread=run.thread,
         run=run,
@@ -614,7 +615,7 @@ def finish_run(
             _set_thread(run.thread, status=Thread.Status.INTERRUPTED)
             thread_interrupted.send(sender=Thread, thread=run.thread, run=run, interrupts=interrupts)
             record_event(
-                action="run.interrupted",
+                action=Action.RUN_INTERRUPTED,
                 actor_label=WORKER,
                 thread=run.thread,
                 run=run,
@@ -625,7 +626,7 @@ def finish_run(
             _set_thread(run.thread, status=Thread.Status.COMPLETED)
             interrupts_withdrawn.send(sender=Thread, thread=run.thread, actor=None, reason="thread completed")
             record_event(
-                action="run.completed",
+                action=Action.RUN_COMPLETED,
                 actor_label=WORKER,
                 thread=run.thread,
                 run=run,
@@ -658,7 +659,7 @@ def release_run(*, run_id: int, token: str, error: str, countdown: float) -> boo
         run.save(update_fields=["status", "lease_token", "lease_expires_at", "error", "enqueued_at"])
         _set_thread(run.thread, status=Thread.Status.QUEUED)
         record_event(
-            action="run.released",
+            action=Action.RUN_RELEASED,
             actor_label=WORKER,
             thread=run.thread,
             run=run,
@@ -719,7 +720,7 @@ def sweep() -> SweepResult:
                 )
                 failed.append(run.pk)
                 continue
-            action = "run.republished" if run.status == Run.Status.QUEUED else "run.lease_expired"
+            action = Action.RUN_REPUBLISHED if run.status == Run.Status.QUEUED else Action.RUN_LEASE_EXPIRED
             if run.status == Run.Status.RUNNING:
                 run.status = Run.Status.QUEUED
                 run.lease_token = None
