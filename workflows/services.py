@@ -4,6 +4,12 @@ Each public function is one transaction: it checks the change is allowed, makes 
 writes its audit event in the same transaction, and rings the doorbell (workflows.doorbell)
 for a queued run, which publishes only once the transaction has committed. Views, admin
 actions, commands and tasks call these; they never save the models themselves.
+
+The transactions are durable (`atomic(durable=True)`): a service called inside another
+transaction raises instead of quietly becoming a savepoint of it, whose audit event and
+doorbell would then wait on a change it knows nothing of. A service that must make another's
+change as part of its own (a decision resumes or cancels the thread) calls the
+`*_in_transaction` helper, which joins the caller's transaction and refuses to run outside one.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from langgraph.types import StateSnapshot
@@ -69,7 +75,7 @@ def _queue_run(
     *, thread: Thread, kind: str, actor: Actor, command: dict[str, Any], from_checkpoint_id: str = ""
 ) -> Run:
     try:
-        with transaction.atomic():
+        with transaction.atomic():  # a savepoint: the caller's transaction goes on after a refusal
             run = Run.objects.create(
                 thread=thread,
                 kind=kind,
@@ -117,6 +123,13 @@ def _lock_run(run_id: int) -> Run | None:
     return active if active is not None and active.pk == run_id else None
 
 
+def _inside_a_transaction(helper: str) -> None:
+    """A helper that joins its caller's transaction refuses to run without one: its locks
+    and its audit event would otherwise commit statement by statement."""
+    if not connection.in_atomic_block:
+        raise RuntimeError(f"{helper} runs inside the caller's transaction; outside one, call the service")
+
+
 def _set_thread(thread: Thread, **changes: Any) -> None:
     for name, value in changes.items():
         setattr(thread, name, value)
@@ -157,7 +170,7 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
         payload = canonical_json(spec.dump_input(input))
     except registry.InvalidUpdate as exc:
         raise InvalidState(f"the input does not fit the state schema of {spec.name}: {exc}") from None
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         thread = Thread.objects.create(
             workflow=spec.name,
             title=(title or spec.title)[:200],
@@ -192,86 +205,132 @@ def resume_thread(
     `update_state`, in this transaction. If a resume run is still queued, the answers
     join it, so two reviews decided in a row resume the thread once.
     """
+    with transaction.atomic(durable=True):
+        return resume_in_transaction(
+            thread=thread,
+            spec=registry.get(thread.workflow),
+            actor=actor,
+            resume=resume,
+            updates=updates,
+            as_node=as_node,
+            proceed=proceed,
+            data=data,
+        )
+
+
+def resume_in_transaction(
+    *,
+    thread: Thread,
+    spec: registry.Workflow,
+    actor: Actor,
+    resume: Mapping[str, Any] | None = None,
+    updates: Mapping[str, Any] | None = None,
+    as_node: str | None = None,
+    proceed: bool = False,
+    data: Mapping[str, Any] | None = None,
+) -> Run:
+    """`resume_thread` inside the caller's transaction, for a service that resumes a thread
+    as part of its own change (a decision, `open_reviews` applying waiting ones); `spec` is
+    the thread's workflow, which the caller has resolved already."""
+    _inside_a_transaction("resume_in_transaction")
     if not resume and not proceed:
         raise InvalidState("a resume needs answers to interrupts or proceed=True for a breakpoint")
     _refuse_unstorable(dict(updates or {}), what="the edits")
     _refuse_unstorable(dict(resume or {}), what="the answers")
-    with transaction.atomic():
-        thread, active = lock_thread(thread)
-        before = engine.head(thread.workflow, thread.thread_id)
-        if resume and updates:
-            updates = _without_repeats(thread, before, updates, active)
-        if active is not None:
-            # A released run (attempts > 0) may have handed its edits to LangGraph already;
-            # merging more into its command would send those again.
-            if active.status != Run.Status.QUEUED or active.kind != Run.Kind.RESUME or active.attempts:
-                raise ThreadBusy("this thread is running; its answers can be given when it pauses again")
-        elif thread.status != Thread.Status.INTERRUPTED:
-            raise InvalidState(f"the thread is {thread.status}, not waiting for input")
-        spec = registry.get(thread.workflow)
-        changed: dict[str, Any] = {}
-        if updates:
-            updates = _typed_updates(spec, updates)
-            changed = {"before": _dumped_state(spec, before, updates), "after": spec.dump_updates(updates)}
-        command: dict[str, Any] = {}
-        if resume:
-            # At a dynamic interrupt, update_state would start a new step and orphan the
-            # pending interrupts' ids; edits travel with the answers as Command(update=...),
-            # stored as JSON the worker loads back into the schema's types.
-            command["resume"] = dict(resume)
-            if updates:
-                command["update"] = spec.dump_updates(updates)
-        if proceed:
-            # At a static breakpoint there is nothing to orphan: edit the saved state now,
-            # in this transaction (the saver joins it), then continue past the breakpoint.
-            if updates:
-                graph = engine.graph_for(thread.workflow)
-                graph.update_state(engine.config_for(thread.thread_id), dict(updates), as_node=as_node)
-            command["proceed"] = True
-        head_id = _head_checkpoint_id(thread)
-        if active is not None:
-            merged = dict(active.command)
-            merged["resume"] = {**merged.get("resume", {}), **command.get("resume", {})}
-            merged["update"] = {**merged.get("update", {}), **command.get("update", {})}
-            merged["proceed"] = bool(merged.get("proceed") or proceed)
-            active.command = canonical_json({key: value for key, value in merged.items() if value})
-            active.from_checkpoint_id = head_id
-            active.save(update_fields=["command", "from_checkpoint_id"])
-            run = active
-        else:
-            run = _queue_run(
-                thread=thread, kind=Run.Kind.RESUME, actor=actor, command=command, from_checkpoint_id=head_id
-            )
-            _set_thread(thread, status=Thread.Status.QUEUED)
-        record_event(
-            action=Action.THREAD_RESUMED,
-            actor=actor,
-            thread=thread,
-            run=run,
-            data={
-                **(data or {}),
-                "resume": command.get("resume"),
-                "proceed": proceed,
-                "updates": changed,
-                "checkpoint_id": head_id,
-            },
+    thread, active = lock_thread(thread)
+    before = engine.head(thread.workflow, thread.thread_id)
+    if resume and updates:
+        updates = _without_repeats(spec, before, updates, active)
+    if active is not None:
+        # A released run (attempts > 0) may have handed its edits to LangGraph already;
+        # merging more into its command would send those again.
+        if active.status != Run.Status.QUEUED or active.kind != Run.Kind.RESUME or active.attempts:
+            raise ThreadBusy("this thread is running; its answers can be given when it pauses again")
+    elif thread.status != Thread.Status.INTERRUPTED:
+        raise InvalidState(f"the thread is {thread.status}, not waiting for input")
+    typed = _typed_updates(spec, updates) if updates else {}
+    # Answers to dynamic interrupts and a breakpoint's proceed can come together (parallel
+    # reviews of both kinds decided in a row); each mode adds its part of the command.
+    command: dict[str, Any] = {}
+    if resume:
+        command.update(_answer_interrupts(spec, resume, typed))
+    if proceed:
+        command.update(_proceed_past_breakpoint(thread, typed, as_node))
+    head_id = _head_checkpoint_id(thread)
+    if active is not None:
+        run = _join_queued_run(active, command, from_checkpoint_id=head_id)
+    else:
+        run = _queue_run(
+            thread=thread, kind=Run.Kind.RESUME, actor=actor, command=command, from_checkpoint_id=head_id
         )
+        _set_thread(thread, status=Thread.Status.QUEUED)
+    record_event(
+        action=Action.THREAD_RESUMED,
+        actor=actor,
+        thread=thread,
+        run=run,
+        data={
+            **(data or {}),
+            "resume": command.get("resume"),
+            "proceed": proceed,
+            "updates": {"before": _dumped_state(spec, before, typed), "after": spec.dump_updates(typed)}
+            if typed
+            else {},
+            "checkpoint_id": head_id,
+        },
+    )
     return run
 
 
+def _answer_interrupts(
+    spec: registry.Workflow, resume: Mapping[str, Any], updates: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The command part of answers to dynamic interrupts. Edits cannot be applied now: at a
+    dynamic interrupt, update_state would start a new step and orphan the pending interrupts'
+    ids. They travel with the answers as Command(update=...), stored as JSON the worker loads
+    back into the schema's types."""
+    command: dict[str, Any] = {"resume": dict(resume)}
+    if updates:
+        command["update"] = spec.dump_updates(updates)
+    return command
+
+
+def _proceed_past_breakpoint(
+    thread: Thread, updates: Mapping[str, Any], as_node: str | None
+) -> dict[str, Any]:
+    """The command part of passing a static breakpoint. There is nothing to orphan there: the
+    edits go into the saved state now, in the caller's transaction (the saver joins it)."""
+    if updates:
+        graph = engine.graph_for(thread.workflow)
+        graph.update_state(engine.config_for(thread.thread_id), dict(updates), as_node=as_node)
+    return {"proceed": True}
+
+
+def _join_queued_run(active: Run, command: Mapping[str, Any], *, from_checkpoint_id: str) -> Run:
+    """Merge more answers into the thread's resume run that is still queued, so two reviews
+    decided in a row resume the thread once."""
+    merged = dict(active.command)
+    merged["resume"] = {**merged.get("resume", {}), **command.get("resume", {})}
+    merged["update"] = {**merged.get("update", {}), **command.get("update", {})}
+    merged["proceed"] = bool(merged.get("proceed") or command.get("proceed"))
+    active.command = canonical_json({key: value for key, value in merged.items() if value})
+    active.from_checkpoint_id = from_checkpoint_id
+    active.save(update_fields=["command", "from_checkpoint_id"])
+    return active
+
+
 def _without_repeats(
-    thread: Thread, head: StateSnapshot, updates: Mapping[str, Any], active: Run | None
+    spec: registry.Workflow, head: StateSnapshot, updates: Mapping[str, Any], active: Run | None
 ) -> dict[str, Any]:
     """Edits at a dynamic interrupt travel as Command(update=...) and land in the paused
     step, where a field without a reducer takes one value: a second edit of it at the same
     pause (by another answer, stored on the head or riding on the active run) would fail the
     step. The same value again is dropped; a different one is refused, so nobody overwrites
     an edit they did not see."""
-    spec = registry.get(thread.workflow)
-    earlier = dict(engine.stored_edits(thread.workflow, head))
+    earlier = dict(engine.stored_edits(spec.name, head))
     if active is not None:
         earlier.update(spec.load_updates(active.command.get("update") or {}))
-    single = engine.single_value_fields(thread.workflow, updates)
+    single = engine.single_value_fields(spec.name, updates)
     kept: dict[str, Any] = {}
     conflicts: list[str] = []
     for name, value in updates.items():
@@ -311,7 +370,7 @@ def _dumped_state(spec: registry.Workflow, snapshot: StateSnapshot, fields: Mapp
 
 def retry_thread(*, thread: Thread, actor: Actor) -> Run:
     """Run a failed thread again from its last checkpoint: only the node that failed re-runs."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         thread, _ = lock_thread(thread)
         if thread.status != Thread.Status.FAILED:
             raise InvalidState(f"only a failed thread can be retried; this one is {thread.status}")
@@ -341,25 +400,32 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
 
 def cancel_thread(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
     """Stop a thread for good. A running run loses its lease, so it can write nothing more."""
-    with transaction.atomic():
-        thread, active = lock_thread(thread)
-        if thread.status in (Thread.Status.COMPLETED, Thread.Status.CANCELLED):
-            raise InvalidState(f"the thread is already {thread.status}")
-        if active is not None:
-            active.status = Run.Status.CANCELLED
-            active.lease_token = None
-            active.finished_at = timezone.now()
-            active.save(update_fields=["status", "lease_token", "finished_at"])
-        before = thread.status
-        _set_thread(thread, status=Thread.Status.CANCELLED)
-        interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread cancelled")
-        record_event(
-            action=Action.THREAD_CANCELLED,
-            actor=actor,
-            thread=thread,
-            run=active,
-            data={"reason": reason, "status": {"before": before, "after": thread.status}},
-        )
+    with transaction.atomic(durable=True):
+        return cancel_in_transaction(thread=thread, actor=actor, reason=reason)
+
+
+def cancel_in_transaction(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
+    """`cancel_thread` inside the caller's transaction, for a service that cancels a thread
+    as part of its own change (a reject at a breakpoint)."""
+    _inside_a_transaction("cancel_in_transaction")
+    thread, active = lock_thread(thread)
+    if thread.status in (Thread.Status.COMPLETED, Thread.Status.CANCELLED):
+        raise InvalidState(f"the thread is already {thread.status}")
+    if active is not None:
+        active.status = Run.Status.CANCELLED
+        active.lease_token = None
+        active.finished_at = timezone.now()
+        active.save(update_fields=["status", "lease_token", "finished_at"])
+    before = thread.status
+    _set_thread(thread, status=Thread.Status.CANCELLED)
+    interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread cancelled")
+    record_event(
+        action=Action.THREAD_CANCELLED,
+        actor=actor,
+        thread=thread,
+        run=active,
+        data={"reason": reason, "status": {"before": before, "after": thread.status}},
+    )
     return thread
 
 
@@ -375,7 +441,7 @@ def rollback_thread(
     if not reason.strip():
         raise InvalidState("a rollback needs a reason")
     _refuse_unstorable(dict(updates or {}), what="the corrections")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         thread, active = lock_thread(thread)
         if active is not None:
             raise ThreadBusy("this thread has a run queued or running; cancel it or wait before rolling back")
@@ -433,7 +499,7 @@ def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseExc
     """Audit that the thread's checkpoint could not be read (a page asked for it), once per
     head checkpoint: reloading the page does not add another event. True if one was written.
     Locks the thread row, so two requests at once write one event, then the audit lock."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         thread, _ = lock_thread(thread)
         # The newest row's id, read without decoding anything: decoding is what failed.
         checkpoint_id = (
@@ -511,7 +577,7 @@ class Claim:
 
 def claim_run(*, run_id: int, holder: str) -> Claim:
     """Take a queued run (or one whose holder lost its lease) with a fresh token."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = _lock_run(run_id)
         if run is None:
             return Claim()
@@ -606,7 +672,7 @@ def finish_run(
 ) -> bool:
     """Record where the graph stopped: at interrupts (reviews open) or at its end.
     False, with nothing written, when the run lost its lease meanwhile."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
@@ -637,7 +703,7 @@ def finish_run(
 
 def fail_run(*, run_id: int, token: str, error: str) -> bool:
     """A node raised: the thread fails now, keeping the error; `retry_thread` resumes it."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
@@ -647,7 +713,7 @@ def fail_run(*, run_id: int, token: str, error: str) -> bool:
 
 def release_run(*, run_id: int, token: str, error: str, countdown: float) -> bool:
     """Give a run back to the queue after a transient failure (the database went away)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
@@ -700,7 +766,7 @@ def sweep() -> SweepResult:
         Run.objects.filter(due).order_by("id").values_list("pk", "thread_id")[: settings.SIGNOFF_SWEEP_BATCH]
     )
     for run_id, thread_id in candidates:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             thread = (
                 Thread.objects.select_for_update(no_key=True, skip_locked=True).filter(pk=thread_id).first()
             )
