@@ -412,10 +412,8 @@ def cancel_in_transaction(*, thread: Thread, actor: Actor, reason: str = "") -> 
     if thread.status in (Thread.Status.COMPLETED, Thread.Status.CANCELLED):
         raise InvalidState(f"the thread is already {thread.status}")
     if active is not None:
-        active.status = Run.Status.CANCELLED
-        active.lease_token = None
-        active.finished_at = timezone.now()
-        active.save(update_fields=["status", "lease_token", "finished_at"])
+        # The error of an earlier attempt (a release) stays on the cancelled run.
+        active.save(update_fields=active.close(Run.Status.CANCELLED, now=timezone.now(), error=active.error))
     before = thread.status
     _set_thread(thread, status=Thread.Status.CANCELLED)
     interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread cancelled")
@@ -588,29 +586,13 @@ def claim_run(*, run_id: int, holder: str) -> Claim:
             if live and not _holder_is_dead(run.lease_holder):
                 return Claim(busy_for=(run.lease_expires_at - now).total_seconds())
         if run.attempts >= settings.SIGNOFF_MAX_ATTEMPTS:
-            _fail(
-                run,
-                f"gave up after {run.attempts} attempts: the worker running it died or lost its lease "
-                "each time",
-                actor_label=WORKER,
-            )
+            _fail(run, run.gave_up_error(), actor_label=WORKER)
             return Claim()
         token = uuid.uuid4()
-        run.status = Run.Status.RUNNING
-        run.lease_token = token
-        run.lease_expires_at = now + timedelta(seconds=settings.SIGNOFF_LEASE_SECONDS)
-        run.lease_holder = holder
-        run.attempts += 1
-        run.started_at = run.started_at or now
         run.save(
-            update_fields=[
-                "status",
-                "lease_token",
-                "lease_expires_at",
-                "lease_holder",
-                "attempts",
-                "started_at",
-            ]
+            update_fields=run.claim(
+                token=token, holder=holder, now=now, lease_seconds=settings.SIGNOFF_LEASE_SECONDS
+            )
         )
         _set_thread(run.thread, status=Thread.Status.RUNNING, error="")
         record_event(
@@ -641,17 +623,8 @@ def _own_run(run_id: int, token: str) -> Run | None:
     return run
 
 
-def _close_run(run: Run, status: str, error: str = "") -> None:
-    run.status = status
-    run.error = error
-    run.lease_token = None
-    run.lease_expires_at = None
-    run.finished_at = timezone.now()
-    run.save(update_fields=["status", "error", "lease_token", "lease_expires_at", "finished_at"])
-
-
 def _fail(run: Run, error: str, *, actor_label: str) -> None:
-    _close_run(run, Run.Status.FAILED, error)
+    run.save(update_fields=run.close(Run.Status.FAILED, now=timezone.now(), error=error))
     _set_thread(run.thread, status=Thread.Status.FAILED, error=error)
     record_event(
         action=Action.RUN_FAILED,
@@ -677,7 +650,7 @@ def finish_run(
         if run is None:
             return False
         if interrupts:
-            _close_run(run, Run.Status.INTERRUPTED)
+            run.save(update_fields=run.close(Run.Status.INTERRUPTED, now=timezone.now()))
             _set_thread(run.thread, status=Thread.Status.INTERRUPTED)
             thread_interrupted.send(sender=Thread, thread=run.thread, run=run, interrupts=interrupts)
             record_event(
@@ -688,7 +661,7 @@ def finish_run(
                 data={"checkpoint_id": checkpoint_id, "interrupts": [i.as_json() for i in interrupts]},
             )
         else:
-            _close_run(run, Run.Status.SUCCEEDED)
+            run.save(update_fields=run.close(Run.Status.SUCCEEDED, now=timezone.now()))
             _set_thread(run.thread, status=Thread.Status.COMPLETED)
             interrupts_withdrawn.send(sender=Thread, thread=run.thread, actor=None, reason="thread completed")
             record_event(
@@ -717,12 +690,7 @@ def release_run(*, run_id: int, token: str, error: str, countdown: float) -> boo
         run = _own_run(run_id, token)
         if run is None:
             return False
-        run.status = Run.Status.QUEUED
-        run.lease_token = None
-        run.lease_expires_at = None
-        run.error = error
-        run.enqueued_at = timezone.now()
-        run.save(update_fields=["status", "lease_token", "lease_expires_at", "error", "enqueued_at"])
+        run.save(update_fields=run.requeue(now=timezone.now(), error=error))
         _set_thread(run.thread, status=Thread.Status.QUEUED)
         record_event(
             action=Action.RUN_RELEASED,
@@ -778,25 +746,17 @@ def sweep() -> SweepResult:
                 continue
             run.thread = thread
             if run.status == Run.Status.RUNNING and run.attempts >= settings.SIGNOFF_MAX_ATTEMPTS:
-                _fail(
-                    run,
-                    f"gave up after {run.attempts} attempts: the worker running it died or lost its lease "
-                    "each time",
-                    actor_label=SWEEPER,
-                )
+                _fail(run, run.gave_up_error(), actor_label=SWEEPER)
                 failed.append(run.pk)
                 continue
             action = Action.RUN_REPUBLISHED if run.status == Run.Status.QUEUED else Action.RUN_LEASE_EXPIRED
             if run.status == Run.Status.RUNNING:
-                run.status = Run.Status.QUEUED
-                run.lease_token = None
-                run.lease_expires_at = None
                 _set_thread(run.thread, status=Thread.Status.QUEUED)
                 reclaimed.append(run.pk)
             else:
                 republished.append(run.pk)
-            run.enqueued_at = now
-            run.save(update_fields=["status", "lease_token", "lease_expires_at", "enqueued_at"])
+            # A lease that ran out is taken back; a queued run only gets a new message.
+            run.save(update_fields=run.requeue(now=now))
             record_event(
                 action=action,
                 actor_label=SWEEPER,
