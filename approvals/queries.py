@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from approvals.models import Review
 from workflows import engine, registry
+from workflows import services as engine_services
 from workflows.audit import Action as AuditAction
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
 
@@ -323,6 +324,8 @@ class TimelineEntry:
     is_head: bool
     # What rolling back here would change: from the head's state to this checkpoint's.
     from_head: list[Change]
+    # Whether it may be rolled back to (workflows.services.rollback_refusal), for the page's link.
+    can_roll_back: bool
 
 
 def timeline(thread: Thread, *, limit: int = 200) -> list[TimelineEntry]:
@@ -339,6 +342,10 @@ def timeline(thread: Thread, *, limit: int = 200) -> list[TimelineEntry]:
             run=runs.get(engine.run_id_in(entry.metadata)),
             is_head=index == 0,
             from_head=diff(head_values, entry.values) if index else [],
+            can_roll_back=engine_services.rollback_refusal(
+                checkpoint_id=entry.checkpoint_id, metadata=entry.metadata, head_id=entries[0].checkpoint_id
+            )
+            is None,
         )
         for index, entry in enumerate(entries)
     ]
@@ -364,15 +371,17 @@ class RollbackPreview:
 
 def rollback_preview(thread: Thread, checkpoint_id: str) -> RollbackPreview | None:
     """None when the checkpoint is not in the thread's history, or cannot be rolled back to
-    (the input checkpoint). Reads only: the rollback itself is
+    (`workflows.services.rollback_refusal`). Reads only: the rollback itself is
     `workflows.services.rollback_thread`, which checks everything again."""
     graph = engine.graph_for(thread.workflow)
     target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
     if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
         return None
-    if engine.is_input_checkpoint(target):
-        return None
     head = engine.head(thread.workflow, thread.thread_id)
+    if engine_services.rollback_refusal(
+        checkpoint_id=checkpoint_id, metadata=target.metadata, head_id=engine.checkpoint_id_of(head)
+    ):
+        return None
     values = _as_dict(target.values)
     return RollbackPreview(
         checkpoint_id=checkpoint_id,

@@ -427,6 +427,22 @@ def cancel_in_transaction(*, thread: Thread, actor: Actor, reason: str = "") -> 
     return thread
 
 
+def rollback_refusal(*, checkpoint_id: str, metadata: Mapping[str, Any] | None, head_id: str) -> str | None:
+    """Why a thread cannot be rolled back to this checkpoint of its history (`metadata` is
+    the checkpoint's, `head_id` the thread's head), or None when it can. The one rule that
+    `rollback_thread`, the admin's rollback preview and its timeline's links ask."""
+    if (metadata or {}).get("source") == "input":
+        # Its state is still empty: the input sits in pending writes, which a copy leaves
+        # behind, so a fork from it would run the workflow with no input at all.
+        return (
+            "that checkpoint is the thread's input, before any step ran; roll back to step 0 "
+            "to run the workflow from its start"
+        )
+    if checkpoint_id == head_id:
+        return "that checkpoint is the thread's head; a rollback to it would only copy it"
+    return None
+
+
 def rollback_thread(
     *,
     thread: Thread,
@@ -453,14 +469,12 @@ def rollback_thread(
         target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
         if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
             raise InvalidState(f"checkpoint {checkpoint_id} is not in this thread's history")
-        if engine.is_input_checkpoint(target):
-            # Its state is still empty: the input sits in pending writes, which a copy leaves
-            # behind, so a fork from it would run the workflow with no input at all.
-            raise InvalidState(
-                "that checkpoint is the thread's input, before any step ran; roll back to step 0 "
-                "to run the workflow from its start"
-            )
         before = engine.head(thread.workflow, thread.thread_id)
+        refusal = rollback_refusal(
+            checkpoint_id=checkpoint_id, metadata=target.metadata, head_id=engine.checkpoint_id_of(before)
+        )
+        if refusal:
+            raise InvalidState(refusal)
         fork = graph.update_state(target.config, None, as_node="__copy__")
         copy_id = str(fork["configurable"]["checkpoint_id"])
         if updates:
