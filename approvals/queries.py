@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -206,7 +206,7 @@ class Change:
     field: str
     before: Any
     after: Any
-    kind: str  # added / removed / changed
+    kind: Literal["added", "removed", "changed"]
 
 
 @dataclass
