@@ -105,3 +105,43 @@ def test_the_engine_imports_nothing_of_the_app_above_it() -> None:
     }
 
     assert {name: targets for name, targets in upward.items() if targets} == {}
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Private names of workflows that `path` imports or reads off a workflows module."""
+    tree = ast.parse(path.read_text())
+    modules: set[str] = set()
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "workflows":
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    found.append(f"{node.module}.{alias.name}")
+                modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update(
+                alias.asname or alias.name for alias in node.names if alias.name.startswith("workflows")
+            )
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_approvals_uses_no_private_name_of_workflows() -> None:
+    used = {name: _private_uses(path) for name, path in _modules().items() if name.startswith("approvals")}
+
+    assert {name: names for name, names in used.items() if names} == {}
+
+
+def test_the_private_name_finder_finds_one(tmp_path: Path) -> None:
+    source = tmp_path / "probe.py"
+    source.write_text("from workflows import services as s\nfrom workflows.x import _y\ns._ring(1)\n")
+
+    assert _private_uses(source) == ["workflows.x._y", "s._ring"]
