@@ -115,7 +115,9 @@ class Decision(models.Model):
     review = models.OneToOneField(Review, on_delete=models.CASCADE, related_name="decision")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=20, choices=Action)
-    # Field edits as {"before": {...}, "after": {...}}, applied with update_state.
+    # The reviewer's field edits as {"after": {...}} (JSON, as Workflow.dump_updates writes
+    # them), {} without edits. Applied with the resume: update_state at a breakpoint,
+    # Command(update=...) at a dynamic interrupt.
     updates = SealedJSONField(default=dict, blank=True)
     # What the interrupt() call returns when the thread resumes (None for a breakpoint).
     response = SealedJSONField(null=True, blank=True)

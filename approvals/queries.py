@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -24,6 +24,8 @@ from langgraph.types import StateSnapshot
 
 from approvals.models import Review
 from workflows import engine, registry
+from workflows import services as engine_services
+from workflows.audit import Action as AuditAction
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
 
 SCOPES = ("all", "mine", "unclaimed")
@@ -213,7 +215,7 @@ class Change:
     field: str
     before: Any
     after: Any
-    kind: str  # added / removed / changed
+    kind: Literal["added", "removed", "changed"]
 
 
 @dataclass
@@ -331,6 +333,8 @@ class TimelineEntry:
     is_head: bool
     # What rolling back here would change: from the head's state to this checkpoint's.
     from_head: list[Change]
+    # Whether it may be rolled back to (workflows.services.rollback_refusal), for the page's link.
+    can_roll_back: bool
 
 
 def timeline(thread: Thread, *, limit: int = 200) -> list[TimelineEntry]:
@@ -347,6 +351,10 @@ def timeline(thread: Thread, *, limit: int = 200) -> list[TimelineEntry]:
             run=runs.get(engine.run_id_in(entry.metadata)),
             is_head=index == 0,
             from_head=diff(head_values, entry.values) if index else [],
+            can_roll_back=engine_services.rollback_refusal(
+                checkpoint_id=entry.checkpoint_id, metadata=entry.metadata, head_id=entries[0].checkpoint_id
+            )
+            is None,
         )
         for index, entry in enumerate(entries)
     ]
@@ -372,15 +380,17 @@ class RollbackPreview:
 
 def rollback_preview(thread: Thread, checkpoint_id: str) -> RollbackPreview | None:
     """None when the checkpoint is not in the thread's history, or cannot be rolled back to
-    (the input checkpoint). Reads only: the rollback itself is
+    (`workflows.services.rollback_refusal`). Reads only: the rollback itself is
     `workflows.services.rollback_thread`, which checks everything again."""
     graph = engine.graph_for(thread.workflow)
     target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
     if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
         return None
-    if engine.is_input_checkpoint(target):
-        return None
     head = engine.head(thread.workflow, thread.thread_id)
+    if engine_services.rollback_refusal(
+        checkpoint_id=checkpoint_id, metadata=target.metadata, head_id=engine.checkpoint_id_of(head)
+    ):
+        return None
     values = _as_dict(target.values)
     return RollbackPreview(
         checkpoint_id=checkpoint_id,
@@ -400,31 +410,6 @@ def rollback_preview(thread: Thread, checkpoint_id: str) -> RollbackPreview | No
 # Staff who hold `workflows.view_auditevent` read every event, whatever their reviewer groups:
 # an auditor must see the whole trail, so nothing here is scoped by `reviewable_workflows`.
 
-# The actions services record. Kept as a list, not read with SELECT DISTINCT: that would scan
-# an index of millions of rows on every page; tests check it against the services' source.
-AUDIT_ACTIONS = (
-    "thread.started",
-    "thread.resumed",
-    "thread.retried",
-    "thread.cancelled",
-    "thread.rolled_back",
-    "run.started",
-    "run.interrupted",
-    "run.completed",
-    "run.failed",
-    "run.released",
-    "run.republished",
-    "run.lease_expired",
-    "review.opened",
-    "review.claimed",
-    "review.released",
-    "review.decided",
-    "review.cancelled",
-    "audit.keyed",
-    "checkpoint.unreadable",
-    "login.failed",
-    "login.locked_out",
-)
 AUDIT_PAGE_SIZES = (25, 50, 100, 200)
 # Dates outside this span cannot be turned into datetimes in every time zone.
 _EARLIEST, _LATEST = date(1900, 1, 1), date(9998, 12, 31)
@@ -475,7 +460,7 @@ class AuditFilters:
         ):
             entered[key] = _without_nul(label, entered[key], errors)
         action = entered["action"]
-        if action and action not in AUDIT_ACTIONS:
+        if action and action not in AuditAction.values:
             errors.append(f"Action: “{action}” is not an action the audit trail records; it was ignored.")
             action = ""
         workflow = entered["workflow"]
@@ -645,8 +630,8 @@ class AuditPage:
     newer_query: str
 
     @property
-    def actions(self) -> tuple[str, ...]:
-        return AUDIT_ACTIONS
+    def actions(self) -> list[str]:
+        return AuditAction.values
 
     @property
     def workflows(self) -> list[registry.Workflow]:

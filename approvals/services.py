@@ -1,4 +1,5 @@
-"""Every write to reviews and decisions. Each function is one transaction with its audit event."""
+"""Every write to reviews and decisions. Each public function is one durable transaction with
+its audit event (see workflows.services); the signal receivers run inside the engine's."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from django.utils.text import capfirst
 from approvals.models import Decision, Review
 from workflows import engine, limits, registry
 from workflows import services as engine_services
+from workflows.audit import Action as AuditAction
 from workflows.canonical import canonical_json
 from workflows.models import Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
@@ -89,9 +91,9 @@ def search_text(thread: Thread, node: str, value: Any, *, summary: Mapping[str, 
     return "\n".join(parts).lower()[:20_000]
 
 
-def _summary(thread: Thread) -> dict[str, Any]:
+def _summary(thread: Thread, spec: registry.Workflow) -> dict[str, Any]:
     """The values of the workflow's summary fields in the thread's paused state."""
-    fields = registry.get(thread.workflow).summary_fields
+    fields = spec.summary_fields
     if not fields:
         return {}
     values = engine.head(thread.workflow, thread.thread_id).values
@@ -138,14 +140,19 @@ def implied_updates(review: Review, action: str, spec: registry.Workflow) -> dic
 
 
 def can_review(user: User | None, workflow: str) -> bool:
+    return _is_reviewer(user, _workflow_or_none(workflow))
+
+
+def _is_reviewer(user: User | None, spec: registry.Workflow | None) -> bool:
+    """Superusers review every workflow, even one no longer registered (`spec` None); others
+    those whose reviewer group they belong to."""
     if user is None or not user.is_active:
         return False
     if isinstance(user, AbstractUser) and user.is_superuser:
         return True
-    try:
-        group = registry.get(workflow).reviewer_group
-    except LookupError:
+    if spec is None:
         return False
+    group = spec.reviewer_group
     return bool(group) and isinstance(user, AbstractUser) and user.groups.filter(name=group).exists()
 
 
@@ -159,63 +166,69 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
     An interrupt that was already answered while the thread was busy (two parallel
     reviews decided in a row) gets no new review: its waiting decision resumes the thread.
     """
+    spec = registry.get(thread.workflow)
     pending_ids = {pending.id for pending in interrupts}
     passed = Review.objects.filter(thread=thread, status=Review.Status.OPEN).exclude(
         interrupt_id__in=pending_ids
     )
     _cancel(passed, thread=thread, actor=None, reason="its pause was passed")
     waiting: list[Decision] = []
-    summary: dict[str, Any] | None = None
+    fresh: list[PendingInterrupt] = []
     for pending in interrupts:
         existing = Review.objects.filter(thread=thread, interrupt_id=pending.id).order_by("-id").first()
-        if existing is not None and existing.status == Review.Status.OPEN:
-            continue
-        if existing is not None and existing.status == Review.Status.DECIDED:
-            decision = existing.decision
-            if decision.applied_at is None:
-                waiting.append(decision)
-            continue
-        kind = (
-            Review.Kind.BREAKPOINT
-            if pending.kind == "breakpoint"
-            else Review.Kind.AGENT_INBOX
-            if is_agent_inbox(pending.value)
-            else Review.Kind.INTERRUPT
-        )
-        if summary is None:
-            summary = _summary(thread)
-        review = Review.objects.create(
-            due_at=timezone.now() + timedelta(hours=registry.get(thread.workflow).review_hours),
-            thread=thread,
-            workflow=thread.workflow,
-            run=run,
-            interrupt_id=pending.id,
-            kind=kind,
-            node=pending.node,
-            checkpoint_id=pending.checkpoint_id,
-            value=canonical_json(pending.value),
-            search_text=search_text(thread, pending.node, pending.value, summary=summary),
-        )
-        engine_services.record_event(
-            action="review.opened",
-            actor_label=engine_services.WORKER,
-            thread=thread,
-            run=run,
-            data={
-                "review": review.pk,
-                "node": review.node,
-                "interrupt_id": review.interrupt_id,
-                "kind": kind,
-            },
-        )
+        if existing is None or existing.status == Review.Status.CANCELLED:
+            fresh.append(pending)
+        elif existing.status == Review.Status.DECIDED and existing.decision.applied_at is None:
+            waiting.append(existing.decision)
+    if fresh:
+        summary = _summary(thread, spec)
+        for pending in fresh:
+            _open_review(thread, spec, run, pending, summary=summary)
     if waiting:
-        try:
-            _apply(thread, waiting, actor=_sole_actor(waiting))
-        except engine_services.EditConflict:
-            # decide() refuses an edit that clashes with the running run's, so this is not
-            # expected; recording the pause matters more than these answers, which stay
-            # decided but unapplied (Decision.applied_at empty) for an admin to see.
-            logger.exception("waiting decisions on thread %s clash; not applied", thread.pk)
+        _apply_waiting(thread, spec, waiting)
+
+
+def _open_review(
+    thread: Thread, spec: registry.Workflow, run: Run, pending: PendingInterrupt, *, summary: dict[str, Any]
+) -> Review:
+    kind = (
+        Review.Kind.BREAKPOINT
+        if pending.kind == "breakpoint"
+        else Review.Kind.AGENT_INBOX
+        if is_agent_inbox(pending.value)
+        else Review.Kind.INTERRUPT
+    )
+    review = Review.objects.create(
+        due_at=timezone.now() + timedelta(hours=spec.review_hours),
+        thread=thread,
+        workflow=thread.workflow,
+        run=run,
+        interrupt_id=pending.id,
+        kind=kind,
+        node=pending.node,
+        checkpoint_id=pending.checkpoint_id,
+        value=canonical_json(pending.value),
+        search_text=search_text(thread, pending.node, pending.value, summary=summary),
+    )
+    engine_services.record_event(
+        action=AuditAction.REVIEW_OPENED,
+        actor_label=engine_services.WORKER,
+        thread=thread,
+        run=run,
+        data={"review": review.pk, "node": review.node, "interrupt_id": review.interrupt_id, "kind": kind},
+    )
+    return review
+
+
+def _apply_waiting(thread: Thread, spec: registry.Workflow, waiting: list[Decision]) -> None:
+    """Resume the thread with the decisions taken while it was busy, now that it paused."""
+    try:
+        _apply(thread, spec, waiting, actor=_sole_actor(waiting))
+    except engine_services.EditConflict:
+        # decide() refuses an edit that clashes with the running run's, so this is not
+        # expected; recording the pause matters more than these answers, which stay
+        # decided but unapplied (Decision.applied_at empty) for an admin to see.
+        logger.exception("waiting decisions on thread %s clash; not applied", thread.pk)
 
 
 @receiver(interrupts_withdrawn, dispatch_uid="approvals.withdraw_reviews")
@@ -236,7 +249,7 @@ def _cancel(reviews: QuerySet[Review], *, thread: Thread, actor: User | None, re
         review.claimed_by = None
         review.save(update_fields=["status", "closed_at", "claimed_by"])
         engine_services.record_event(
-            action="review.cancelled",
+            action=AuditAction.REVIEW_CANCELLED,
             actor=actor,
             actor_label="" if actor is not None else engine_services.WORKER,
             thread=thread,
@@ -265,29 +278,9 @@ def decide(
     """
     updates = dict(updates or {})
     _refuse_unstorable(updates=updates, response=response, comment=comment)
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         review = _locked_review(review)
-        if not can_review(actor, review.thread.workflow):
-            raise InvalidDecision("You are not a reviewer of this workflow.")
-        spec = _registered(review.thread.workflow)
-        if review.status == Review.Status.DECIDED:
-            raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review))
-        if review.status == Review.Status.CANCELLED:
-            raise StaleReview("This review was withdrawn (the thread was cancelled or rolled back).")
-        if checkpoint_id != review.checkpoint_id:
-            raise StaleReview("The thread has moved on since this review was shown; reload it.")
-        holder = claim_holder(review)
-        if holder is not None and holder.pk != actor.pk:
-            raise ReviewClaimed(_claimed_message(review, holder))
-        if action not in allowed_actions(review):
-            raise InvalidDecision(
-                f"{action!r} is not allowed here; choose one of {', '.join(allowed_actions(review))}."
-            )
-        thread = review.thread
-        if thread.status not in (Thread.Status.INTERRUPTED, Thread.Status.QUEUED, Thread.Status.RUNNING):
-            raise StaleReview(f"The thread is {thread.status}; this review no longer applies.")
-        if engine.checkpoint_id_of(engine.head(thread.workflow, thread.thread_id)) != review.checkpoint_id:
-            raise StaleReview("The thread has moved on since this review was opened; reload it.")
+        spec = _check_decidable(review, actor=actor, action=action, checkpoint_id=checkpoint_id)
         try:
             updates = spec.validate_updates(updates)
         except registry.InvalidUpdate as exc:
@@ -297,55 +290,20 @@ def decide(
         # "reject" must never pay.
         updates = {**updates, **implied_updates(review, action, spec)}
         stored_updates = spec.dump_updates(updates)
-        if review.kind == Review.Kind.BREAKPOINT and action == Decision.Action.RESPOND:
-            raise InvalidDecision("A breakpoint takes approve or reject.")
-        answer = _answer(review, action, response, comment)
-        try:
-            with transaction.atomic():
-                decision = Decision.objects.create(
-                    review=review,
-                    actor=actor,
-                    action=action,
-                    updates={"after": canonical_json(stored_updates)} if updates else {},
-                    response=canonical_json(answer),
-                    comment=comment,
-                    checkpoint_id=checkpoint_id,
-                )
-        except IntegrityError:
-            raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review)) from None
-        review.status = Review.Status.DECIDED
-        review.closed_at = decision.created_at
-        review.claimed_by = None
-        review.claim_expires_at = None
-        review.save(update_fields=["status", "closed_at", "claimed_by", "claim_expires_at"])
-        if (
-            review.kind == Review.Kind.BREAKPOINT
-            and action == Decision.Action.REJECT
-            and spec.on_reject is None
-        ):
-            try:
-                engine_services.cancel_thread(
-                    thread=review.thread, actor=actor, reason=comment or "rejected at review"
-                )
-            except engine_services.InvalidState as exc:
-                # The thread completed or was cancelled after this review was read.
-                raise StaleReview(f"This review no longer applies: {exc}.") from None
-            decision.applied_at = timezone.now()
-            decision.save(update_fields=["applied_at"])
-        else:
-            # ThreadBusy: another answer is being applied right now; this one waits for the
-            # thread's next pause, where open_reviews applies it.
-            with contextlib.suppress(engine_services.ThreadBusy):
-                try:
-                    _apply(review.thread, [decision], actor=actor)
-                except engine_services.InvalidState as exc:
-                    raise StaleReview(f"This review no longer applies: {exc}.") from None
-                except engine_services.EditConflict as exc:
-                    raise StaleReview(f"{capfirst(str(exc))}.") from None
+        decision = _record_decision(
+            review,
+            actor=actor,
+            action=action,
+            checkpoint_id=checkpoint_id,
+            stored_updates=stored_updates,
+            answer=_answer(review, action, response, comment),
+            comment=comment,
+        )
+        _resume_or_cancel(review, decision, spec=spec, actor=actor, comment=comment)
         # Last, after update_state: the audit lock serializes every audited write, so it is
         # held only for the append and the commit (the one lock order: thread, run, review, audit).
         engine_services.record_event(
-            action="review.decided",
+            action=AuditAction.REVIEW_DECIDED,
             actor=actor,
             thread=review.thread,
             data={
@@ -362,6 +320,100 @@ def decide(
     return decision
 
 
+def _check_decidable(review: Review, *, actor: User, action: str, checkpoint_id: str) -> registry.Workflow:
+    """The review's workflow, if `actor` may take `action` on it now; DecisionRefused (with
+    the reason, nothing written) if not."""
+    thread = review.thread
+    spec = _workflow_or_none(thread.workflow)
+    if not _is_reviewer(actor, spec):
+        raise InvalidDecision("You are not a reviewer of this workflow.")
+    if spec is None:
+        raise WorkflowGone(unregistered_message(thread.workflow))
+    if review.status == Review.Status.DECIDED:
+        raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review))
+    if review.status == Review.Status.CANCELLED:
+        raise StaleReview("This review was withdrawn (the thread was cancelled or rolled back).")
+    if checkpoint_id != review.checkpoint_id:
+        raise StaleReview("The thread has moved on since this review was shown; reload it.")
+    holder = claim_holder(review)
+    if holder is not None and holder.pk != actor.pk:
+        raise ReviewClaimed(_claimed_message(review, holder))
+    if action not in allowed_actions(review):
+        raise InvalidDecision(
+            f"{action!r} is not allowed here; choose one of {', '.join(allowed_actions(review))}."
+        )
+    if thread.status not in (Thread.Status.INTERRUPTED, Thread.Status.QUEUED, Thread.Status.RUNNING):
+        raise StaleReview(f"The thread is {thread.status}; this review no longer applies.")
+    if engine.checkpoint_id_of(engine.head(spec.name, thread.thread_id)) != review.checkpoint_id:
+        raise StaleReview("The thread has moved on since this review was opened; reload it.")
+    return spec
+
+
+def _record_decision(
+    review: Review,
+    *,
+    actor: User,
+    action: str,
+    checkpoint_id: str,
+    stored_updates: dict[str, Any],
+    answer: Any,
+    comment: str,
+) -> Decision:
+    """Write the decision and close its review."""
+    try:
+        # A savepoint: a second decision of the review (the unique constraint) is refused
+        # as AlreadyDecided, and the transaction can still read who decided first.
+        with transaction.atomic():
+            decision = Decision.objects.create(
+                review=review,
+                actor=actor,
+                action=action,
+                updates={"after": canonical_json(stored_updates)} if stored_updates else {},
+                response=canonical_json(answer),
+                comment=comment,
+                checkpoint_id=checkpoint_id,
+            )
+    except IntegrityError:
+        raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review)) from None
+    review.status = Review.Status.DECIDED
+    review.closed_at = decision.created_at
+    review.claimed_by = None
+    review.claim_expires_at = None
+    review.save(update_fields=["status", "closed_at", "claimed_by", "claim_expires_at"])
+    return decision
+
+
+def _resume_or_cancel(
+    review: Review, decision: Decision, *, spec: registry.Workflow, actor: User, comment: str
+) -> None:
+    """Act on the decision: a reject at a breakpoint whose workflow sets nothing for it
+    cancels the thread; any other decision resumes it (now, or at its next pause)."""
+    if (
+        review.kind == Review.Kind.BREAKPOINT
+        and decision.action == Decision.Action.REJECT
+        and spec.on_reject is None
+    ):
+        try:
+            engine_services.cancel_in_transaction(
+                thread=review.thread, actor=actor, reason=comment or "rejected at review"
+            )
+        except engine_services.InvalidState as exc:
+            # The thread completed or was cancelled after this review was read.
+            raise StaleReview(f"This review no longer applies: {exc}.") from None
+        decision.applied_at = timezone.now()
+        decision.save(update_fields=["applied_at"])
+        return
+    # ThreadBusy: another answer is being applied right now; this one waits for the
+    # thread's next pause, where open_reviews applies it.
+    with contextlib.suppress(engine_services.ThreadBusy):
+        try:
+            _apply(review.thread, spec, [decision], actor=actor)
+        except engine_services.InvalidState as exc:
+            raise StaleReview(f"This review no longer applies: {exc}.") from None
+        except engine_services.EditConflict as exc:
+            raise StaleReview(f"{capfirst(str(exc))}.") from None
+
+
 class WorkflowGone(DecisionRefused):
     """The review's workflow is no longer registered on this server."""
 
@@ -373,11 +425,11 @@ def unregistered_message(workflow: str) -> str:
     )
 
 
-def _registered(workflow: str) -> registry.Workflow:
+def _workflow_or_none(workflow: str) -> registry.Workflow | None:
     try:
         return registry.get(workflow)
     except LookupError:
-        raise WorkflowGone(unregistered_message(workflow)) from None
+        return None
 
 
 def _refuse_unstorable(**values: Any) -> None:
@@ -419,7 +471,7 @@ def _sole_actor(decisions: list[Decision]) -> User | None:
     return decisions[0].actor if len(actors) == 1 else None
 
 
-def _apply(thread: Thread, decisions: list[Decision], *, actor: User | None) -> None:
+def _apply(thread: Thread, spec: registry.Workflow, decisions: list[Decision], *, actor: User | None) -> None:
     """Resume the thread with these decisions' answers (and edits) in one run. The audit
     event credits each decision's reviewer (decided_by, and edited_by for those with edits)."""
     resume: dict[str, Any] = {}
@@ -427,31 +479,34 @@ def _apply(thread: Thread, decisions: list[Decision], *, actor: User | None) -> 
     proceed = False
     decided_by: list[str] = []
     edited_by: list[str] = []
-    spec = registry.get(thread.workflow)
     for decision in decisions:
         name = decision.actor.get_username()
         decided_by.append(name)
         if decision.updates.get("after") and name not in edited_by:
             edited_by.append(name)
         review = decision.review
-        # Stored as JSON; resume_thread and the graph get the schema's types back.
+        # Stored as JSON; the resume and the graph get the schema's types back.
         updates.update(spec.load_updates(decision.updates.get("after", {})))
         if review.kind == Review.Kind.BREAKPOINT:
             proceed = True
         else:
             resume[review.interrupt_id] = decision.response
-    engine_services.resume_thread(
-        thread=thread,
-        actor=actor,
-        resume=resume or None,
-        updates=updates or None,
-        proceed=proceed,
-        data={
-            "decisions": [decision.pk for decision in decisions],
-            "decided_by": decided_by,
-            "edited_by": edited_by,
-        },
-    )
+    # A savepoint: a resume refused part-way (ThreadBusy, EditConflict) leaves nothing of
+    # itself in the caller's transaction, which goes on (or is refused) without it.
+    with transaction.atomic():
+        engine_services.resume_in_transaction(
+            thread=thread,
+            spec=spec,
+            actor=actor,
+            resume=resume or None,
+            updates=updates or None,
+            proceed=proceed,
+            data={
+                "decisions": [decision.pk for decision in decisions],
+                "decided_by": decided_by,
+                "edited_by": edited_by,
+            },
+        )
     now: datetime = timezone.now()
     Decision.objects.filter(pk__in=[decision.pk for decision in decisions]).update(applied_at=now)
 
@@ -471,7 +526,7 @@ def claim_holder(review: Review, *, now: datetime | None = None) -> User | None:
 def claim_review(*, review: Review | int, actor: User) -> Review:
     """Take (or extend) the claim on an open review for SIGNOFF_CLAIM_SECONDS; others then see
     "being reviewed by ...". An expired claim is free to take."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         locked = _locked_review(review)
         if not can_review(actor, locked.thread.workflow):
             raise InvalidDecision("You are not a reviewer of this workflow.")
@@ -486,7 +541,7 @@ def claim_review(*, review: Review | int, actor: User) -> Review:
         if holder is None:
             # Extending one's own claim changes only its expiry, which is not worth an event.
             engine_services.record_event(
-                action="review.claimed",
+                action=AuditAction.REVIEW_CLAIMED,
                 actor=actor,
                 thread=locked.thread,
                 data={"review": locked.pk, "until": locked.claim_expires_at},
@@ -496,7 +551,7 @@ def claim_review(*, review: Review | int, actor: User) -> Review:
 
 def release_review(*, review: Review | int, actor: User) -> Review:
     """Give a claimed review back to the queue (the holder, or a superuser)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         locked = _locked_review(review)
         holder = claim_holder(locked)
         if holder is None:
@@ -507,7 +562,7 @@ def release_review(*, review: Review | int, actor: User) -> Review:
         locked.claim_expires_at = None
         locked.save(update_fields=["claimed_by", "claim_expires_at"])
         engine_services.record_event(
-            action="review.released",
+            action=AuditAction.REVIEW_RELEASED,
             actor=actor,
             thread=locked.thread,
             data={"review": locked.pk, "holder": holder.get_username()},
@@ -550,16 +605,16 @@ ANONYMOUS = "anonymous"
 
 def record_login_failure(*, username: str, ip_address: str) -> None:
     """Audit one refused sign-in (a wrong password, or any password while locked out)."""
-    _record_sign_in("login.failed", username=username, ip_address=ip_address)
+    _record_sign_in(AuditAction.LOGIN_FAILED, username=username, ip_address=ip_address)
 
 
 def record_lockout(*, username: str, ip_address: str) -> None:
     """Audit that a user name is locked out for a client after too many failures."""
-    _record_sign_in("login.locked_out", username=username, ip_address=ip_address)
+    _record_sign_in(AuditAction.LOGIN_LOCKED_OUT, username=username, ip_address=ip_address)
 
 
-def _record_sign_in(action: str, *, username: str, ip_address: str) -> None:
-    with transaction.atomic():
+def _record_sign_in(action: AuditAction, *, username: str, ip_address: str) -> None:
+    with transaction.atomic(durable=True):
         engine_services.record_event(
             action=action, actor_label=ANONYMOUS, data={"username": username, "ip_address": ip_address}
         )

@@ -21,7 +21,7 @@ from langgraph.types import StateSnapshot
 
 from approvals import services as approvals
 from approvals.models import Decision, Review
-from workflows import engine, registry, services
+from workflows import doorbell, engine, registry, services
 from workflows.execution import Outcome, execute_run
 from workflows.models import (
     ACTIVE_RUN_STATUSES,
@@ -106,14 +106,12 @@ def dead_holder() -> str:
 
 def capture_doorbell(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the run ids a service publishes to Celery instead of publishing them."""
-    from workflows.tasks import run_thread
-
     rung: list[int] = []
 
-    def apply_async(args: Any = (), kwargs: Any = None, **options: Any) -> None:
-        rung.append(args[0])
+    def publish(run_id: int, countdown: float) -> None:
+        rung.append(run_id)
 
-    monkeypatch.setattr(run_thread, "apply_async", apply_async)
+    monkeypatch.setattr(doorbell, "publish", publish)
     return rung
 
 

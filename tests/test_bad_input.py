@@ -340,14 +340,14 @@ def test_a_reject_at_a_breakpoint_racing_completion_is_a_409(
         run_queued(thread)
         review = open_review(thread)
         data = review_form(rita, review, action="reject")
-        real = approvals.can_review
+        real = approvals._is_reviewer
 
-        def completes_meanwhile(user: Any, name: str) -> bool:
+        def completes_meanwhile(user: Any, spec: Any) -> bool:
             # The thread row was read with the review; it completes before decide locks it.
             Thread.objects.filter(pk=thread.pk).update(status=Thread.Status.COMPLETED)
-            return real(user, name)
+            return real(user, spec)
 
-        monkeypatch.setattr(approvals, "can_review", completes_meanwhile)
+        monkeypatch.setattr(approvals, "_is_reviewer", completes_meanwhile)
         before = row_counts()
 
         response = rita.post(reverse("approvals:decide", args=[review.pk]), data)

@@ -20,9 +20,8 @@ from django.db import OperationalError
 
 from tests.fake_workflows import create_calls_table, node_calls
 from tests.workers import Beat, Worker, wait_for
-from workflows import engine, services
+from workflows import doorbell, engine, services
 from workflows.models import AuditEvent, Checkpoint, CheckpointWrite, Thread
-from workflows.tasks import run_thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.workers, pytest.mark.slow]
 
@@ -128,7 +127,7 @@ def test_a_crash_between_commit_and_publish_is_recovered(
         raise OperationalError("connection refused")
 
     with monkeypatch.context() as patch:
-        patch.setattr(run_thread, "apply_async", broker_down)
+        patch.setattr(doorbell, "publish", broker_down)
         thread = start_steps()
     # The thread and its run were committed; only the doorbell failed.
     assert thread.runs.get().status == "queued"

@@ -10,7 +10,6 @@ from typing import Any
 
 from django.conf import settings
 from langchain_core.runnables import RunnableConfig
-from langgraph._internal._constants import NULL_TASK_ID
 from langgraph.channels.last_value import LastValue
 from langgraph.checkpoint.base import WRITES_IDX_MAP
 from langgraph.graph.state import CompiledStateGraph
@@ -26,6 +25,11 @@ from workflows.signals import PendingInterrupt
 # state: bytes changed or sealed with another key, a plaintext row while a key is set, or a
 # list whose earlier version is gone. Pages show these as "the checkpoint cannot be read".
 UNREADABLE = (UnreadableCheckpoint, PlaintextRefused, BrokenDeltaChain)
+
+# The task id under which LangGraph stores the pending writes no task made: the input,
+# Command(update=...) and resume values. A copy of langgraph._internal._constants.NULL_TASK_ID,
+# which is not public API; tests/test_langgraph_internals.py checks the two stay equal.
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
 
 _compiled: dict[str, CompiledStateGraph[Any, Any, Any, Any]] = {}
 _lock = threading.Lock()

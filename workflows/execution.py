@@ -11,11 +11,11 @@ import logging
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
-from langgraph.types import Command
+from langgraph.types import Command, StateSnapshot
 
 from workflows import engine, registry, services
 from workflows.checkpointer import Lease, LeaseLost
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 class Outcome:
     """What became of one delivery of a run, for the task and for tests."""
 
-    status: str  # done / busy / fenced / released / failed / recorded
+    status: Literal["done", "busy", "fenced", "released", "failed", "recorded"]
     busy_for: float = 0.0
 
 
@@ -40,7 +40,6 @@ class _Heartbeat(threading.Thread):
         super().__init__(name=f"lease-{run_id}", daemon=True)
         self.run_id, self.token = run_id, token
         self.stopped = threading.Event()
-        self.lost = False
 
     def run(self) -> None:
         interval = settings.SIGNOFF_LEASE_SECONDS / 3
@@ -48,7 +47,7 @@ class _Heartbeat(threading.Thread):
             while not self.stopped.wait(interval):
                 try:
                     if not services.renew_lease(run_id=self.run_id, token=self.token):
-                        self.lost = True
+                        # Not ours any more: the next fenced write raises LeaseLost.
                         return
                 except DatabaseError:
                     logger.warning("could not renew the lease of run %s; retrying", self.run_id)
@@ -144,7 +143,7 @@ class _Action:
     value: Any
 
 
-def _first_action(run: Run, workflow: str, snapshot: Any) -> _Action | None:
+def _first_action(run: Run, workflow: str, snapshot: StateSnapshot) -> _Action | None:
     """What to invoke the graph with, or None when it is already at a pause.
 
     `invoke(None)` walks past a static breakpoint it is sitting at, so a run passes a

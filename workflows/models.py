@@ -9,6 +9,7 @@ step; they are written and read by `workflows.checkpointer.DjangoSaver` alone.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -94,8 +95,10 @@ class Run(models.Model):
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
     kind = models.CharField(max_length=20, choices=Kind)
     status = models.CharField(max_length=20, choices=Status, default=Status.QUEUED)
-    # What to invoke the graph with: {"input": ...} for a start, {"resume": {interrupt_id: value}}
-    # for answers to dynamic interrupts, {} to continue from the head checkpoint.
+    # What to invoke the graph with: {"input": ...} for a start; for answers to dynamic
+    # interrupts {"resume": {interrupt_id: value}}, with the edits given with them as
+    # "update" (JSON, loaded into the schema's types); {"proceed": true} to pass a static
+    # breakpoint; {} to continue from the head checkpoint.
     command = SealedJSONField(default=dict, blank=True)
     # The head checkpoint when the run was queued: progress past it was made by this run.
     from_checkpoint_id = models.CharField(max_length=64, blank=True)
@@ -135,6 +138,50 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} run {self.pk} of {self.thread_id}"
+
+    # -- state transitions --------------------------------------------------------------------
+    # The only places a run's status and lease change. Each sets the fields and returns their
+    # names for save(update_fields=...): the caller saves, inside the transaction that holds
+    # the thread's and the run's locks (workflows.services.lock_thread).
+
+    def claim(self, *, token: uuid.UUID, holder: str, now: datetime, lease_seconds: float) -> list[str]:
+        """A worker takes the run: a fresh lease (fencing token, expiry, holder), one more attempt."""
+        self.status = self.Status.RUNNING
+        self.lease_token = token
+        self.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        self.lease_holder = holder
+        self.attempts += 1
+        self.started_at = self.started_at or now
+        return ["status", "lease_token", "lease_expires_at", "lease_holder", "attempts", "started_at"]
+
+    def requeue(self, *, now: datetime, error: str | None = None) -> list[str]:
+        """Back to the queue, holding no lease, for a new message (a released run, a lease that
+        ran out, a message gone missing); `error` says why, if given."""
+        self.status = self.Status.QUEUED
+        self.lease_token = None
+        self.lease_expires_at = None
+        self.enqueued_at = now
+        fields = ["status", "lease_token", "lease_expires_at", "enqueued_at"]
+        if error is not None:
+            self.error = error
+            fields.append("error")
+        return fields
+
+    def close(self, status: str, *, now: datetime, error: str = "") -> list[str]:
+        """The run is over (succeeded, interrupted, failed, cancelled): its lease is gone, so a
+        worker still running it can write nothing more."""
+        self.status = status
+        self.error = error
+        self.lease_token = None
+        self.lease_expires_at = None
+        self.finished_at = now
+        return ["status", "error", "lease_token", "lease_expires_at", "finished_at"]
+
+    def gave_up_error(self) -> str:
+        """Why a run that used up its attempts fails (the claim and the sweeper both give up)."""
+        return (
+            f"gave up after {self.attempts} attempts: the worker running it died or lost its lease each time"
+        )
 
 
 class AuditEvent(models.Model):

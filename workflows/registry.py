@@ -104,13 +104,6 @@ class Workflow:
     def load_input(self, stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None if stored is None else _load_all(self.input_types, stored)
 
-    @property
-    def breakpoints(self) -> tuple[str, ...]:
-        nodes = set(self.graph.nodes)
-        before = nodes if self.interrupt_before == "*" else set(self.interrupt_before)
-        after = nodes if self.interrupt_after == "*" else set(self.interrupt_after)
-        return tuple(sorted(before | after))
-
 
 def _nodes(nodes: tuple[str, ...] | All) -> list[str] | All | None:
     if nodes == "*":

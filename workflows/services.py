@@ -1,9 +1,15 @@
 """Every write to threads, runs and the audit trail.
 
 Each public function is one transaction: it checks the change is allowed, makes it,
-writes its audit event in the same transaction, and rings Celery's doorbell only once
-the transaction has committed. Views, admin actions, commands and tasks call these;
-they never save the models themselves.
+writes its audit event in the same transaction, and rings the doorbell (workflows.doorbell)
+for a queued run, which publishes only once the transaction has committed. Views, admin
+actions, commands and tasks call these; they never save the models themselves.
+
+The transactions are durable (`atomic(durable=True)`): a service called inside another
+transaction raises instead of quietly becoming a savepoint of it, whose audit event and
+doorbell would then wait on a change it knows nothing of. A service that must make another's
+change as part of its own (a decision resumes or cancels the thread) calls the
+`*_in_transaction` helper, which joins the caller's transaction and refuses to run outside one.
 """
 
 from __future__ import annotations
@@ -22,15 +28,16 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from langgraph.types import StateSnapshot
 
-from workflows import audit, engine, limits, registry
+from workflows import audit, doorbell, engine, limits, registry
 
 # The audit chain lives in workflows.audit and the JSON the app stores in workflows.canonical;
 # these names stay importable from here.
+from workflows.audit import Action
 from workflows.audit import ChainBreak as ChainBreak
 from workflows.audit import event_hash as event_hash
 from workflows.audit import record_event as record_event
@@ -64,25 +71,11 @@ class EditConflict(ServiceError):
     """An edit of a field another answer already changed at this pause."""
 
 
-# -- doorbell -------------------------------------------------------------------------
-
-
-def _ring(run: Run, *, countdown: float = 0) -> None:
-    """Publish the run's message once the transaction commits. A lost message only
-    delays the run: the sweeper republishes queued runs it finds waiting."""
-    from workflows.tasks import run_thread
-
-    if countdown:
-        run_thread.apply_async_on_commit((run.pk,), countdown=countdown)
-    else:
-        run_thread.delay_on_commit(run.pk)
-
-
 def _queue_run(
     *, thread: Thread, kind: str, actor: Actor, command: dict[str, Any], from_checkpoint_id: str = ""
 ) -> Run:
     try:
-        with transaction.atomic():
+        with transaction.atomic():  # a savepoint: the caller's transaction goes on after a refusal
             run = Run.objects.create(
                 thread=thread,
                 kind=kind,
@@ -93,7 +86,7 @@ def _queue_run(
             )
     except IntegrityError as exc:
         raise ThreadBusy("this thread already has a run queued or running; wait for it to finish") from exc
-    _ring(run)
+    doorbell.ring(run.pk)
     return run
 
 
@@ -128,6 +121,13 @@ def _lock_run(run_id: int) -> Run | None:
         return None
     _, active = lock_thread(thread_id)
     return active if active is not None and active.pk == run_id else None
+
+
+def _inside_a_transaction(helper: str) -> None:
+    """A helper that joins its caller's transaction refuses to run without one: its locks
+    and its audit event would otherwise commit statement by statement."""
+    if not connection.in_atomic_block:
+        raise RuntimeError(f"{helper} runs inside the caller's transaction; outside one, call the service")
 
 
 def _set_thread(thread: Thread, **changes: Any) -> None:
@@ -170,7 +170,7 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
         payload = canonical_json(spec.dump_input(input))
     except registry.InvalidUpdate as exc:
         raise InvalidState(f"the input does not fit the state schema of {spec.name}: {exc}") from None
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         thread = Thread.objects.create(
             workflow=spec.name,
             title=(title or spec.title)[:200],
@@ -179,7 +179,7 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
         )
         run = _queue_run(thread=thread, kind=Run.Kind.START, actor=actor, command={"input": payload})
         record_event(
-            action="thread.started",
+            action=Action.THREAD_STARTED,
             actor=actor,
             thread=thread,
             run=run,
@@ -205,86 +205,132 @@ def resume_thread(
     `update_state`, in this transaction. If a resume run is still queued, the answers
     join it, so two reviews decided in a row resume the thread once.
     """
+    with transaction.atomic(durable=True):
+        return resume_in_transaction(
+            thread=thread,
+            spec=registry.get(thread.workflow),
+            actor=actor,
+            resume=resume,
+            updates=updates,
+            as_node=as_node,
+            proceed=proceed,
+            data=data,
+        )
+
+
+def resume_in_transaction(
+    *,
+    thread: Thread,
+    spec: registry.Workflow,
+    actor: Actor,
+    resume: Mapping[str, Any] | None = None,
+    updates: Mapping[str, Any] | None = None,
+    as_node: str | None = None,
+    proceed: bool = False,
+    data: Mapping[str, Any] | None = None,
+) -> Run:
+    """`resume_thread` inside the caller's transaction, for a service that resumes a thread
+    as part of its own change (a decision, `open_reviews` applying waiting ones); `spec` is
+    the thread's workflow, which the caller has resolved already."""
+    _inside_a_transaction("resume_in_transaction")
     if not resume and not proceed:
         raise InvalidState("a resume needs answers to interrupts or proceed=True for a breakpoint")
     _refuse_unstorable(dict(updates or {}), what="the edits")
     _refuse_unstorable(dict(resume or {}), what="the answers")
-    with transaction.atomic():
-        thread, active = lock_thread(thread)
-        before = engine.head(thread.workflow, thread.thread_id)
-        if resume and updates:
-            updates = _without_repeats(thread, before, updates, active)
-        if active is not None:
-            # A released run (attempts > 0) may have handed its edits to LangGraph already;
-            # merging more into its command would send those again.
-            if active.status != Run.Status.QUEUED or active.kind != Run.Kind.RESUME or active.attempts:
-                raise ThreadBusy("this thread is running; its answers can be given when it pauses again")
-        elif thread.status != Thread.Status.INTERRUPTED:
-            raise InvalidState(f"the thread is {thread.status}, not waiting for input")
-        spec = registry.get(thread.workflow)
-        changed: dict[str, Any] = {}
-        if updates:
-            updates = _typed_updates(spec, updates)
-            changed = {"before": _dumped_state(spec, before, updates), "after": spec.dump_updates(updates)}
-        command: dict[str, Any] = {}
-        if resume:
-            # At a dynamic interrupt, update_state would start a new step and orphan the
-            # pending interrupts' ids; edits travel with the answers as Command(update=...),
-            # stored as JSON the worker loads back into the schema's types.
-            command["resume"] = dict(resume)
-            if updates:
-                command["update"] = spec.dump_updates(updates)
-        if proceed:
-            # At a static breakpoint there is nothing to orphan: edit the saved state now,
-            # in this transaction (the saver joins it), then continue past the breakpoint.
-            if updates:
-                graph = engine.graph_for(thread.workflow)
-                graph.update_state(engine.config_for(thread.thread_id), dict(updates), as_node=as_node)
-            command["proceed"] = True
-        head_id = _head_checkpoint_id(thread)
-        if active is not None:
-            merged = dict(active.command)
-            merged["resume"] = {**merged.get("resume", {}), **command.get("resume", {})}
-            merged["update"] = {**merged.get("update", {}), **command.get("update", {})}
-            merged["proceed"] = bool(merged.get("proceed") or proceed)
-            active.command = canonical_json({key: value for key, value in merged.items() if value})
-            active.from_checkpoint_id = head_id
-            active.save(update_fields=["command", "from_checkpoint_id"])
-            run = active
-        else:
-            run = _queue_run(
-                thread=thread, kind=Run.Kind.RESUME, actor=actor, command=command, from_checkpoint_id=head_id
-            )
-            _set_thread(thread, status=Thread.Status.QUEUED)
-        record_event(
-            action="thread.resumed",
-            actor=actor,
-            thread=thread,
-            run=run,
-            data={
-                **(data or {}),
-                "resume": command.get("resume"),
-                "proceed": proceed,
-                "updates": changed,
-                "checkpoint_id": head_id,
-            },
+    thread, active = lock_thread(thread)
+    before = engine.head(thread.workflow, thread.thread_id)
+    if resume and updates:
+        updates = _without_repeats(spec, before, updates, active)
+    if active is not None:
+        # A released run (attempts > 0) may have handed its edits to LangGraph already;
+        # merging more into its command would send those again.
+        if active.status != Run.Status.QUEUED or active.kind != Run.Kind.RESUME or active.attempts:
+            raise ThreadBusy("this thread is running; its answers can be given when it pauses again")
+    elif thread.status != Thread.Status.INTERRUPTED:
+        raise InvalidState(f"the thread is {thread.status}, not waiting for input")
+    typed = _typed_updates(spec, updates) if updates else {}
+    # Answers to dynamic interrupts and a breakpoint's proceed can come together (parallel
+    # reviews of both kinds decided in a row); each mode adds its part of the command.
+    command: dict[str, Any] = {}
+    if resume:
+        command.update(_answer_interrupts(spec, resume, typed))
+    if proceed:
+        command.update(_proceed_past_breakpoint(thread, typed, as_node))
+    head_id = _head_checkpoint_id(thread)
+    if active is not None:
+        run = _join_queued_run(active, command, from_checkpoint_id=head_id)
+    else:
+        run = _queue_run(
+            thread=thread, kind=Run.Kind.RESUME, actor=actor, command=command, from_checkpoint_id=head_id
         )
+        _set_thread(thread, status=Thread.Status.QUEUED)
+    record_event(
+        action=Action.THREAD_RESUMED,
+        actor=actor,
+        thread=thread,
+        run=run,
+        data={
+            **(data or {}),
+            "resume": command.get("resume"),
+            "proceed": proceed,
+            "updates": {"before": _dumped_state(spec, before, typed), "after": spec.dump_updates(typed)}
+            if typed
+            else {},
+            "checkpoint_id": head_id,
+        },
+    )
     return run
 
 
+def _answer_interrupts(
+    spec: registry.Workflow, resume: Mapping[str, Any], updates: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The command part of answers to dynamic interrupts. Edits cannot be applied now: at a
+    dynamic interrupt, update_state would start a new step and orphan the pending interrupts'
+    ids. They travel with the answers as Command(update=...), stored as JSON the worker loads
+    back into the schema's types."""
+    command: dict[str, Any] = {"resume": dict(resume)}
+    if updates:
+        command["update"] = spec.dump_updates(updates)
+    return command
+
+
+def _proceed_past_breakpoint(
+    thread: Thread, updates: Mapping[str, Any], as_node: str | None
+) -> dict[str, Any]:
+    """The command part of passing a static breakpoint. There is nothing to orphan there: the
+    edits go into the saved state now, in the caller's transaction (the saver joins it)."""
+    if updates:
+        graph = engine.graph_for(thread.workflow)
+        graph.update_state(engine.config_for(thread.thread_id), dict(updates), as_node=as_node)
+    return {"proceed": True}
+
+
+def _join_queued_run(active: Run, command: Mapping[str, Any], *, from_checkpoint_id: str) -> Run:
+    """Merge more answers into the thread's resume run that is still queued, so two reviews
+    decided in a row resume the thread once."""
+    merged = dict(active.command)
+    merged["resume"] = {**merged.get("resume", {}), **command.get("resume", {})}
+    merged["update"] = {**merged.get("update", {}), **command.get("update", {})}
+    merged["proceed"] = bool(merged.get("proceed") or command.get("proceed"))
+    active.command = canonical_json({key: value for key, value in merged.items() if value})
+    active.from_checkpoint_id = from_checkpoint_id
+    active.save(update_fields=["command", "from_checkpoint_id"])
+    return active
+
+
 def _without_repeats(
-    thread: Thread, head: StateSnapshot, updates: Mapping[str, Any], active: Run | None
+    spec: registry.Workflow, head: StateSnapshot, updates: Mapping[str, Any], active: Run | None
 ) -> dict[str, Any]:
     """Edits at a dynamic interrupt travel as Command(update=...) and land in the paused
     step, where a field without a reducer takes one value: a second edit of it at the same
     pause (by another answer, stored on the head or riding on the active run) would fail the
     step. The same value again is dropped; a different one is refused, so nobody overwrites
     an edit they did not see."""
-    spec = registry.get(thread.workflow)
-    earlier = dict(engine.stored_edits(thread.workflow, head))
+    earlier = dict(engine.stored_edits(spec.name, head))
     if active is not None:
         earlier.update(spec.load_updates(active.command.get("update") or {}))
-    single = engine.single_value_fields(thread.workflow, updates)
+    single = engine.single_value_fields(spec.name, updates)
     kept: dict[str, Any] = {}
     conflicts: list[str] = []
     for name, value in updates.items():
@@ -324,7 +370,7 @@ def _dumped_state(spec: registry.Workflow, snapshot: StateSnapshot, fields: Mapp
 
 def retry_thread(*, thread: Thread, actor: Actor) -> Run:
     """Run a failed thread again from its last checkpoint: only the node that failed re-runs."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         thread, _ = lock_thread(thread)
         if thread.status != Thread.Status.FAILED:
             raise InvalidState(f"only a failed thread can be retried; this one is {thread.status}")
@@ -343,7 +389,7 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
         error = thread.error
         _set_thread(thread, status=Thread.Status.QUEUED, error="")
         record_event(
-            action="thread.retried",
+            action=Action.THREAD_RETRIED,
             actor=actor,
             thread=thread,
             run=run,
@@ -354,26 +400,47 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
 
 def cancel_thread(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
     """Stop a thread for good. A running run loses its lease, so it can write nothing more."""
-    with transaction.atomic():
-        thread, active = lock_thread(thread)
-        if thread.status in (Thread.Status.COMPLETED, Thread.Status.CANCELLED):
-            raise InvalidState(f"the thread is already {thread.status}")
-        if active is not None:
-            active.status = Run.Status.CANCELLED
-            active.lease_token = None
-            active.finished_at = timezone.now()
-            active.save(update_fields=["status", "lease_token", "finished_at"])
-        before = thread.status
-        _set_thread(thread, status=Thread.Status.CANCELLED)
-        interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread cancelled")
-        record_event(
-            action="thread.cancelled",
-            actor=actor,
-            thread=thread,
-            run=active,
-            data={"reason": reason, "status": {"before": before, "after": thread.status}},
-        )
+    with transaction.atomic(durable=True):
+        return cancel_in_transaction(thread=thread, actor=actor, reason=reason)
+
+
+def cancel_in_transaction(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
+    """`cancel_thread` inside the caller's transaction, for a service that cancels a thread
+    as part of its own change (a reject at a breakpoint)."""
+    _inside_a_transaction("cancel_in_transaction")
+    thread, active = lock_thread(thread)
+    if thread.status in (Thread.Status.COMPLETED, Thread.Status.CANCELLED):
+        raise InvalidState(f"the thread is already {thread.status}")
+    if active is not None:
+        # The error of an earlier attempt (a release) stays on the cancelled run.
+        active.save(update_fields=active.close(Run.Status.CANCELLED, now=timezone.now(), error=active.error))
+    before = thread.status
+    _set_thread(thread, status=Thread.Status.CANCELLED)
+    interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread cancelled")
+    record_event(
+        action=Action.THREAD_CANCELLED,
+        actor=actor,
+        thread=thread,
+        run=active,
+        data={"reason": reason, "status": {"before": before, "after": thread.status}},
+    )
     return thread
+
+
+def rollback_refusal(*, checkpoint_id: str, metadata: Mapping[str, Any] | None, head_id: str) -> str | None:
+    """Why a thread cannot be rolled back to this checkpoint of its history (`metadata` is
+    the checkpoint's, `head_id` the thread's head), or None when it can. The one rule that
+    `rollback_thread`, the admin's rollback preview and its timeline's links ask."""
+    if (metadata or {}).get("source") == "input":
+        # Its state is still empty: the input sits in pending writes, which a copy leaves
+        # behind, so a fork from it would run the workflow with no input at all.
+        return (
+            "that checkpoint is the thread's input, before any step ran; roll back to step 0 "
+            "to run the workflow from its start"
+        )
+    if checkpoint_id == head_id:
+        return "that checkpoint is the thread's head; a rollback to it would only copy it"
+    return None
 
 
 def rollback_thread(
@@ -388,7 +455,7 @@ def rollback_thread(
     if not reason.strip():
         raise InvalidState("a rollback needs a reason")
     _refuse_unstorable(dict(updates or {}), what="the corrections")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         thread, active = lock_thread(thread)
         if active is not None:
             raise ThreadBusy("this thread has a run queued or running; cancel it or wait before rolling back")
@@ -402,14 +469,12 @@ def rollback_thread(
         target = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
         if engine.checkpoint_id_of(target) != checkpoint_id or target.created_at is None:
             raise InvalidState(f"checkpoint {checkpoint_id} is not in this thread's history")
-        if engine.is_input_checkpoint(target):
-            # Its state is still empty: the input sits in pending writes, which a copy leaves
-            # behind, so a fork from it would run the workflow with no input at all.
-            raise InvalidState(
-                "that checkpoint is the thread's input, before any step ran; roll back to step 0 "
-                "to run the workflow from its start"
-            )
         before = engine.head(thread.workflow, thread.thread_id)
+        refusal = rollback_refusal(
+            checkpoint_id=checkpoint_id, metadata=target.metadata, head_id=engine.checkpoint_id_of(before)
+        )
+        if refusal:
+            raise InvalidState(refusal)
         fork = graph.update_state(target.config, None, as_node="__copy__")
         copy_id = str(fork["configurable"]["checkpoint_id"])
         if updates:
@@ -422,7 +487,7 @@ def rollback_thread(
         _set_thread(thread, status=Thread.Status.QUEUED, error="")
         interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread rolled back")
         record_event(
-            action="thread.rolled_back",
+            action=Action.THREAD_ROLLED_BACK,
             actor=actor,
             thread=thread,
             run=run,
@@ -446,7 +511,7 @@ def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseExc
     """Audit that the thread's checkpoint could not be read (a page asked for it), once per
     head checkpoint: reloading the page does not add another event. True if one was written.
     Locks the thread row, so two requests at once write one event, then the audit lock."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         thread, _ = lock_thread(thread)
         # The newest row's id, read without decoding anything: decoding is what failed.
         checkpoint_id = (
@@ -456,7 +521,7 @@ def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseExc
             .first()
         ) or ""
         last = (
-            AuditEvent.objects.filter(thread=thread, action="checkpoint.unreadable")
+            AuditEvent.objects.filter(thread=thread, action=Action.CHECKPOINT_UNREADABLE)
             .order_by("-id")
             .values_list("data", flat=True)
             .first()
@@ -465,7 +530,7 @@ def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseExc
             return False
         logger.error("thread %s: checkpoint %s cannot be read: %s", thread.pk, checkpoint_id, error)
         record_event(
-            action="checkpoint.unreadable",
+            action=Action.CHECKPOINT_UNREADABLE,
             actor=actor,
             thread=thread,
             data={"checkpoint_id": checkpoint_id, "error": f"{type(error).__name__}: {error}"[:1000]},
@@ -524,7 +589,7 @@ class Claim:
 
 def claim_run(*, run_id: int, holder: str) -> Claim:
     """Take a queued run (or one whose holder lost its lease) with a fresh token."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = _lock_run(run_id)
         if run is None:
             return Claim()
@@ -535,33 +600,17 @@ def claim_run(*, run_id: int, holder: str) -> Claim:
             if live and not _holder_is_dead(run.lease_holder):
                 return Claim(busy_for=(run.lease_expires_at - now).total_seconds())
         if run.attempts >= settings.SIGNOFF_MAX_ATTEMPTS:
-            _fail(
-                run,
-                f"gave up after {run.attempts} attempts: the worker running it died or lost its lease "
-                "each time",
-                actor_label=WORKER,
-            )
+            _fail(run, run.gave_up_error(), actor_label=WORKER)
             return Claim()
         token = uuid.uuid4()
-        run.status = Run.Status.RUNNING
-        run.lease_token = token
-        run.lease_expires_at = now + timedelta(seconds=settings.SIGNOFF_LEASE_SECONDS)
-        run.lease_holder = holder
-        run.attempts += 1
-        run.started_at = run.started_at or now
         run.save(
-            update_fields=[
-                "status",
-                "lease_token",
-                "lease_expires_at",
-                "lease_holder",
-                "attempts",
-                "started_at",
-            ]
+            update_fields=run.claim(
+                token=token, holder=holder, now=now, lease_seconds=settings.SIGNOFF_LEASE_SECONDS
+            )
         )
         _set_thread(run.thread, status=Thread.Status.RUNNING, error="")
         record_event(
-            action="run.started",
+            action=Action.RUN_STARTED,
             actor_label=WORKER,
             thread=run.thread,
             run=run,
@@ -588,20 +637,11 @@ def _own_run(run_id: int, token: str) -> Run | None:
     return run
 
 
-def _close_run(run: Run, status: str, error: str = "") -> None:
-    run.status = status
-    run.error = error
-    run.lease_token = None
-    run.lease_expires_at = None
-    run.finished_at = timezone.now()
-    run.save(update_fields=["status", "error", "lease_token", "lease_expires_at", "finished_at"])
-
-
 def _fail(run: Run, error: str, *, actor_label: str) -> None:
-    _close_run(run, Run.Status.FAILED, error)
+    run.save(update_fields=run.close(Run.Status.FAILED, now=timezone.now(), error=error))
     _set_thread(run.thread, status=Thread.Status.FAILED, error=error)
     record_event(
-        action="run.failed",
+        action=Action.RUN_FAILED,
         actor_label=actor_label,
         thread=run.thread,
         run=run,
@@ -619,27 +659,27 @@ def finish_run(
 ) -> bool:
     """Record where the graph stopped: at interrupts (reviews open) or at its end.
     False, with nothing written, when the run lost its lease meanwhile."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
         if interrupts:
-            _close_run(run, Run.Status.INTERRUPTED)
+            run.save(update_fields=run.close(Run.Status.INTERRUPTED, now=timezone.now()))
             _set_thread(run.thread, status=Thread.Status.INTERRUPTED)
             thread_interrupted.send(sender=Thread, thread=run.thread, run=run, interrupts=interrupts)
             record_event(
-                action="run.interrupted",
+                action=Action.RUN_INTERRUPTED,
                 actor_label=WORKER,
                 thread=run.thread,
                 run=run,
                 data={"checkpoint_id": checkpoint_id, "interrupts": [i.as_json() for i in interrupts]},
             )
         else:
-            _close_run(run, Run.Status.SUCCEEDED)
+            run.save(update_fields=run.close(Run.Status.SUCCEEDED, now=timezone.now()))
             _set_thread(run.thread, status=Thread.Status.COMPLETED)
             interrupts_withdrawn.send(sender=Thread, thread=run.thread, actor=None, reason="thread completed")
             record_event(
-                action="run.completed",
+                action=Action.RUN_COMPLETED,
                 actor_label=WORKER,
                 thread=run.thread,
                 run=run,
@@ -650,7 +690,7 @@ def finish_run(
 
 def fail_run(*, run_id: int, token: str, error: str) -> bool:
     """A node raised: the thread fails now, keeping the error; `retry_thread` resumes it."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
@@ -660,25 +700,20 @@ def fail_run(*, run_id: int, token: str, error: str) -> bool:
 
 def release_run(*, run_id: int, token: str, error: str, countdown: float) -> bool:
     """Give a run back to the queue after a transient failure (the database went away)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
-        run.status = Run.Status.QUEUED
-        run.lease_token = None
-        run.lease_expires_at = None
-        run.error = error
-        run.enqueued_at = timezone.now()
-        run.save(update_fields=["status", "lease_token", "lease_expires_at", "error", "enqueued_at"])
+        run.save(update_fields=run.requeue(now=timezone.now(), error=error))
         _set_thread(run.thread, status=Thread.Status.QUEUED)
         record_event(
-            action="run.released",
+            action=Action.RUN_RELEASED,
             actor_label=WORKER,
             thread=run.thread,
             run=run,
             data={"attempt": run.attempts, "error": error},
         )
-        _ring(run, countdown=countdown)
+        doorbell.ring(run.pk, countdown=countdown)
     return True
 
 
@@ -713,7 +748,7 @@ def sweep() -> SweepResult:
         Run.objects.filter(due).order_by("id").values_list("pk", "thread_id")[: settings.SIGNOFF_SWEEP_BATCH]
     )
     for run_id, thread_id in candidates:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             thread = (
                 Thread.objects.select_for_update(no_key=True, skip_locked=True).filter(pk=thread_id).first()
             )
@@ -725,25 +760,17 @@ def sweep() -> SweepResult:
                 continue
             run.thread = thread
             if run.status == Run.Status.RUNNING and run.attempts >= settings.SIGNOFF_MAX_ATTEMPTS:
-                _fail(
-                    run,
-                    f"gave up after {run.attempts} attempts: the worker running it died or lost its lease "
-                    "each time",
-                    actor_label=SWEEPER,
-                )
+                _fail(run, run.gave_up_error(), actor_label=SWEEPER)
                 failed.append(run.pk)
                 continue
-            action = "run.republished" if run.status == Run.Status.QUEUED else "run.lease_expired"
+            action = Action.RUN_REPUBLISHED if run.status == Run.Status.QUEUED else Action.RUN_LEASE_EXPIRED
             if run.status == Run.Status.RUNNING:
-                run.status = Run.Status.QUEUED
-                run.lease_token = None
-                run.lease_expires_at = None
                 _set_thread(run.thread, status=Thread.Status.QUEUED)
                 reclaimed.append(run.pk)
             else:
                 republished.append(run.pk)
-            run.enqueued_at = now
-            run.save(update_fields=["status", "lease_token", "lease_expires_at", "enqueued_at"])
+            # A lease that ran out is taken back; a queued run only gets a new message.
+            run.save(update_fields=run.requeue(now=now))
             record_event(
                 action=action,
                 actor_label=SWEEPER,
@@ -751,5 +778,5 @@ def sweep() -> SweepResult:
                 run=run,
                 data={"attempt": run.attempts, "holder": run.lease_holder},
             )
-            _ring(run)
+            doorbell.ring(run.pk)
     return SweepResult(republished, reclaimed, failed)

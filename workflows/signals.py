@@ -7,7 +7,7 @@ writes (reviews, their audit events) commits or rolls back with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from django.dispatch import Signal
 
@@ -21,7 +21,7 @@ class PendingInterrupt:
     checkpoint_id: str
     value: Any
     # "interrupt" for interrupt(value), "breakpoint" for interrupt_before/after.
-    kind: str = "interrupt"
+    kind: Literal["interrupt", "breakpoint"] = "interrupt"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -36,5 +36,5 @@ class PendingInterrupt:
 # sender=Thread, thread=Thread, run=Run, interrupts=list[PendingInterrupt]
 thread_interrupted = Signal()
 # sender=Thread, thread=Thread, actor=user or None, reason=str: the pending interrupts no
-# longer apply (the thread was cancelled or rolled back), so their reviews must close.
+# longer apply (the thread was cancelled, rolled back or completed), so their reviews must close.
 interrupts_withdrawn = Signal()

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workflows import services
-from workflows.management.commands.thread_status import find_thread
+from workflows.management.threads import find_thread
 
 
 class Command(BaseCommand):

@@ -1,27 +1,19 @@
-"""`manage.py thread_status THREAD`: one thread as JSON, from our tables and LangGraph's state."""
+"""`manage.py thread_status THREAD`: one thread as JSON, from our tables and LangGraph's state.
+
+In approvals, not workflows: it shows the thread's open reviews, and the engine names nothing
+of the app above it.
+"""
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from approvals.models import Review
 from workflows import engine
-from workflows.models import Thread
-
-
-def find_thread(value: str) -> Thread:
-    """The thread with this public id, or a CommandError saying what is wrong with it."""
-    try:
-        public_id = uuid.UUID(value)
-    except ValueError:
-        raise CommandError(f"{value!r} is not a thread id (a UUID, as start_thread prints)") from None
-    thread = Thread.objects.filter(public_id=public_id).first()
-    if thread is None:
-        raise CommandError(f"there is no thread {public_id}")
-    return thread
+from workflows.management.threads import find_thread
 
 
 class Command(BaseCommand):
@@ -36,8 +28,7 @@ class Command(BaseCommand):
             snapshot = engine.head(thread.workflow, thread.thread_id)
         except LookupError as exc:
             raise CommandError(f"cannot read thread {thread.public_id}'s state: {exc}") from None
-        # The reverse relation from approvals' Review: the engine names no approvals module.
-        reviews = thread.reviews.filter(status="open").order_by("id")
+        reviews = Review.objects.filter(thread=thread, status=Review.Status.OPEN).order_by("id")
         status = {
             "thread": thread.thread_id,
             "workflow": thread.workflow,

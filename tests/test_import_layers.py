@@ -1,0 +1,147 @@
+"""The apps' modules import one another without a circle, and only downwards: approvals on
+top of workflows, the write layer knowing nothing of Celery's tasks (the doorbell publishes
+them by name)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ("workflows", "approvals")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for app in APPS:
+        for path in (ROOT / app).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, at its top or inside a function (a lazy import is still
+    a dependency), with `from a import b` counted as a and a.b."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _circle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle in `graph`, as the modules along it, or [] when there is none."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> list[str]:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return []
+        path.append(module)
+        for target in sorted(graph[module]):
+            found = visit(target)
+            if found:
+                return found
+        path.pop()
+        done.add(module)
+        return []
+
+    for module in sorted(graph):
+        found = visit(module)
+        if found:
+            return found
+    return []
+
+
+def test_the_apps_import_one_another_without_a_circle() -> None:
+    modules = _modules()
+    graph = {name: (_imports(path) & modules.keys()) - {name} for name, path in modules.items()}
+
+    assert _circle(graph) == []
+
+
+def test_the_circle_finder_finds_a_lazy_import_back() -> None:
+    assert _circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_nothing_but_celery_imports_the_tasks_module() -> None:
+    # bin/ holds shell scripts too: a `python -c "from workflows.tasks import ..."` counts.
+    files = [path for top in (*APPS, "config", "bin") for path in (ROOT / top).rglob("*") if path.is_file()]
+    importers = [
+        str(path.relative_to(ROOT))
+        for path in files
+        if path != ROOT / "workflows" / "tasks.py"
+        and (
+            "workflows.tasks" in (_imports(path) if path.suffix == ".py" else set())
+            or "workflows.tasks import" in _text(path)
+            or "from workflows import tasks" in _text(path)
+        )
+    ]
+
+    assert importers == []
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        return ""
+
+
+def test_the_engine_imports_nothing_of_the_app_above_it() -> None:
+    modules = _modules()
+    upward = {
+        name: sorted(target for target in _imports(path) if target.split(".")[0] == "approvals")
+        for name, path in modules.items()
+        if name.startswith("workflows")
+    }
+
+    assert {name: targets for name, targets in upward.items() if targets} == {}
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Private names of workflows that `path` imports or reads off a workflows module."""
+    tree = ast.parse(path.read_text())
+    modules: set[str] = set()
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "workflows":
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    found.append(f"{node.module}.{alias.name}")
+                modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update(
+                alias.asname or alias.name for alias in node.names if alias.name.startswith("workflows")
+            )
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_approvals_uses_no_private_name_of_workflows() -> None:
+    used = {name: _private_uses(path) for name, path in _modules().items() if name.startswith("approvals")}
+
+    assert {name: names for name, names in used.items() if names} == {}
+
+
+def test_the_private_name_finder_finds_one(tmp_path: Path) -> None:
+    source = tmp_path / "probe.py"
+    source.write_text("from workflows import services as s\nfrom workflows.x import _y\ns._ring(1)\n")
+
+    assert _private_uses(source) == ["workflows.x._y", "s._ring"]
