@@ -13,6 +13,7 @@ from tests.fake_workflows import TYPED_INPUT, build_typed
 from tests.pages import client_for, expense_thread, grant
 from workflows import registry, services
 from workflows.checkpointer import DjangoSaver, close_write_connections
+from workflows.leases import RunLeaseFence
 from workflows.models import Thread
 
 
@@ -48,7 +49,7 @@ def _plain_static_files(settings: Any) -> None:
 
 @pytest.fixture
 def saver() -> DjangoSaver:
-    return DjangoSaver()
+    return DjangoSaver(fence=RunLeaseFence())
 
 
 @pytest.fixture

@@ -30,9 +30,20 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                names.add(submodule)
+                # `from package import submodule` needs the submodule, not what the
+                # package's __init__ defines: a package's own modules import their
+                # siblings that way without a circle.
+                if not _is_module(submodule):
+                    names.add(node.module)
     return names
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def _circle(graph: dict[str, set[str]]) -> list[str]:

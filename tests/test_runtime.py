@@ -38,8 +38,9 @@ from tests.fake_workflows import (
     build_three_steps,
 )
 from workflows import engine, registry, services
-from workflows.checkpointer import DjangoSaver, Lease, LeaseLost
+from workflows.checkpointer import DjangoSaver, Lease, LeaseLost, NoFence
 from workflows.execution import execute_run
+from workflows.leases import RunLeaseFence
 from workflows.models import AuditEvent, Checkpoint, CheckpointBlob, CheckpointWrite, Run, Thread
 from workflows.services import InvalidState, ServiceError, ThreadBusy
 
@@ -244,15 +245,31 @@ def test_eight_concurrent_resumes_leave_exactly_one_active_run(staff: User):
 # -- fenced checkpoint writes (invariant 3) -----------------------------------------------------
 
 
+def fenced_saver() -> DjangoSaver:
+    """The saver as the engine builds it, checking leases against the Run table."""
+    return DjangoSaver(fence=RunLeaseFence())
+
+
 def test_a_checkpoint_put_with_a_stale_lease_token_is_refused_and_writes_nothing(staff: User):
     thread = make_thread("expense_approval", EXPENSE, staff)
     run, _ = claimed(thread)
     before = checkpoint_rows()
 
     with pytest.raises(LeaseLost):
-        DjangoSaver().put(
+        fenced_saver().put(
             fenced_config(thread, run, str(uuid.uuid4())), a_checkpoint(), {}, {"count": "1", "notes": "1"}
         )
+
+    assert checkpoint_rows() == before
+
+
+def test_a_saver_without_a_fence_refuses_a_leased_write_and_writes_nothing(staff: User):
+    thread = make_thread("expense_approval", EXPENSE, staff)
+    run, token = claimed(thread)
+    before = checkpoint_rows()
+
+    with pytest.raises(NoFence, match=f"run {run.pk}'s lease"):
+        DjangoSaver().put(fenced_config(thread, run, token), a_checkpoint(), {}, {"count": "1"})
 
     assert checkpoint_rows() == before
 
@@ -260,13 +277,13 @@ def test_a_checkpoint_put_with_a_stale_lease_token_is_refused_and_writes_nothing
 def test_pending_writes_with_a_stale_lease_token_are_refused_and_write_nothing(staff: User):
     thread = make_thread("expense_approval", EXPENSE, staff)
     run, token = claimed(thread)
-    stored = DjangoSaver().put(fenced_config(thread, run, token), a_checkpoint(), {}, {"count": "1"})
+    stored = fenced_saver().put(fenced_config(thread, run, token), a_checkpoint(), {}, {"count": "1"})
     stale = fenced_config(thread, run, str(uuid.uuid4()))
     stale["configurable"]["checkpoint_id"] = stored["configurable"]["checkpoint_id"]
     before = checkpoint_rows()
 
     with pytest.raises(LeaseLost):
-        DjangoSaver().put_writes(stale, [("count", 2)], task_id="task-1")
+        fenced_saver().put_writes(stale, [("count", 2)], task_id="task-1")
 
     assert checkpoint_rows() == before
 
@@ -278,13 +295,13 @@ def test_a_write_with_the_current_token_is_stored_and_pushes_the_lease_out(staff
     assert claimed_until is not None
     before = checkpoint_rows()
 
-    config = DjangoSaver().put(
+    config = fenced_saver().put(
         fenced_config(thread, run, token, seconds=3600), a_checkpoint(), {}, {"count": "1", "notes": "1"}
     )
     config["configurable"]["__signoff_lease"] = fenced_config(thread, run, token)["configurable"][
         "__signoff_lease"
     ]
-    DjangoSaver().put_writes(config, [("count", 2)], task_id="task-1")
+    fenced_saver().put_writes(config, [("count", 2)], task_id="task-1")
 
     after = checkpoint_rows()
     assert after[0] == before[0] + 1
@@ -305,7 +322,7 @@ def test_a_cancelled_run_can_write_no_more_checkpoints(staff: User):
     run.refresh_from_db()
     assert run.lease_token is None
     with pytest.raises(LeaseLost):
-        DjangoSaver().put(fenced_config(thread, run, token), a_checkpoint(), {}, {"count": "1"})
+        fenced_saver().put(fenced_config(thread, run, token), a_checkpoint(), {}, {"count": "1"})
     assert checkpoint_rows() == before
 
 
@@ -398,7 +415,7 @@ def test_the_sweeper_requeues_a_running_run_whose_lease_expired(staff: User, doo
     assert thread.status == Thread.Status.QUEUED
     assert doorbell == [run.pk]
     with pytest.raises(LeaseLost):
-        DjangoSaver().put(fenced_config(thread, run, token), a_checkpoint(), {}, {"count": "1"})
+        fenced_saver().put(fenced_config(thread, run, token), a_checkpoint(), {}, {"count": "1"})
 
 
 def test_the_sweeper_fails_a_run_that_used_up_its_attempts(staff: User, settings: Any):

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from workflows.checkpointer import Lease
+from workflows.checkpointer.fence import Lease
 from workflows.models import Run
 
 

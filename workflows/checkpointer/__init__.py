@@ -32,7 +32,7 @@ The modules, one concern each:
 from workflows.checkpointer.allowlist import derive_graph_allowlists
 from workflows.checkpointer.codec import UnreadableCheckpoint
 from workflows.checkpointer.connections import close_write_connections
-from workflows.checkpointer.fence import LEASE_KEY, Fence, Lease, LeaseLost
+from workflows.checkpointer.fence import LEASE_KEY, Fence, Lease, LeaseLost, NoFence
 from workflows.checkpointer.list_deltas import MAX_CHAIN_ROWS, BrokenDeltaChain
 from workflows.checkpointer.saver import DjangoSaver
 
@@ -46,6 +46,7 @@ __all__ = [
     "Fence",
     "Lease",
     "LeaseLost",
+    "NoFence",
     "UnreadableCheckpoint",
     "close_write_connections",
 ]

@@ -42,19 +42,13 @@ def lease_of(config: RunnableConfig) -> Lease | None:
     return Lease(int(value["run_id"]), str(value["token"]), float(value["seconds"]))
 
 
+class NoFence(RuntimeError):
+    """A leased write reached a saver built without a fence: refused, since a write whose
+    lease nobody checks could land after another worker took the run over (invariant 3)."""
+
+
 class Fence(Protocol):
     def statement(self, conn: BaseDatabaseWrapper, lease: Lease) -> tuple[str, list[Any]]:
         """SQL (DB-API placeholders of `conn`'s driver: `%s` on PostgreSQL, `?` on SQLite)
         that renews `lease` and matches exactly one row while it is still held."""
         ...
-
-
-def default_fence() -> Fence:
-    """The fence of a saver built without one: Signoff's, over its Run table.
-
-    Imported on first use so that this package does not depend on Signoff's models: a
-    saver that is never handed a lease (LangGraph's own tests, tools) never loads it.
-    """
-    from workflows.leases import RunLeaseFence
-
-    return RunLeaseFence()

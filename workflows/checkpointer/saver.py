@@ -30,7 +30,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from workflows.checkpointer import codec, list_deltas, maintenance, sql
 from workflows.checkpointer.connections import Statement, execute, select, write_connection
-from workflows.checkpointer.fence import Fence, default_fence, lease_of
+from workflows.checkpointer.fence import Fence, NoFence, lease_of
 from workflows.models import Checkpoint as CheckpointRow
 from workflows.serde import SealedSerializer, default_serde
 
@@ -45,8 +45,10 @@ class DjangoSaver(BaseCheckpointSaver[str]):
     Tested on SQLite and PostgreSQL with LangGraph's conformance suite (all eight
     capabilities). Async methods run the sync ones in a worker thread, one hop per call.
 
-    `fence` checks the lease a run's writes carry in their config (fence.py); without one,
-    a leased write is checked by Signoff's Run-table fence, loaded on first use.
+    `fence` checks the lease a run's writes carry in their config (fence.py): Signoff's
+    engine passes `workflows.leases.RunLeaseFence()`. A saver built without one writes
+    what carries no lease (LangGraph's own tests, tools) and refuses a leased write, which
+    it could not check.
     """
 
     def __init__(
@@ -143,7 +145,10 @@ class DjangoSaver(BaseCheckpointSaver[str]):
             fence = None
             if lease is not None:
                 if self.fence is None:
-                    self.fence = default_fence()
+                    raise NoFence(
+                        f"this write carries run {lease.run_id}'s lease, but the saver has no fence "
+                        "to check it against: build it with DjangoSaver(fence=...)"
+                    )
                 fence = self.fence.statement(conn, lease)
             execute(conn, statements(conn.vendor), fence)
 
