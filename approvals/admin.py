@@ -74,7 +74,6 @@ class ReviewAdmin(ReadOnlyAdmin):
 
 
 # admin_view lets only active staff through, so the request's user is a real user.
-_actor = request_user
 
 
 def _label(thread: Thread) -> str:
@@ -204,7 +203,7 @@ class ThreadAdmin(ReadOnly, admin.ModelAdmin[Thread]):
                 try:
                     run = services.rollback_thread(
                         thread=thread,
-                        actor=_actor(request),
+                        actor=request_user(request),
                         checkpoint_id=checkpoint_id,
                         reason=form.cleaned_data["reason"],
                         updates=form.corrections(),
@@ -242,7 +241,7 @@ class ThreadAdmin(ReadOnly, admin.ModelAdmin[Thread]):
             )
             return
         try:
-            run = services.retry_thread(thread=thread, actor=_actor(request))
+            run = services.retry_thread(thread=thread, actor=request_user(request))
         except services.ServiceError as exc:
             self.message_user(request, f"{_label(thread)}: not retried: {exc}.", messages.ERROR)
         else:
@@ -257,7 +256,7 @@ class ThreadAdmin(ReadOnly, admin.ModelAdmin[Thread]):
             )
             return
         try:
-            services.cancel_thread(thread=thread, actor=_actor(request), reason=reason)
+            services.cancel_thread(thread=thread, actor=request_user(request), reason=reason)
         except services.ServiceError as exc:
             self.message_user(request, f"{_label(thread)}: not cancelled: {exc}.", messages.ERROR)
         else:

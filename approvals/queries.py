@@ -263,9 +263,9 @@ def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
     # the answer was given at (keyed by that checkpoint), mixed with what the node wrote.
     answered_with_edits: dict[str, str] = {}
     for event in AuditEvent.objects.filter(
-        thread=thread, action__in=["thread.resumed", "thread.rolled_back"]
+        thread=thread, action__in=[AuditAction.THREAD_RESUMED, AuditAction.THREAD_ROLLED_BACK]
     ).only("action", "actor_label", "data"):
-        if event.action == "thread.resumed" and event.data.get("resume"):
+        if event.action == AuditAction.THREAD_RESUMED and event.data.get("resume"):
             if event.data.get("updates"):
                 # Several answers applied at once credit each reviewer who edited.
                 editors = event.data.get("edited_by") or [event.actor_label]

@@ -117,6 +117,16 @@ def test_staff_without_the_permission_are_refused_too():
     assert client_for(plain_staff).get(CSV).status_code == 403
 
 
+def test_the_audit_admin_asks_the_same_rule_as_the_trails_pages(staff: User):
+    changer = grant(User.objects.create_user("chad", password="password", is_staff=True), "change_auditevent")
+    admin_list = reverse("admin:workflows_auditevent_changelist")
+
+    # Django's default would let change_auditevent read the events: the trail's rule does not.
+    assert client_for(changer).get(admin_list).status_code == 403
+    assert client_for(changer).get(LOG).status_code == 403
+    assert client_for(staff).get(admin_list).status_code == 200
+
+
 def test_the_nav_links_to_the_audit_trail_only_for_who_may_read_it(staff: User, reviewer: User):
     link = f'href="{LOG}"'
 

@@ -81,4 +81,5 @@ def test_the_views_have_one_way_to_the_signed_in_user():
     from approvals import admin, http
 
     assert not hasattr(views, "_user")
-    assert admin._actor is http.request_user
+    assert admin.request_user is http.request_user
+    assert not hasattr(admin, "_actor")

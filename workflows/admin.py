@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from workflows import audit
 from workflows.models import AuditEvent, Checkpoint, Run, Thread
 
 
@@ -82,6 +83,15 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["=thread__public_id", "actor_label"]
     ordering = ["-id"]
     show_full_result_count = False
+
+    # The trail's one access rule, as on its pages: Django's default would also admit
+    # change_auditevent, and staff without the permission.
+    def has_view_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return audit.can_read(request.user)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return audit.can_read(request.user)
+
     fields = readonly_fields = (
         "created_at",
         "actor",

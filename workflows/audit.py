@@ -36,7 +36,7 @@ from workflows.canonical import canonical_json
 from workflows.models import AuditEvent
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import User
+    from django.contrib.auth.models import AnonymousUser, User
 
     from workflows.models import Run, Thread
 
@@ -44,10 +44,24 @@ logger = logging.getLogger(__name__)
 
 # Who an event is credited to when no person made the change.
 WORKER = "system:worker"
+PERMISSION = "workflows.view_auditevent"
 KEYED = "hmac-sha256"
 PLAIN = "sha256"
 # One key for the whole audit chain: appends are serialized so each sees the last hash.
 _AUDIT_LOCK = 0x5160FF
+
+
+def can_read(user: User | AnonymousUser | None) -> bool:
+    """Who may read the audit trail (its pages, exports, links and admin): active staff
+    holding `workflows.view_auditevent` (superusers hold every permission, but must be staff
+    too). is_staff is asked first, so a reviewer's page costs no permission query."""
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and user.has_perm(PERMISSION)
+    )
 
 
 class Action(models.TextChoices):

@@ -15,9 +15,11 @@ from typing import Any
 
 from celery.beat import PersistentScheduler, ScheduleEntry
 
+from workflows import doorbell
+
 logger = logging.getLogger(__name__)
 
-SWEEP_TASK = "workflows.tasks.sweep"
+SWEEP_TASK = doorbell.SWEEP
 
 
 class SweepingScheduler(PersistentScheduler):
