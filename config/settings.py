@@ -301,8 +301,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    # For its templates and static files: the API's docs page uses the Swagger UI it ships,
+    # served from here (no CDN, and the Content Security Policy allows our origin only).
+    "ninja",
     "workflows",
     "approvals",
+    "api",
 ]
 
 MIDDLEWARE = [

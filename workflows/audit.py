@@ -92,6 +92,9 @@ class Action(models.TextChoices):
     CHECKPOINT_UNREADABLE = "checkpoint.unreadable"
     LOGIN_FAILED = "login.failed"
     LOGIN_LOCKED_OUT = "login.locked_out"
+    # API keys (api.services): the data names the key by id and prefix, never its secret.
+    API_KEY_CREATED = "api_key.created"
+    API_KEY_REVOKED = "api_key.revoked"
 
 
 # What verify reports, by name.

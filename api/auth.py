@@ -1,0 +1,51 @@
+"""How a request names its key: `x-api-key: <key>` (what langgraph_sdk sends for api_key=) or
+`Authorization: Bearer <key>`. The request then acts as the key's user (`request_user`)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+from django.http import HttpRequest
+from ninja.errors import AuthenticationError
+from ninja.security import APIKeyHeader, HttpBearer
+
+from api import services
+from api.models import ApiKey
+
+
+class KeyRefused(AuthenticationError):
+    """A 401 whose detail says why: unknown or revoked, expired, or a user no longer active."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(401, reason)
+
+
+def _check(presented: str) -> ApiKey:
+    try:
+        return services.authenticate(presented=presented)
+    except services.KeyRefused as exc:
+        raise KeyRefused(str(exc)) from None
+
+
+class KeyHeader(APIKeyHeader):
+    param_name = "x-api-key"
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> ApiKey | None:
+        # No header: the next scheme (Bearer) may have one. A bad one is refused here.
+        return _check(key) if key else None
+
+
+class BearerKey(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
+        return _check(token) if token else None
+
+
+def request_key(request: HttpRequest) -> ApiKey:
+    """The key an authenticated operation's request was let in with."""
+    key = getattr(request, "auth", None)
+    assert isinstance(key, ApiKey)
+    return key
+
+
+def request_user(request: HttpRequest) -> User:
+    """Whom the request acts as: the key's user, with their groups and permissions."""
+    return request_key(request).user

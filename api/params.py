@@ -1,0 +1,25 @@
+"""Query parameters: the ones an operation declares, and a 422 naming any other.
+
+Ninja reads only the query parameters an operation declares and drops the rest; a client
+that sends one Signoff does not implement must hear so, in the shape of any other 422."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja.errors import ValidationError
+
+
+def refuse_unknown_query(request: HttpRequest, *allowed: str) -> None:
+    unknown = sorted(set(request.GET) - set(allowed))
+    if unknown:
+        raise ValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ["query", name],
+                    "msg": "Extra inputs are not permitted: Signoff does not implement this parameter",
+                    "input": request.GET.get(name),
+                }
+                for name in unknown
+            ]
+        )
