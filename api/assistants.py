@@ -72,7 +72,7 @@ def describe(spec: registry.Workflow) -> Assistant:
 
 
 @router.post("/search", response={200: list[AssistantFields], **ERRORS}, exclude_unset=True)
-def search(request: HttpRequest, response: HttpResponse, payload: AssistantSearch) -> list[AssistantFields]:
+def search(request: HttpRequest, response: HttpResponse, payload: AssistantSearch) -> list[dict[str, Any]]:
     """The assistants the key's user may see, filtered, sorted and paged as asked."""
     refuse_unknown_query(request)
     found = [describe(spec) for spec in visible(request_user(request))]
@@ -92,7 +92,8 @@ def search(request: HttpRequest, response: HttpResponse, payload: AssistantSearc
     if payload.offset + payload.limit < len(found):
         response["X-Pagination-Next"] = str(payload.offset + payload.limit)
     fields = payload.select or list(get_args(AssistantField))
-    return [AssistantFields(**{name: getattr(item, name) for name in fields}) for item in page]
+    # Dicts, not models: the fields not selected stay unset, and exclude_unset leaves them out.
+    return [{name: getattr(item, name) for name in fields} for item in page]
 
 
 @router.get("/{assistant_id}", response={200: Assistant, **ERRORS})

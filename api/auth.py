@@ -19,11 +19,14 @@ class KeyRefused(AuthenticationError):
         super().__init__(401, reason)
 
 
-def _check(presented: str) -> ApiKey:
+def _check(request: HttpRequest, presented: str) -> ApiKey:
     try:
-        return services.authenticate(presented=presented)
+        key = services.authenticate(presented=presented)
     except services.KeyRefused as exc:
         raise KeyRefused(str(exc)) from None
+    # The API has no session: the key's user is the request's, for every check below.
+    request.user = key.user
+    return key
 
 
 class KeyHeader(APIKeyHeader):
@@ -31,12 +34,12 @@ class KeyHeader(APIKeyHeader):
 
     def authenticate(self, request: HttpRequest, key: str | None) -> ApiKey | None:
         # No header: the next scheme (Bearer) may have one. A bad one is refused here.
-        return _check(key) if key else None
+        return _check(request, key) if key else None
 
 
 class BearerKey(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
-        return _check(token) if token else None
+        return _check(request, token) if token else None
 
 
 def request_key(request: HttpRequest) -> ApiKey:

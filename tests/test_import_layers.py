@@ -1,6 +1,6 @@
-"""The apps' modules import one another without a circle, and only downwards: approvals on
-top of workflows, the write layer knowing nothing of Celery's tasks (the doorbell publishes
-them by name)."""
+"""The apps' modules import one another without a circle, and only downwards: api on top of
+approvals on top of workflows, the write layer knowing nothing of Celery's tasks (the doorbell
+publishes them by name)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("workflows", "approvals")
+APPS = ("workflows", "approvals", "api")
 
 
 def _modules() -> dict[str, Path]:
@@ -156,3 +156,22 @@ def test_the_private_name_finder_finds_one(tmp_path: Path) -> None:
     source.write_text("from workflows import services as s\nfrom workflows.x import _y\ns._ring(1)\n")
 
     assert _private_uses(source) == ["workflows.x._y", "s._ring"]
+
+
+def test_nothing_imports_the_api_but_the_root_urls() -> None:
+    # include("api.urls") names the module in a string, which counts as importing it.
+    files = [path for top in (*APPS, "config") for path in (ROOT / top).rglob("*.py")]
+    importers = sorted(
+        str(path.relative_to(ROOT))
+        for path in files
+        if path.parts[len(ROOT.parts)] != "api"
+        and (any(name.split(".")[0] == "api" for name in _imports(path)) or '"api.' in _text(path))
+    )
+
+    assert importers == ["config/urls.py"]
+
+
+def test_the_api_uses_no_private_name_of_workflows() -> None:
+    used = {name: _private_uses(path) for name, path in _modules().items() if name.startswith("api")}
+
+    assert {name: names for name, names in used.items() if names} == {}
