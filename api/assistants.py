@@ -51,7 +51,7 @@ def visible(user: User) -> list[registry.Workflow]:
 
 def find(user: User, assistant_id: str) -> registry.Workflow:
     for spec in visible(user):
-        if assistant_id in (spec.name, default_assistant_id(spec.name)):
+        if assistant_id == spec.name or assistant_id.lower() == default_assistant_id(spec.name):
             return spec
     raise HttpError(404, f"Assistant '{assistant_id}' not found")
 

@@ -10,6 +10,7 @@ answers.
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from functools import cache
 from importlib.metadata import version
@@ -24,6 +25,11 @@ from api.auth import BearerKey, KeyHeader, KeyRefused
 from api.params import refuse_unknown_query
 from api.schemas import Host, Info, Ok
 from api.services import MISSING
+from workflows.execution import TRANSIENT_DATABASE_ERRORS
+
+logger = logging.getLogger(__name__)
+# As the reviewer pages' 503 page says it (approvals.middleware).
+RETRY_AFTER_SECONDS = 10
 
 
 @cache
@@ -52,6 +58,21 @@ def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse
     response = api.create_response(request, {"detail": detail}, status=401)
     response["WWW-Authenticate"] = "Bearer"
     return response
+
+
+@api.exception_handler(Exception)
+def failed(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """JSON for a client, where Django would answer with the reviewer's HTML error pages: a
+    database that cannot be reached is a 503 to try again, anything else a 500 (logged)."""
+    if isinstance(exc, TRANSIENT_DATABASE_ERRORS):
+        logger.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+        response = api.create_response(
+            request, {"detail": "the database is unavailable; try again shortly"}, status=503
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    logger.exception("%s %s failed", request.method, request.path, exc_info=exc)
+    return api.create_response(request, {"detail": "Internal Server Error"}, status=500)
 
 
 @api.get("/ok", auth=None, response=Ok, tags=["system"])

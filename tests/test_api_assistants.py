@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.contrib.staticfiles import finders
+from django.db import OperationalError
 from django.test import Client
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import NotFoundError
@@ -84,6 +85,31 @@ def test_another_path_under_api_is_a_json_404(rita_key: str) -> None:
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Not Found"}
+
+
+def test_a_database_that_cannot_be_reached_is_a_json_503(
+    rita_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable() -> Any:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(registry, "all_workflows", unreachable)
+    response = post(rita_key, "/assistants/search", {})
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": "the database is unavailable; try again shortly"}
+    assert response["Retry-After"] == "10"
+
+
+def test_a_bug_is_a_json_500(rita_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(registry, "all_workflows", broken)
+    response = post(rita_key, "/assistants/search", {})
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal Server Error"}
 
 
 # -- assistants: what a key sees ---------------------------------------------------------------

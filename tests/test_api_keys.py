@@ -10,10 +10,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import transaction
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from api import services
+from api.auth import BearerKey, KeyHeader
 from api.models import ApiKey
 from tests.factories import make_user
 from tests.pages import client_for
@@ -118,6 +119,18 @@ def test_no_key_is_a_401_that_says_how_to_send_one() -> None:
     assert search(Client(), authorization="Basic cml0YTpyaXRh") == (401, {"detail": services.MISSING})
 
 
+def test_the_request_acts_as_the_keys_user(reviewer: User) -> None:
+    secret = new_key(reviewer).secret
+    request = RequestFactory().get("/api/assistants/x", headers={"x-api-key": secret})
+
+    key = KeyHeader()(request)
+
+    assert isinstance(key, ApiKey)
+    assert key.user == reviewer
+    assert request.user == reviewer
+    assert BearerKey()(RequestFactory().get("/", headers={"authorization": f"Bearer {secret}"})) == key
+
+
 def test_a_session_is_no_key(reviewer: User) -> None:
     assert search(client_for(reviewer))[0] == 401
 
@@ -198,7 +211,9 @@ def test_an_admin_makes_a_key_and_sees_it_once(admin: User, reviewer: User) -> N
     assert key.expires_at is not None
     assert abs(key.expires_at - (timezone.now() + timedelta(days=30))) < timedelta(minutes=1)
     assert AuditEvent.objects.get(action=Action.API_KEY_CREATED).actor == admin
-    # Nowhere again: not in the list, not on the key's page, not in a message.
+    # Nowhere again: not in the session (where messages are kept), not in the list, not on
+    # the key's page.
+    assert secret.split("_")[-1] not in str(dict(client.session))
     for url in ("/admin/api/apikey/", f"/admin/api/apikey/{key.pk}/change/"):
         page = client.get(url)
         assert page.status_code == 200
