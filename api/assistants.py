@@ -37,7 +37,7 @@ router = Router(tags=["assistants"])
 
 # Registered workflows are not rows: they exist from the moment this process loaded them.
 LOADED_AT = datetime.now(UTC)
-ERRORS: dict[int, type[Error]] = {401: Error, 404: Error, 422: Error}
+ERRORS: dict[int, type[Error]] = {401: Error, 404: Error, 422: Error, 503: Error}
 
 
 def default_assistant_id(name: str) -> str:
