@@ -93,8 +93,9 @@ class Action(models.TextChoices):
     LOGIN_FAILED = "login.failed"
     LOGIN_LOCKED_OUT = "login.locked_out"
     # API keys (api.services): the data names the key by id and prefix, never its secret.
-    API_KEY_CREATED = "api_key.created"
-    API_KEY_REVOKED = "api_key.revoked"
+    # One word before the dot, like every other action (the trail's filter reads them so).
+    API_KEY_CREATED = "apikey.created"
+    API_KEY_REVOKED = "apikey.revoked"
 
 
 # What verify reports, by name.
