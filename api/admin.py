@@ -40,32 +40,18 @@ class NewKeyForm(forms.Form):
     )
 
 
+# What the list and the read-only detail page show.
+COLUMNS = ("name", "prefix", "user", "state", "created_at", "expires_at", "last_used_at", "revoked_at")
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
-    list_display = [
-        "name",
-        "prefix",
-        "user",
-        "state",
-        "created_at",
-        "expires_at",
-        "last_used_at",
-        "revoked_at",
-    ]
+    list_display = COLUMNS
     list_filter = ["revoked_at", "expires_at"]
     list_select_related = ["user"]
     search_fields = ["name", "=prefix", "user__username"]
     # The hash is not shown: it is no use to anyone reading the page.
-    fields = readonly_fields = (
-        "name",
-        "prefix",
-        "user",
-        "state",
-        "created_at",
-        "expires_at",
-        "last_used_at",
-        "revoked_at",
-    )
+    fields = readonly_fields = COLUMNS
     actions = ["revoke"]
 
     @admin.display(description="state")

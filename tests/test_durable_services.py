@@ -9,21 +9,13 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from approvals import services as approvals
-from tests.factories import EXPENSE, make_thread, open_review, row_counts, run_queued
+from tests.factories import EXPENSE, make_thread, open_review, row_counts
 from workflows import registry, services
 from workflows.models import Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
 NESTED = "A durable atomic block cannot be nested within another atomic block."
-
-
-@pytest.fixture
-def expense(staff: User) -> Thread:
-    thread = make_thread("expense_approval", EXPENSE, staff)
-    run_queued(thread)
-    assert thread.status == Thread.Status.INTERRUPTED
-    return thread
 
 
 def nested(call: object) -> None:

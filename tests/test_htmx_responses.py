@@ -13,29 +13,12 @@ from django.test import Client
 from django.urls import reverse
 
 from approvals.models import Review
-from tests.factories import EXPENSE, open_review, registered, run_queued
+from tests.factories import EXPENSE, registered, run_queued
 from tests.html import form_fields
+from tests.pages import HX
 from workflows import registry, services
-from workflows.models import Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
-
-HX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def rita(reviewer: User) -> Client:
-    client = Client()
-    client.force_login(reviewer)
-    return client
-
-
-@pytest.fixture
-def review(staff: User) -> Review:
-    thread = services.start_thread(workflow="expense_approval", input=EXPENSE, actor=staff, title="Lyon")
-    run_queued(thread)
-    assert thread.status == Thread.Status.INTERRUPTED
-    return open_review(thread)
 
 
 def decision_form(client: Client, review: Review) -> dict[str, str]:

@@ -6,33 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
 from approvals import views
 from approvals.models import Review
-from tests.factories import EXPENSE, open_review, run_queued
 from tests.html import form_fields
-from workflows import engine, services
+from tests.pages import HX
+from workflows import engine
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
-
-HX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def review(staff: User) -> Review:
-    thread = services.start_thread(workflow="expense_approval", input=EXPENSE, actor=staff, title="Lyon")
-    run_queued(thread)
-    return open_review(thread)
-
-
-@pytest.fixture
-def rita(reviewer: User) -> Client:
-    client = Client()
-    client.force_login(reviewer)
-    return client
 
 
 @pytest.fixture

@@ -9,20 +9,12 @@ import pytest
 from django.contrib.auth.models import User
 
 from approvals import queries
-from tests.factories import EXPENSE, head, make_thread, row_counts, run_queued
+from tests.factories import head, row_counts
 from workflows import engine, services
 from workflows.models import Thread
 from workflows.services import InvalidState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
-
-
-@pytest.fixture
-def expense(staff: User) -> Thread:
-    thread = make_thread("expense_approval", EXPENSE, staff)
-    run_queued(thread)
-    assert thread.status == Thread.Status.INTERRUPTED
-    return thread
 
 
 def test_the_head_and_the_input_are_refused_and_every_other_checkpoint_is_not():
