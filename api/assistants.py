@@ -19,7 +19,6 @@ from ninja import Router
 from ninja.errors import HttpError
 from pydantic import PydanticSchemaGenerationError, TypeAdapter
 
-from api.auth import request_user
 from api.params import refuse_unknown_query
 from api.schemas import (
     Assistant,
@@ -30,6 +29,7 @@ from api.schemas import (
     Error,
     GraphSchemas,
 )
+from approvals.http import request_user
 from approvals.queries import reviewable_workflows
 from workflows import registry
 
@@ -108,7 +108,7 @@ def graph(request: HttpRequest, assistant_id: str, xray: bool | int = False) -> 
     many levels deep)."""
     refuse_unknown_query(request, "xray")
     spec = find(request_user(request), assistant_id)
-    drawn: dict[str, Any] = _compiled(spec.name).get_graph(xray=xray).to_json()
+    drawn: dict[str, Any] = _compiled(spec).get_graph(xray=xray).to_json()
     return drawn
 
 
@@ -118,7 +118,7 @@ def schemas(request: HttpRequest, assistant_id: str) -> GraphSchemas:
     configuration, so config_schema is null."""
     refuse_unknown_query(request)
     spec = find(request_user(request), assistant_id)
-    compiled = _compiled(spec.name)
+    compiled = _compiled(spec)
     return GraphSchemas(
         graph_id=spec.name,
         input_schema=compiled.get_input_jsonschema(),
@@ -129,10 +129,9 @@ def schemas(request: HttpRequest, assistant_id: str) -> GraphSchemas:
     )
 
 
-def _compiled(name: str) -> Any:
-    # Without a checkpointer: only drawn and described here, never run. Compiling a graph
-    # takes about a millisecond; a cache would outlive a workflow registered again.
-    return registry.get(name).compile(checkpointer=None)
+def _compiled(spec: registry.Workflow) -> Any:
+    # Without a checkpointer: only drawn and described here, never run.
+    return spec.compile(checkpointer=None)
 
 
 def _json_schema(schema: Any) -> dict[str, Any] | None:

@@ -1,9 +1,9 @@
 """How a request names its key: `x-api-key: <key>` (what langgraph_sdk sends for api_key=) or
-`Authorization: Bearer <key>`. The request then acts as the key's user (`request_user`)."""
+`Authorization: Bearer <key>`. The request then acts as the key's user (`request.user`, read with
+`approvals.http.request_user`)."""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
 from django.http import HttpRequest
 from ninja.errors import AuthenticationError
 from ninja.security import APIKeyHeader, HttpBearer
@@ -47,8 +47,3 @@ def request_key(request: HttpRequest) -> ApiKey:
     key = getattr(request, "auth", None)
     assert isinstance(key, ApiKey)
     return key
-
-
-def request_user(request: HttpRequest) -> User:
-    """Whom the request acts as: the key's user, with their groups and permissions."""
-    return request_key(request).user

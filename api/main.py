@@ -25,11 +25,10 @@ from api.auth import BearerKey, KeyHeader, KeyRefused
 from api.params import refuse_unknown_query
 from api.schemas import Host, Info, Ok
 from api.services import MISSING
+from approvals.middleware import RETRY_AFTER_SECONDS
 from workflows.execution import TRANSIENT_DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
-# As the reviewer pages' 503 page says it (approvals.middleware).
-RETRY_AFTER_SECONDS = 10
 
 
 @cache

@@ -73,9 +73,6 @@ class ReviewAdmin(ReadOnlyAdmin):
     inlines = [DecisionInline]
 
 
-# admin_view lets only active staff through, so the request's user is a real user.
-
-
 def _label(thread: Thread) -> str:
     # Titles repeat (a workflow's title is the default), so results name the thread's id too.
     return f"{thread} (#{thread.pk})"

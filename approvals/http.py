@@ -18,7 +18,8 @@ class HtmxHttpRequest(HttpRequest):
 
 def request_user(request: HttpRequest) -> User:
     """The signed-in user of a request that login_required (or the admin site, which lets only
-    active staff in) has let through: a real User, never AnonymousUser."""
+    active staff in, or an API key: `api.auth` sets the key's user) has let through: a real
+    User, never AnonymousUser."""
     user = request.user
     assert isinstance(user, User)
     return user
