@@ -14,16 +14,10 @@ from django.urls import reverse
 
 from approvals.models import Review
 from tests.factories import EXPENSE, registered, run_queued
-from tests.html import form_fields
-from tests.pages import HX
+from tests.pages import HX, client_for, decide_url, review_form
 from workflows import registry, services
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
-
-
-def decision_form(client: Client, review: Review) -> dict[str, str]:
-    page = client.get(reverse("approvals:review", args=[review.pk]))
-    return form_fields(page.text, "decision-form")
 
 
 def test_the_htmx_middleware_runs_before_every_middleware_of_ours():
@@ -39,7 +33,7 @@ def test_the_htmx_middleware_runs_before_every_middleware_of_ours():
 
 
 def test_a_valid_htmx_decision_is_a_bodiless_204_with_only_the_client_redirect(rita: Client, review: Review):
-    response = rita.post(reverse("approvals:decide", args=[review.pk]), decision_form(rita, review), **HX)
+    response = rita.post(decide_url(review), review_form(rita, review), **HX)
 
     assert response.status_code == 204
     assert response["HX-Redirect"] == reverse("approvals:thread", args=[review.thread.public_id])
@@ -50,10 +44,10 @@ def test_a_valid_htmx_decision_is_a_bodiless_204_with_only_the_client_redirect(r
 def test_a_refused_htmx_decision_is_retargeted_at_the_decision_box(
     rita: Client, other_reviewer: User, review: Review
 ):
-    data = decision_form(rita, review)
+    data = review_form(rita, review)
     services_decide_first(review, other_reviewer)
 
-    response = rita.post(reverse("approvals:decide", args=[review.pk]), data, **HX)
+    response = rita.post(decide_url(review), data, **HX)
 
     assert response.status_code == 409
     assert response["HX-Retarget"] == "#decision"
@@ -72,8 +66,7 @@ def test_an_htmx_page_that_cannot_be_shown_swaps_out_what_asked(admin: User, sta
     with registered(workflow):
         thread = services.start_thread(workflow="htmx_gone", input=EXPENSE, actor=staff)
         run_queued(thread)
-    client = Client()
-    client.force_login(admin)
+    client = client_for(admin)
 
     fragment = client.get(reverse("approvals:thread", args=[thread.public_id]), **HX)
     page = client.get(reverse("approvals:thread", args=[thread.public_id]))
@@ -93,10 +86,10 @@ def test_bulk_approve_names_the_event_plainly_not_as_json(rita: Client, review: 
 
 def test_an_oversized_htmx_post_gets_the_413_message_alone(rita: Client, review: Review, settings: Any):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
-    data = {**decision_form(rita, review), "comment": "x" * 5000}
+    data = {**review_form(rita, review), "comment": "x" * 5000}
 
-    fragment = rita.post(reverse("approvals:decide", args=[review.pk]), data, **HX)
-    page = rita.post(reverse("approvals:decide", args=[review.pk]), data)
+    fragment = rita.post(decide_url(review), data, **HX)
+    page = rita.post(decide_url(review), data)
 
     assert fragment.status_code == page.status_code == 413
     assert "The submission is too large" in fragment.text

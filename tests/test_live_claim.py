@@ -22,15 +22,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 NOW = timezone.make_aware(datetime(2026, 3, 1, 12, 0))
 
 
-@pytest.fixture
-def review(staff: User) -> Review:
-    thread = engine_services.start_thread(
-        workflow="expense_approval", input=EXPENSE, actor=staff, title="Lyon"
-    )
-    run_queued(thread)
-    return open_review(thread)
-
-
 def _claim(review: Review, holder: User | None, expires: datetime | None) -> Review:
     Review.objects.filter(pk=review.pk).update(claimed_by=holder, claim_expires_at=expires)
     return Review.objects.select_related("claimed_by").get(pk=review.pk)
@@ -75,13 +66,11 @@ def test_the_queue_flags_each_row_by_the_same_rule(review: Review, reviewer: Use
     assert rows[expired.pk] is False
 
 
-def test_the_queue_page_names_only_a_live_holder(review: Review, reviewer: User):
-    client = Client()
-    client.force_login(reviewer)
+def test_the_queue_page_names_only_a_live_holder(review: Review, reviewer: User, rita: Client):
     _claim(review, reviewer, timezone.now() - timedelta(minutes=1))
-    expired = client.get(reverse("approvals:queue")).text
+    expired = rita.get(reverse("approvals:queue")).text
     _claim(review, reviewer, timezone.now() + timedelta(minutes=10))
-    live = client.get(reverse("approvals:queue")).text
+    live = rita.get(reverse("approvals:queue")).text
 
     def claimed_by(html: str) -> str:
         row = html[html.index(f'<tr id="review-{review.pk}"') :]

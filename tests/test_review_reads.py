@@ -12,7 +12,7 @@ from django.urls import reverse
 from approvals import views
 from approvals.models import Review
 from tests.html import form_fields
-from tests.pages import HX
+from tests.pages import HX, review_form
 from workflows import engine
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
@@ -31,17 +31,12 @@ def head_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reads
 
 
-def invalid_form(client: Client, review: Review) -> dict[str, str]:
-    data = form_fields(client.get(reverse("approvals:review", args=[review.pk])).text, "decision-form")
-    return {**data, "state__amount": "not a number"}
-
-
 @pytest.mark.parametrize("view", ["decide", "preview"])
 @pytest.mark.parametrize("headers", [{}, HX], ids=["page", "htmx"])
 def test_an_invalid_submission_reads_the_head_once(
     rita: Client, review: Review, head_reads: list[str], view: str, headers: dict[str, str]
 ):
-    data = invalid_form(rita, review)
+    data = review_form(rita, review, state__amount="not a number")
     head_reads.clear()
 
     response = rita.post(reverse(f"approvals:{view}", args=[review.pk]), data, **headers)
