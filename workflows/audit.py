@@ -66,8 +66,8 @@ def can_read(user: User | AnonymousUser | None) -> bool:
 
 class Action(models.TextChoices):
     """Every action the audit trail records. The trail's filter offers these, rather than
-        reading them with SELECT DISTINCT, which would scan an index of millions of rows on every
-        page. `record_event` takes only these (mypy checks the callers); they are not choices on
+    reading them with SELECT DISTINCT, which would scan an index of millions of rows on every
+    page. `record_event` takes only these (mypy checks the callers); they are not choices on
     AuditEvent.action, which would add a migration and nothing the type does not already give."""
 
     THREAD_STARTED = "thread.started"
