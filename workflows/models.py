@@ -22,6 +22,8 @@ class Thread(models.Model):
     """One execution history of a workflow; `public_id` is LangGraph's thread_id."""
 
     class Status(models.TextChoices):
+        # Created through the HTTP API (POST /api/threads) and never run: no workflow yet.
+        NEW = "new"
         QUEUED = "queued"
         RUNNING = "running"
         INTERRUPTED = "interrupted"
@@ -30,7 +32,8 @@ class Thread(models.Model):
         CANCELLED = "cancelled"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    workflow = models.CharField(max_length=100, db_index=True)
+    # Blank only while the thread is NEW: its first run names the workflow.
+    workflow = models.CharField(max_length=100, db_index=True, blank=True)
     title = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=Status, default=Status.QUEUED)
     # Sealed (encrypted) with SIGNOFF_ENCRYPTION_KEY set, like everything a thread carries
@@ -39,6 +42,9 @@ class Thread(models.Model):
     # The latest failure, for staff; cleared when the thread runs again. A traceback quotes
     # state values, so it is sealed too.
     error = SealedTextField(blank=True)
+    # LangGraph's thread metadata, set by API clients (graph_id, assistant_id and their own
+    # keys) and searched by containment, so it is stored plain: labels, never state.
+    metadata = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -85,6 +91,9 @@ class Run(models.Model):
         ROLLBACK = "rollback"
 
     class Status(models.TextChoices):
+        # Waiting behind the thread's active run (multitask_strategy="enqueue"); becomes
+        # QUEUED when that run ends.
+        PENDING = "pending"
         QUEUED = "queued"
         RUNNING = "running"
         SUCCEEDED = "succeeded"
@@ -93,6 +102,8 @@ class Run(models.Model):
         CANCELLED = "cancelled"
 
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
+    # LangGraph's run_id, which the HTTP API names runs by.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     kind = models.CharField(max_length=20, choices=Kind)
     status = models.CharField(max_length=20, choices=Status, default=Status.QUEUED)
     # What to invoke the graph with: {"input": ...} for a start; for answers to dynamic
@@ -110,6 +121,14 @@ class Run(models.Model):
     lease_holder = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     error = SealedTextField(blank=True)
+    # What an API client gave with the run: its metadata, the URL to POST to when it ends,
+    # and the stream modes the worker publishes while it runs (none for runs started in the
+    # browser, which nobody streams).
+    metadata = models.JSONField(default=dict, blank=True)
+    webhook = models.URLField(max_length=2000, blank=True)
+    stream_modes = models.JSONField(default=list, blank=True)
+    # What the API client asked for should another run be active (reject or enqueue).
+    multitask_strategy = models.CharField(max_length=20, default="reject")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
