@@ -55,6 +55,7 @@ class Thread(models.Model):
         indexes = [models.Index(fields=["status", "-updated_at"], name="thread_status_updated")]
         # Operations beyond viewing, granted one by one: each runs a service that writes.
         permissions = [
+            ("start_thread", "Can start a thread (through the HTTP API)"),
             ("rollback_thread", "Can roll a thread back to an earlier checkpoint"),
             ("retry_thread", "Can retry a failed thread"),
             ("cancel_thread", "Can cancel a thread"),
