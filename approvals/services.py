@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from approvals.models import Decision, Review
+from approvals.signals import review_opened
 from workflows import audit, engine, limits, registry
 from workflows import services as engine_services
 from workflows.audit import Action as AuditAction
@@ -205,6 +206,7 @@ def _open_review(
         run=run,
         data={"review": review.pk, "node": review.node, "interrupt_id": review.interrupt_id, "kind": kind},
     )
+    review_opened.send(sender=Review, review=review)
     return review
 
 

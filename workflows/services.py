@@ -45,7 +45,7 @@ from workflows.audit import verify_audit_chain as verify_audit_chain
 from workflows.canonical import canonical_json as canonical_json
 from workflows.canonical import load_canonical_json as load_canonical_json
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Checkpoint, Run, Thread
-from workflows.signals import PendingInterrupt, interrupts_withdrawn, thread_interrupted
+from workflows.signals import PendingInterrupt, interrupts_withdrawn, run_ended, thread_interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -424,6 +424,8 @@ def cancel_in_transaction(*, thread: Thread, actor: Actor, reason: str = "") -> 
         run=active,
         data={"reason": reason, "status": {"before": before, "after": thread.status}},
     )
+    if active is not None:
+        run_ended.send(sender=Run, run=active)
     return thread
 
 
@@ -647,6 +649,7 @@ def _fail(run: Run, error: str, *, actor_label: str) -> None:
         run=run,
         data={"attempt": run.attempts, "error": error},
     )
+    run_ended.send(sender=Run, run=run)
 
 
 def finish_run(
@@ -685,6 +688,7 @@ def finish_run(
                 run=run,
                 data={"checkpoint_id": checkpoint_id, "values": dict(values or {})},
             )
+        run_ended.send(sender=Run, run=run)
     return True
 
 

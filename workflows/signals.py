@@ -1,6 +1,6 @@
-"""What the engine announces, so the app above it (`approvals`) can react.
+"""What the engine announces, so the apps above it (`approvals`, `api`) can react.
 
-Both are sent inside the transaction that makes the change, so whatever a receiver
+All are sent inside the transaction that makes the change, so whatever a receiver
 writes (reviews, their audit events) commits or rolls back with it.
 """
 
@@ -38,3 +38,7 @@ thread_interrupted = Signal()
 # sender=Thread, thread=Thread, actor=user or None, reason=str: the pending interrupts no
 # longer apply (the thread was cancelled, rolled back or completed), so their reviews must close.
 interrupts_withdrawn = Signal()
+# sender=Run, run=Run (its `thread` loaded and locked): the run is over (succeeded,
+# interrupted, failed or cancelled) and its thread's status is already set; the API's webhooks
+# queue their deliveries here, to be published once the change commits.
+run_ended = Signal()
