@@ -514,6 +514,108 @@ SIGNOFF_BUSY_RETRIES = envint("SIGNOFF_BUSY_RETRIES", 5)
 # How long opening a review claims it for; others see "being reviewed by" until then.
 SIGNOFF_CLAIM_SECONDS = envfloat("SIGNOFF_CLAIM_SECONDS", 900.0)
 
+# Webhooks (api/webhooks.py): POSTs, signed the Standard Webhooks way, when a run ends or a
+# review opens. Only to the hosts and URL prefixes listed: none by default, so webhooks are off
+# until an operator lists where they may go.
+WEBHOOK_RETRY_DEFAULT = "10,60,300,1800"
+
+
+def webhook_allow_list(name: str) -> list[str]:
+    """SIGNOFF_WEBHOOK_ALLOWED_URLS: comma-separated hosts (`hooks.example.com`, with a port
+    `127.0.0.1:8080`, a subdomain wildcard `*.example.com`) or http(s) URL prefixes
+    (`https://hooks.example.com/signoff/`). A typo would quietly allow nothing, so each entry
+    is read now and a bad one stops start-up."""
+    entries = envlist(name, "")
+    for entry in entries:
+        if "://" in entry:
+            try:
+                parts = urlsplit(entry)
+                parts.port  # noqa: B018 - reading it checks it is a number
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"{name}: {entry!r} is not a URL: {exc}") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ImproperlyConfigured(
+                    f"{name}: {entry!r} must be an http:// or https:// URL with a host"
+                )
+            if parts.username is not None or parts.query or parts.fragment:
+                raise ImproperlyConfigured(
+                    f"{name}: {entry!r} must be a scheme, host and path only (no user, query or fragment)"
+                )
+        elif not re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?", entry):
+            raise ImproperlyConfigured(
+                f"{name}: {entry!r} must be a host (hooks.example.com, *.example.com, 127.0.0.1:8080) "
+                "or an http(s) URL prefix (https://hooks.example.com/signoff/)"
+            )
+    return entries
+
+
+WEBHOOK_SECRET_RECIPE = (
+    "python -c \"import base64,secrets;print('whsec_'+base64.b64encode(secrets.token_bytes(32)).decode())\""  # noqa: S105 - a recipe
+)
+
+
+def webhook_secret(value: str, *, needed: bool, debug: bool, secret_key: str) -> str:
+    """SIGNOFF_WEBHOOK_SECRET signs the POSTs to a run's own `webhook` (an admin's endpoints
+    have their own secrets): `whsec_` and base64 of 24 to 64 random bytes, as Standard Webhooks
+    secrets are. Needed once webhooks are on; under DEBUG a development one is derived from the
+    secret key."""
+    if not value:
+        if not needed:
+            return ""
+        if not debug:
+            raise ImproperlyConfigured(
+                "SIGNOFF_WEBHOOK_SECRET must be set when SIGNOFF_WEBHOOK_ALLOWED_URLS is: it signs "
+                f"the POSTs to runs' webhooks; make one with: {WEBHOOK_SECRET_RECIPE}"
+            )
+        digest = hashlib.sha256(b"signoff development webhook secret:" + secret_key.encode()).digest()
+        return "whsec_" + base64.b64encode(digest).decode()
+    raw = value.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not value.startswith("whsec_") or not 24 <= len(key) <= 64:
+        raise ImproperlyConfigured(
+            "SIGNOFF_WEBHOOK_SECRET must be whsec_ followed by base64 of 24 to 64 random bytes; "
+            f"make one with: {WEBHOOK_SECRET_RECIPE}"
+        )
+    return value
+
+
+def webhook_retry_seconds(name: str) -> list[float]:
+    value = os.getenv(name) or WEBHOOK_RETRY_DEFAULT
+    try:
+        delays = [float(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        delays = []
+    if not delays or any(delay <= 0 for delay in delays):
+        raise ImproperlyConfigured(
+            f"{name} must be comma-separated numbers of seconds above 0 "
+            f"({WEBHOOK_RETRY_DEFAULT}), got {value!r}"
+        )
+    return delays
+
+
+SIGNOFF_WEBHOOK_ALLOWED_URLS = webhook_allow_list("SIGNOFF_WEBHOOK_ALLOWED_URLS")
+SIGNOFF_WEBHOOK_SECRET = webhook_secret(
+    envsecret("SIGNOFF_WEBHOOK_SECRET"),
+    needed=bool(SIGNOFF_WEBHOOK_ALLOWED_URLS),
+    debug=DEBUG,
+    secret_key=SECRET_KEY,
+)
+# How long one POST may take, and how long to wait before each retry (the last delay repeats)
+# of a delivery that got no 2xx, up to SIGNOFF_WEBHOOK_MAX_ATTEMPTS POSTs in all.
+SIGNOFF_WEBHOOK_TIMEOUT_SECONDS = envfloat("SIGNOFF_WEBHOOK_TIMEOUT_SECONDS", 5.0)
+SIGNOFF_WEBHOOK_RETRY_SECONDS = webhook_retry_seconds("SIGNOFF_WEBHOOK_RETRY_SECONDS")
+SIGNOFF_WEBHOOK_MAX_ATTEMPTS = envint("SIGNOFF_WEBHOOK_MAX_ATTEMPTS", 5)
+if SIGNOFF_WEBHOOK_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        f"SIGNOFF_WEBHOOK_MAX_ATTEMPTS must be 1 or more, got {SIGNOFF_WEBHOOK_MAX_ATTEMPTS}"
+    )
+# Where this app is served (https://signoff.example.com), for the links in webhook payloads;
+# unset, a payload carries the review page's path alone.
+SIGNOFF_BASE_URL = os.getenv("SIGNOFF_BASE_URL", "").rstrip("/")
+
 # Celery: the database is the truth, a message only rings the bell (docs/architecture.md).
 # Redis in production (CELERY_BROKER_URL=redis://...); by default an on-disk broker under
 # var/ that needs no server (it never redelivers: the sweeper makes up for that).
@@ -560,6 +662,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "workflows.tasks.sweep", "schedule": SIGNOFF_SWEEP_SECONDS},
     "audit-head": {"task": "workflows.tasks.save_audit_head", "schedule": SIGNOFF_AUDIT_HEAD_SECONDS},
+    # Publishes again the webhook deliveries whose retry message was lost (api/tasks.py).
+    "webhook-sweep": {"task": "api.tasks.sweep_webhooks", "schedule": SIGNOFF_SWEEP_SECONDS},
 }
 # Beat runs the sweep in its own process rather than queueing it behind the runs it
 # recovers (workflows/beat.py), so recovery takes lease + sweep whatever the backlog.

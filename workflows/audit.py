@@ -96,6 +96,9 @@ class Action(models.TextChoices):
     # One word before the dot, like every other action (the trail's filter reads them so).
     API_KEY_CREATED = "apikey.created"
     API_KEY_REVOKED = "apikey.revoked"
+    # Webhook endpoints (api.webhooks): the data names the endpoint by id, never its secret.
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_CHANGED = "webhook.changed"
 
 
 # What verify reports, by name.
