@@ -314,7 +314,24 @@ def review_payload(review: Review) -> dict[str, Any]:
     }
 
 
+def _never_fails_the_change(queue: Any) -> Any:
+    """A receiver runs inside the run's or review's transaction: a webhook that cannot be queued
+    (a bug, a row too large) is logged and left out, in a savepoint of its own, rather than
+    failing the change it reports."""
+
+    @functools.wraps(queue)
+    def guarded(**kwargs: Any) -> None:
+        try:
+            with transaction.atomic():
+                queue(**kwargs)
+        except Exception:
+            logger.exception("could not queue the webhooks of %s", queue.__name__)
+
+    return guarded
+
+
 @receiver(run_ended, dispatch_uid="api.webhooks.run_ended")
+@_never_fails_the_change
 def queue_run_ended(*, run: Run, **_: Any) -> None:
     thread = run.thread
     endpoints = list(WebhookEndpoint.objects.filter(workflow=thread.workflow, active=True, run_ended=True))
@@ -329,6 +346,7 @@ def queue_run_ended(*, run: Run, **_: Any) -> None:
 
 
 @receiver(review_opened, dispatch_uid="api.webhooks.review_opened")
+@_never_fails_the_change
 def queue_review_opened(*, review: Review, **_: Any) -> None:
     endpoints = list(
         WebhookEndpoint.objects.filter(workflow=review.workflow, active=True, review_opened=True)

@@ -584,3 +584,40 @@ def test_celery_finds_the_webhook_tasks_and_beat_schedules_the_sweep() -> None:
 
     assert {webhooks.DELIVER, webhooks.SWEEP} <= set(app.tasks)
     assert settings.CELERY_BEAT_SCHEDULE["webhook-sweep"]["task"] == webhooks.SWEEP
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_run_queues_run_ended_with_its_status_and_no_error_text(
+    admin: User, allowed: Receiver, doorbell: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    webhooks.create_endpoint(workflow="expense_approval", url=allowed.url, actor=admin)
+    published(monkeypatch)
+    thread = services.start_thread(workflow="expense_approval", input=EXPENSE, actor=admin)
+    run = Run.objects.get(thread=thread)
+    claim = services.claim_run(run_id=run.pk, holder="tests")
+
+    assert services.fail_run(run_id=run.pk, token=claim.token, error="secret amount 1234 broke it")
+
+    delivery = WebhookDelivery.objects.get()
+    data = json.loads(delivery.body)["data"]
+    assert (data["status"], data["thread_status"], data["run_id"]) == ("error", "error", str(run.public_id))
+    assert "1234" not in delivery.body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_that_cannot_be_queued_does_not_fail_the_run(
+    admin: User, allowed: Receiver, doorbell: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    webhooks.create_endpoint(workflow="expense_approval", url=allowed.url, actor=admin)
+
+    def broken(run: Run, thread: Thread) -> dict[str, Any]:
+        raise ValueError("a bug in the payload")
+
+    monkeypatch.setattr(webhooks, "run_payload", broken)
+    thread = services.start_thread(workflow="expense_approval", input=EXPENSE, actor=admin)
+
+    services.cancel_thread(thread=thread, actor=admin)
+
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.CANCELLED
+    assert not WebhookDelivery.objects.exists()
