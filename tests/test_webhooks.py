@@ -237,6 +237,9 @@ ADD = "/admin/api/webhookendpoint/add/"
 @pytest.mark.django_db
 def test_the_admin_creates_an_endpoint_and_sees_its_secret_once(admin: User, allowed: Receiver) -> None:
     client = client_for(admin)
+    form = client.get(ADD).content.decode()
+    assert '<option value="expense_approval">' in form
+    assert "shown once, on the next page" in form
 
     response = client.post(
         ADD, {"workflow": "expense_approval", "url": allowed.url, "run_ended": "on", "review_opened": "on"}
