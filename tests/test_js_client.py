@@ -83,11 +83,13 @@ def test_the_inbox_lists_reads_and_resumes_a_thread_with_a_human_response(
     assert {"thread_id": thread_id, "status": "interrupted"} in seen["listed"]
     assert seen["thread"]["status"] == "interrupted"
     assert seen["thread"]["metadata"]["graph_id"] == GRAPH
-    assert seen["request"]["action_request"] == {
+    # The interrupt's value, where the inbox reads it: content_review asks with [HumanInterrupt].
+    [request] = seen["request"]
+    assert request["action_request"] == {
         "action": "publish_post",
         "args": {"title": TOPIC["topic"], "body": DRAFT},
     }
-    assert seen["request"]["config"]["allow_accept"] is True
+    assert request["config"]["allow_accept"] is True
     # The stream opens with the run's metadata, then the events the inbox reads.
     assert seen["events"][0]["event"] == "metadata"
     assert {"event": "events", "kind": "on_chain_start", "node": "publish"} in seen["events"]
