@@ -90,6 +90,8 @@ def test_the_inbox_lists_reads_and_resumes_a_thread_with_a_human_response(
         "args": {"title": TOPIC["topic"], "body": DRAFT},
     }
     assert request["config"]["allow_accept"] is True
+    assert seen["fallback"] == seen["request"]
+    assert seen["next"] == ["review"]
     # The stream opens with the run's metadata, then the events the inbox reads.
     assert seen["events"][0]["event"] == "metadata"
     assert {"event": "events", "kind": "on_chain_start", "node": "publish"} in seen["events"]

@@ -194,3 +194,16 @@ def test_a_remote_workflow_as_a_node_interrupts_the_local_graph(
     assert request["action_request"]["action"] == "publish_post"
     assert parent.get_state(on(thread_id)).next == ("signoff",)
     assert Thread.objects.get(public_id=thread_id).status == Thread.Status.INTERRUPTED
+
+
+async def test_the_async_methods_reach_the_same_thread(api_url: str, key: str, worker: Worker) -> None:
+    graph = remote(api_url, key)
+    thread_id = str(uuid.uuid4())
+
+    values = await graph.ainvoke(CLAIM, on(thread_id))
+    state = await graph.aget_state(on(thread_id))
+    history = [snapshot async for snapshot in graph.aget_state_history(on(thread_id))]
+
+    assert values["summary"] == SUMMARY
+    assert state.next == ("pay",)
+    assert history[0].config["configurable"]["checkpoint_id"] == state.config["configurable"]["checkpoint_id"]

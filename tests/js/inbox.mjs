@@ -19,6 +19,9 @@ main(async () => {
   // Where the inbox reads the interrupt it renders.
   const pending = Object.values(thread.interrupts ?? {});
   const request = pending.length ? pending[0][0]?.value : undefined;
+  // Its fallback when the thread has none: the last interrupt of the state's last task.
+  const state = await client.threads.getState(threadId);
+  const fallback = state.tasks.at(-1)?.interrupts.at(-1)?.value;
 
   const events = [];
   if (action === "resume") {
@@ -51,6 +54,8 @@ main(async () => {
     listed: listed.map((item) => ({ thread_id: item.thread_id, status: item.status })),
     thread: { thread_id: thread.thread_id, status: thread.status, metadata: thread.metadata },
     request,
+    fallback,
+    next: state.next,
     events,
     after: { status: after.status, values: after.values, interrupts: after.interrupts },
     relisted: relisted.map((item) => item.thread_id),
