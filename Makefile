@@ -10,7 +10,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/signoff
 REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .NOTPARALLEL:
-.PHONY: help venv setup browser services lint test test-sqlite test-postgres test-langgraph run clean
+.PHONY: help venv node setup browser services lint test test-sqlite test-postgres test-langgraph run clean
 
 help: ## list the targets
 	@echo "Signoff: make run (try it) and make test (check it)."
@@ -19,7 +19,10 @@ help: ## list the targets
 venv: ## create .venv (Python >= 3.12) and install requirements-dev.txt when they change
 	@bin/setup-venv
 
-setup: venv
+node: ## install the JS client the tests drive (tests/js, npm ci) when its lockfile changes
+	@bin/setup-node
+
+setup: venv node
 
 browser: ## make sure Debian's Chromium is installed for the browser tests (apt-get as root)
 	@bin/setup-browser

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ninja import Schema
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictInt
 
 AssistantField = Literal[
     "assistant_id",
@@ -33,8 +33,10 @@ class AssistantSearch(Input):
     metadata: dict[str, Any] | None = Field(None, description="exact match on each key of the metadata")
     graph_id: str | None = None
     name: str | None = Field(None, description="a case-insensitive part of the name")
-    limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    # Strict: pydantic would otherwise take `false` or "2" for a number, where the schema says
+    # integer (the fuzz, tests/test_api_fuzz.py, sends them).
+    limit: StrictInt = Field(10, ge=1, le=1000)
+    offset: StrictInt = Field(0, ge=0)
     sort_by: Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[AssistantField] | None = Field(None, description="the fields to return (default: all)")
