@@ -72,7 +72,7 @@ def test_info_says_what_is_served_as_langgraphs_server_does() -> None:
     assert body["langgraph_py_version"].count(".") == 2
     assert body["flags"] == {
         "assistants": True,
-        "threads": False,
+        "threads": True,
         "runs": False,
         "crons": False,
         "langsmith": False,
