@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from langgraph.graph import START, StateGraph
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
 from api import services as api_services
+from api import threads
 from approvals.models import Review
 from tests.factories import (
     EXPENSE,
@@ -26,11 +28,13 @@ from tests.factories import (
     make_user,
     open_review,
     open_reviews,
+    registered,
     run_queued,
 )
+from tests.fake_workflows import CountState
 from tests.pages import client_for, grant
 from tests.workers import Worker, wait_for
-from workflows import engine, services
+from workflows import engine, registry, services
 from workflows.models import AuditEvent, Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -271,6 +275,46 @@ def test_search_by_status_values_and_ids(rita_key: str, staff: User) -> None:
     assert found(ids=[made["thread_id"]]) == [made["thread_id"]]
 
 
+def test_a_search_by_values_over_too_many_threads_is_a_422_not_a_partial_answer(
+    rita_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(threads, "VALUES_SCAN_LIMIT", 1)
+    new_thread(rita_key)
+    new_thread(rita_key)
+
+    assert named(refused(post(rita_key, "/threads/search", {"values": {"topic": "x"}}))) == {"values"}
+    assert len(ok(post(rita_key, "/threads/search", {"values": {"topic": "x"}, "limit": 1, "ids": []}))) == 0
+
+
+def test_a_thread_whose_workflow_is_gone_is_a_409_to_read_and_empty_in_a_search(admin: User) -> None:
+    key = key_for(admin)
+    gone = Thread.objects.create(workflow="retired_workflow", status=Thread.Status.COMPLETED)
+
+    assert "retired_workflow" in refused(get(key, f"/threads/{gone.thread_id}"), 409)
+    assert "retired_workflow" in refused(get(key, f"/threads/{gone.thread_id}/state"), 409)
+    (found,) = ok(post(key, "/threads/search"))
+    assert (found["thread_id"], found["values"], found["status"]) == (gone.thread_id, {}, "idle")
+
+
+def test_subgraphs_true_is_refused_for_a_graph_that_has_subgraphs(rita_key: str) -> None:
+    def build() -> StateGraph[Any]:
+        inner: StateGraph[Any] = StateGraph(CountState)
+        inner.add_node("tick", lambda state: {"count": state["count"] + 1})
+        inner.add_edge(START, "tick")
+        outer: StateGraph[Any] = StateGraph(CountState)
+        outer.add_node("inner", inner.compile())
+        outer.add_edge(START, "inner")
+        return outer
+
+    workflow = registry.Workflow(name="test_nested", title="Nested", builder=build, reviewer_group="finance")
+    with registered(workflow):
+        thread = Thread.objects.create(workflow="test_nested", status=Thread.Status.COMPLETED)
+        path = f"/threads/{thread.thread_id}/state"
+
+        assert ok(get(rita_key, path))["values"] == {}
+        assert named(refused(get(rita_key, path, subgraphs="true"))) == {"subgraphs"}
+
+
 def test_search_sorts_pages_and_selects(rita_key: str) -> None:
     made = [new_thread(rita_key, metadata={"n": n})["thread_id"] for n in range(3)]
 
@@ -457,11 +501,14 @@ def test_an_update_that_does_not_fit_is_a_422_naming_it_and_changes_nothing(
     assert not AuditEvent.objects.filter(action="thread.state_updated").exists()
 
 
-def test_an_update_while_a_run_is_queued_or_before_any_run_is_a_409(rita_key: str, staff: User) -> None:
+def test_an_update_while_a_run_is_queued_before_any_run_or_after_a_cancel_is_a_409(
+    rita_key: str, staff: User
+) -> None:
     queued = services.start_thread(workflow="content_review", input=POST, actor=staff)
     made = new_thread(rita_key)
+    cancelled = services.cancel_thread(thread=content_thread(staff), actor=staff)
 
-    for thread_id in (queued.thread_id, made["thread_id"]):
+    for thread_id in (queued.thread_id, made["thread_id"], cancelled.thread_id):
         response = post(rita_key, f"/threads/{thread_id}/state", {"values": None, "as_node": "__end__"})
         assert response.status_code == 409, response.content
     assert "queued or running" in refused(post(rita_key, f"/threads/{queued.thread_id}/copy"), 409)
@@ -481,6 +528,7 @@ def test_an_update_from_an_earlier_checkpoint_is_a_fork_that_needs_the_rollback_
 
     detail = refused(post(key_for(reviewer), path, body), 403)
     assert "workflows.rollback_thread" in detail
+    assert not AuditEvent.objects.filter(action="thread.state_updated").exists()
     allowed = key_for(grant(reviewer, "rollback_thread"))
     unknown = {**body, "checkpoint": {"checkpoint_id": "1f0-nope"}}
     assert (
@@ -496,6 +544,10 @@ def test_an_update_from_an_earlier_checkpoint_is_a_fork_that_needs_the_rollback_
     assert engine.checkpoint_id_of(head(thread)) == forked["checkpoint"]["checkpoint_id"]
     assert head(thread).values["amount"] == 10.0
     assert AuditEvent.objects.get(action="thread.state_updated").data["fork"] is True
+    # Naming the head is no fork: no permission needed.
+    at_head = {"values": {"amount": 11.0}, "checkpoint": forked["checkpoint"]}
+    ok(post(key_for(reviewer), path, at_head))
+    assert head(thread).values["amount"] == 11.0
 
 
 # -- history ----------------------------------------------------------------------------------------
