@@ -120,7 +120,7 @@ class ThreadCreate(Input):
     `supersteps` and `ttl` are not implemented, so they are refused as unknown fields."""
 
     thread_id: uuid.UUID | None = Field(None, description="the new thread's id (default: a random UUID)")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
     if_exists: Literal["raise", "do_nothing"] = Field(
         "raise", description="a thread_id that exists: a 409 (raise), or that thread (do_nothing)"
     )

@@ -25,7 +25,7 @@ from api.auth import request_key
 from api.params import refuse_unknown_query
 from approvals.http import request_user
 from approvals.services import unregistered_message
-from workflows import engine, services
+from workflows import engine, registry, services
 from workflows.models import Thread
 
 router = Router(tags=["threads"])
@@ -66,9 +66,11 @@ def reading(request: HttpRequest, thread: Thread) -> Iterator[None]:
     """Reading a thread's checkpoints: a workflow no longer registered, or a checkpoint that
     cannot be decoded, is a 409 that says so (audited once per head, as the pages do)."""
     try:
-        yield
+        registry.get(thread.workflow)
     except LookupError:
         raise HttpError(409, unregistered_message(thread.workflow)) from None
+    try:
+        yield
     except engine.UNREADABLE as exc:
         services.report_unreadable_checkpoint(thread=thread, actor=request_user(request), error=exc)
         raise HttpError(409, UNREADABLE) from None
@@ -152,7 +154,7 @@ def create(request: HttpRequest, payload: schemas.ThreadCreate) -> dict[str, Any
         try:
             thread = services.create_thread(
                 thread_id=payload.thread_id,
-                metadata=payload.metadata,
+                metadata=payload.metadata or {},
                 actor=request_user(request),
                 data=key_data(request),
             )

@@ -24,6 +24,7 @@ from tests.factories import (
     EXPENSE,
     audit_actions,
     capture_doorbell,
+    decide,
     head,
     make_user,
     open_review,
@@ -444,7 +445,9 @@ def test_mark_as_resolved_ends_the_thread_and_closes_its_review(
     assert audit_actions(thread)[-2:] == ["review.cancelled", "thread.state_updated"]
 
 
-def test_an_edit_at_a_breakpoint_is_typed_and_its_pause_gets_a_new_review(rita_key: str, staff: User) -> None:
+def test_an_edit_at_a_breakpoint_is_typed_and_its_pause_gets_a_new_review(
+    rita_key: str, reviewer: User, staff: User
+) -> None:
     thread = expense_thread(staff)
     old = open_review(thread)
 
@@ -459,7 +462,15 @@ def test_an_edit_at_a_breakpoint_is_typed_and_its_pause_gets_a_new_review(rita_k
     assert thread.status == Thread.Status.INTERRUPTED
     old.refresh_from_db()
     assert old.status == Review.Status.CANCELLED
-    assert open_review(thread).checkpoint_id == engine.checkpoint_id_of(snapshot)
+    assert AuditEvent.objects.get(thread=thread, action="review.cancelled").actor == reviewer
+    fresh = open_review(thread)
+    assert fresh.checkpoint_id == engine.checkpoint_id_of(snapshot)
+    assert fresh.kind == Review.Kind.BREAKPOINT
+    # It is a review like any other: approving it pays the edited amount.
+    decide(fresh, reviewer, "approve")
+    run_queued(thread)
+    assert thread.status == Thread.Status.COMPLETED
+    assert head(thread).values["outcome"] == "paid 75.00"
     event = AuditEvent.objects.get(thread=thread, action="thread.state_updated")
     assert event.data["updates"] == {
         "before": {"amount": 120.0, "category": "travel"},

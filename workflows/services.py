@@ -647,14 +647,13 @@ def update_thread_state(
             _set_thread(thread, status=Thread.Status.INTERRUPTED)
         else:
             _set_thread(thread)
+        # Every open review was pinned to an earlier checkpoint: none can be decided now.
+        reason = "thread ended by a state update" if not after.next else "the thread's state was updated"
+        interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason=reason)
         pending = engine.pending_interrupts(thread.workflow, after) if after.next else []
         if pending:
-            # No run paused here: the update did. approvals closes the reviews of the old
-            # pauses and opens one for each new one.
+            # The new head stops at a pause (a static breakpoint) that no run announced.
             thread_interrupted.send(sender=Thread, thread=thread, run=None, interrupts=pending)
-        else:
-            reason = "thread ended by a state update" if not after.next else "the thread's state was updated"
-            interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason=reason)
         record_event(
             action=Action.THREAD_STATE_UPDATED,
             actor=actor,
