@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import pytest
 from django.contrib.auth.models import User
@@ -29,6 +29,7 @@ from tests.factories import (
     make_user,
     open_review,
     open_reviews,
+    paused,
     registered,
     run_queued,
 )
@@ -36,7 +37,7 @@ from tests.fake_workflows import CountState
 from tests.pages import client_for, grant
 from tests.workers import Worker, wait_for
 from workflows import engine, registry, services
-from workflows.models import AuditEvent, Thread
+from workflows.models import AuditEvent, Checkpoint, CheckpointBlob, Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -297,6 +298,27 @@ def test_a_thread_whose_workflow_is_gone_is_a_409_to_read_and_empty_in_a_search(
     assert (found["thread_id"], found["values"], found["status"]) == (gone.thread_id, {}, "idle")
 
 
+def test_a_tampered_checkpoint_is_a_409_audited_once_and_empty_in_a_search(
+    rita_key: str, staff: User
+) -> None:
+    thread = content_thread(staff)
+    Checkpoint.objects.filter(thread_id=thread.thread_id).update(values=b"\xc1\xc1garbage")
+    CheckpointBlob.objects.filter(thread_id=thread.thread_id).update(blob=b"\xc1\xc1garbage")
+
+    for response in (
+        get(rita_key, f"/threads/{thread.thread_id}"),
+        get(rita_key, f"/threads/{thread.thread_id}/state"),
+        post(rita_key, f"/threads/{thread.thread_id}/history"),
+        post(rita_key, f"/threads/{thread.thread_id}/state", {"values": None, "as_node": "__end__"}),
+    ):
+        assert "checkpoint cannot be read" in refused(response, 409)
+    (found,) = ok(post(rita_key, "/threads/search"))
+    assert found["values"] == {}
+    assert AuditEvent.objects.filter(thread=thread, action="checkpoint.unreadable").count() == 1
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.INTERRUPTED
+
+
 def test_subgraphs_true_is_refused_for_a_graph_that_has_subgraphs(rita_key: str) -> None:
     def build() -> StateGraph[Any]:
         inner: StateGraph[Any] = StateGraph(CountState)
@@ -489,6 +511,51 @@ def test_an_edit_at_an_interrupt_leaves_the_thread_waiting_for_a_run(rita_key: s
     assert head(thread).next == ("review",)
     # Its review was pinned to the old checkpoint; the interrupt is raised again when it runs.
     assert open_reviews(thread) == []
+
+
+class FixState(TypedDict):
+    count: int
+    fixed: NotRequired[bool]
+
+
+def build_fixable() -> StateGraph[FixState]:
+    def prepare(state: FixState) -> dict[str, Any]:
+        return {"count": state["count"] + 1}
+
+    def check(state: FixState) -> dict[str, Any]:
+        if not state.get("fixed"):
+            raise ValueError("not fixed yet")
+        return {"count": state["count"] + 1}
+
+    builder: StateGraph[FixState] = StateGraph(FixState)
+    builder.add_node("prepare", prepare)
+    builder.add_node("check", check)
+    builder.add_edge(START, "prepare")
+    builder.add_edge("prepare", "check")
+    return builder
+
+
+def test_a_failed_thread_whose_state_is_fixed_stays_failed_for_a_retry(rita_key: str, staff: User) -> None:
+    workflow = registry.Workflow(
+        name="test_fixable",
+        title="Fixable",
+        builder=build_fixable,
+        reviewer_group="finance",
+        editable=("fixed",),
+    )
+    with paused(workflow, {"count": 0}, staff) as thread:
+        assert thread.status == Thread.Status.FAILED
+
+        ok(post(rita_key, f"/threads/{thread.thread_id}/state", {"values": {"fixed": True}}))
+
+        thread.refresh_from_db()
+        assert thread.status == Thread.Status.FAILED
+        assert head(thread).next == ("check",)
+        assert ok(get(rita_key, f"/threads/{thread.thread_id}"))["status"] == "error"
+        services.retry_thread(thread=thread, actor=staff)
+        run_queued(thread)
+        assert thread.status == Thread.Status.COMPLETED
+        assert head(thread).values == {"count": 2, "fixed": True}
 
 
 @pytest.mark.parametrize(
