@@ -818,3 +818,33 @@ async def test_the_async_sdk_resolves_an_interrupted_thread(
         # The ORM ran on asgiref's thread: close its connection, or PostgreSQL will not drop
         # the test database.
         await sync_to_async(lambda: connection.close())()
+
+
+# -- locks (PostgreSQL) --------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_resolving_while_a_reviewer_decides_takes_the_one_lock_order(
+    reviewer: User, other_reviewer: User, staff: User
+) -> None:
+    """update_thread_state locks the thread row first, as decide does: the decision waits for
+    the resolve, then finds its review withdrawn, and neither deadlocks."""
+    from approvals.services import StaleReview
+    from tests.test_lock_order import THREAD_LOCK, no_errors, side_by_side
+
+    thread = content_thread(staff)
+    review = open_review(thread)
+
+    results = side_by_side(
+        lambda: services.update_thread_state(thread=thread, actor=reviewer, values=None, as_node="__end__"),
+        THREAD_LOCK,
+        lambda: decide(review, other_reviewer, "approve"),
+    )
+
+    assert isinstance(results[1], StaleReview), results
+    no_errors(results[:1])
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.COMPLETED
+    review.refresh_from_db()
+    assert review.status == Review.Status.CANCELLED
+    assert services.verify_audit_chain()[1] is None
