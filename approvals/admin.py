@@ -29,6 +29,11 @@ from workflows import registry, services
 from workflows.admin import ReadOnly, ReadOnlyAdmin, RunInline
 from workflows.models import Thread
 
+NOT_RUN_YET = (
+    "This thread was made through the HTTP API and has not run yet: it has no workflow and no "
+    "checkpoints until its first run."
+)
+
 # Thread statuses from which there is nothing left to cancel.
 FINISHED = (Thread.Status.COMPLETED, Thread.Status.CANCELLED)
 
@@ -94,6 +99,7 @@ class ThreadAdmin(ReadOnly, admin.ModelAdmin[Thread]):
         "title",
         "status",
         "input",
+        "metadata",
         "error",
         "created_by",
         "created_at",
@@ -170,11 +176,15 @@ class ThreadAdmin(ReadOnly, admin.ModelAdmin[Thread]):
         extra = dict(extra_context or {})
         thread = self.get_object(request, unquote(object_id))
         if thread is not None and self.has_view_permission(request, thread):
-            try:
-                extra["timeline"] = queries.timeline(thread)
-            except LookupError:
-                # The workflow is no longer registered: its graph cannot read the checkpoints.
-                extra["timeline_missing"] = f"The workflow {thread.workflow!r} is not registered."
+            if not thread.workflow:
+                # Made through the HTTP API (POST /api/threads): its first run names the workflow.
+                extra["timeline_missing"] = NOT_RUN_YET
+            else:
+                try:
+                    extra["timeline"] = queries.timeline(thread)
+                except LookupError:
+                    # The workflow is no longer registered: its graph cannot read the checkpoints.
+                    extra["timeline_missing"] = f"The workflow {thread.workflow!r} is not registered."
             extra["can_rollback"] = self.has_rollback_permission(request, thread)
             extra["can_retry"] = self.has_retry_permission(request) and thread.status == Thread.Status.FAILED
             extra["can_cancel"] = self.has_cancel_permission(request) and thread.status not in FINISHED

@@ -149,7 +149,7 @@ def _is_reviewer(user: User | None, spec: registry.Workflow | None) -> bool:
 
 
 @receiver(thread_interrupted, dispatch_uid="approvals.open_reviews")
-def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt], **_: Any) -> None:
+def open_reviews(*, thread: Thread, run: Run | None, interrupts: list[PendingInterrupt], **_: Any) -> None:
     """Turn each pending interrupt into an open review, inside the run's outcome transaction.
 
     An interrupt that was already answered while the thread was busy (two parallel
@@ -178,7 +178,12 @@ def open_reviews(*, thread: Thread, run: Run, interrupts: list[PendingInterrupt]
 
 
 def _open_review(
-    thread: Thread, spec: registry.Workflow, run: Run, pending: PendingInterrupt, *, summary: dict[str, Any]
+    thread: Thread,
+    spec: registry.Workflow,
+    run: Run | None,
+    pending: PendingInterrupt,
+    *,
+    summary: dict[str, Any],
 ) -> Review:
     kind = (
         Review.Kind.BREAKPOINT

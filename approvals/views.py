@@ -65,6 +65,11 @@ UNREADABLE_MESSAGE = (
     "or sealed with another encryption key. Nothing can be shown or decided here until an "
     "administrator repairs or rolls back the thread; this has been recorded in the audit trail."
 )
+# A thread made through the HTTP API before its first run, which names its workflow.
+NOT_RUN_YET = (
+    "This thread was made through the HTTP API and has not run yet: it has no workflow and no "
+    "state to show until its first run."
+)
 SEALED_MESSAGE = (
     "This thread's stored data cannot be read: it was written before SIGNOFF_ENCRYPTION_KEY was "
     "set, sealed with another key, or changed behind Signoff's back. Nothing can be shown or "
@@ -78,6 +83,8 @@ def _reading(request: HtmxHttpRequest, thread: Thread) -> Iterator[registry.Work
     registered is a 404 page. A checkpoint that cannot be decoded is a 409 page, not a 500:
     the request is sound and the server works, but the thread's stored state conflicts with
     what the saver can read, until an admin acts (it is audited, once per head checkpoint)."""
+    if not thread.workflow:
+        raise _Unavailable(NOT_RUN_YET, 404)
     try:
         spec = registry.get(thread.workflow)
     except LookupError:

@@ -72,7 +72,7 @@ def test_info_says_what_is_served_as_langgraphs_server_does() -> None:
     assert body["langgraph_py_version"].count(".") == 2
     assert body["flags"] == {
         "assistants": True,
-        "threads": False,
+        "threads": True,
         "runs": False,
         "crons": False,
         "langsmith": False,
@@ -81,7 +81,7 @@ def test_info_says_what_is_served_as_langgraphs_server_does() -> None:
 
 
 def test_another_path_under_api_is_a_json_404(rita_key: str) -> None:
-    response = get(rita_key, "/threads/search")
+    response = get(rita_key, "/crons/search")
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Not Found"}

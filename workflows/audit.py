@@ -75,6 +75,10 @@ class Action(models.TextChoices):
     THREAD_RETRIED = "thread.retried"
     THREAD_CANCELLED = "thread.cancelled"
     THREAD_ROLLED_BACK = "thread.rolled_back"
+    # Threads made, edited and copied through the HTTP API (POST /api/threads, .../state, .../copy).
+    THREAD_CREATED = "thread.created"
+    THREAD_STATE_UPDATED = "thread.state_updated"
+    THREAD_COPIED = "thread.copied"
     RUN_STARTED = "run.started"
     RUN_INTERRUPTED = "run.interrupted"
     RUN_COMPLETED = "run.completed"

@@ -31,6 +31,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot
 
 from workflows import audit, doorbell, engine, limits, registry
@@ -507,6 +508,206 @@ def rollback_thread(
             },
         )
     return run
+
+
+# -- threads made and changed through the HTTP API ---------------------------------------------
+
+
+class ThreadExists(ServiceError):
+    """A thread with the asked-for thread_id exists already."""
+
+
+class UnknownCheckpoint(InvalidState):
+    """A checkpoint_id that is not in the thread's history."""
+
+
+class BadStateUpdate(InvalidState):
+    """A state update that does not fit: `errors` maps each field it names (a state field,
+    or "as_node") to what is wrong with it."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        self.errors = dict(errors)
+        super().__init__("; ".join(f"{name}: {message}" for name, message in self.errors.items()))
+
+
+class ForkNotAllowed(ServiceError):
+    """An update from an earlier checkpoint (a fork) by an actor not allowed to roll back."""
+
+
+def create_thread(
+    *,
+    thread_id: uuid.UUID | None,
+    metadata: Mapping[str, Any],
+    actor: Actor,
+    data: Mapping[str, Any] | None = None,
+) -> Thread:
+    """A NEW thread (no workflow, no run yet: its first run names the workflow) with the
+    client's thread_id and metadata. ThreadExists if that thread_id is taken."""
+    metadata = dict(metadata)
+    problem = limits.storable_problem(metadata)
+    if problem:
+        raise BadStateUpdate({"metadata": f"cannot be stored: {problem}"})
+    try:
+        metadata = canonical_json(metadata)
+    except TypeError as exc:
+        raise BadStateUpdate({"metadata": f"must be JSON: {exc}"}) from None
+    with transaction.atomic(durable=True):
+        try:
+            # A savepoint: a duplicate id (two clients creating it at once) fails here, and the
+            # caller hears ThreadExists rather than a broken transaction.
+            with transaction.atomic():
+                thread = Thread.objects.create(
+                    public_id=thread_id or uuid.uuid4(),
+                    workflow="",
+                    status=Thread.Status.NEW,
+                    metadata=metadata,
+                    created_by=actor if actor is not None and actor.pk else None,
+                )
+        except IntegrityError:
+            raise ThreadExists(f"Thread '{thread_id}' already exists") from None
+        record_event(
+            action=Action.THREAD_CREATED,
+            actor=actor,
+            thread=thread,
+            data={**(data or {}), "thread_id": thread.thread_id, "metadata": metadata},
+        )
+    return thread
+
+
+def update_thread_state(
+    *,
+    thread: Thread,
+    actor: Actor,
+    values: Mapping[str, Any] | None,
+    as_node: str | None = None,
+    checkpoint_id: str = "",
+    may_fork: bool = False,
+    data: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """LangGraph's update_state on the thread: `values` (the workflow's editable fields, typed
+    as a reviewer's edits are; None for none) written as if `as_node` had just run, on the
+    head or, with `checkpoint_id`, on an earlier checkpoint (a fork: `may_fork` says whether
+    the actor may roll back). Returns the new checkpoint's config.
+
+    The new head sets the thread's status: no next node, it is COMPLETED (Agent Inbox's
+    "mark as resolved" is `values=None, as_node="__end__"`); otherwise it waits, FAILED if it
+    was (retry runs it on), INTERRUPTED else. Every open review was pinned to an earlier
+    checkpoint and is withdrawn; a pause the new head stops at (a static breakpoint) opens
+    its review. Refused while a run is queued or running (ThreadBusy), and for a NEW or a
+    CANCELLED thread."""
+    if values is not None and not isinstance(values, Mapping):
+        raise BadStateUpdate({"values": "must be a JSON object of state fields, or null"})
+    problem = limits.storable_problem(dict(values or {}))
+    if problem:
+        raise BadStateUpdate({"values": f"cannot be stored: {problem}"})
+    with transaction.atomic(durable=True):
+        thread, active = lock_thread(thread)
+        if active is not None:
+            raise ThreadBusy(
+                "this thread has a run queued or running; update its state when it pauses or ends"
+            )
+        if thread.status == Thread.Status.NEW:
+            raise InvalidState("this thread has not run yet, so it has no state to update; start a run first")
+        if thread.status == Thread.Status.CANCELLED:
+            raise InvalidState("this thread was cancelled; its state can no longer be updated")
+        try:
+            spec = registry.get(thread.workflow)
+        except LookupError as exc:
+            raise InvalidState(str(exc)) from None
+        graph = engine.graph_for(thread.workflow)
+        if as_node is not None and as_node != "__end__" and as_node not in graph.builder.nodes:
+            nodes = ", ".join([*graph.builder.nodes, "__end__"])
+            raise BadStateUpdate({"as_node": f"the workflow has no node {as_node!r} (nodes: {nodes})"})
+        try:
+            typed = spec.validate_updates(values or {})
+        except registry.InvalidUpdate as exc:
+            raise BadStateUpdate(exc.errors) from None
+        before = engine.head(thread.workflow, thread.thread_id)
+        head_id = engine.checkpoint_id_of(before)
+        base = before
+        if checkpoint_id and checkpoint_id != head_id:
+            base = graph.get_state(engine.config_for(thread.thread_id, checkpoint_id=checkpoint_id))
+            if engine.checkpoint_id_of(base) != checkpoint_id or base.created_at is None:
+                raise UnknownCheckpoint(f"Checkpoint '{checkpoint_id}' not found in this thread's history")
+            if not may_fork:
+                raise ForkNotAllowed("updating an earlier checkpoint forks the thread, which is a rollback")
+            refusal = rollback_refusal(checkpoint_id=checkpoint_id, metadata=base.metadata, head_id=head_id)
+            if refusal:
+                raise InvalidState(refusal)
+        try:
+            config = graph.update_state(
+                base.config, dict(typed) if values is not None else None, as_node=as_node
+            )
+        except InvalidUpdateError as exc:
+            # LangGraph cannot tell which node the update is from: the client must say.
+            raise BadStateUpdate({"as_node": str(exc)}) from None
+        after = graph.get_state(config)
+        status_before = thread.status
+        if not after.next:
+            _set_thread(thread, status=Thread.Status.COMPLETED, error="")
+        elif thread.status != Thread.Status.FAILED:
+            _set_thread(thread, status=Thread.Status.INTERRUPTED)
+        else:
+            _set_thread(thread)
+        # Every open review was pinned to an earlier checkpoint: none can be decided now.
+        reason = "thread ended by a state update" if not after.next else "the thread's state was updated"
+        interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason=reason)
+        pending = engine.pending_interrupts(thread.workflow, after) if after.next else []
+        if pending:
+            # The new head stops at a pause (a static breakpoint) that no run announced.
+            thread_interrupted.send(sender=Thread, thread=thread, run=None, interrupts=pending)
+        record_event(
+            action=Action.THREAD_STATE_UPDATED,
+            actor=actor,
+            thread=thread,
+            data={
+                **(data or {}),
+                "as_node": as_node,
+                "from": head_id,
+                "base": engine.checkpoint_id_of(base),
+                "fork": base is not before,
+                "checkpoint_id": engine.checkpoint_id_of(after),
+                "updates": {"before": _dumped_state(spec, base, typed), "after": spec.dump_updates(typed)}
+                if typed
+                else {},
+                "status": {"before": status_before, "after": thread.status},
+            },
+        )
+    return dict(config)
+
+
+def copy_thread(*, thread: Thread, actor: Actor, data: Mapping[str, Any] | None = None) -> Thread:
+    """A new thread with this one's workflow, title, input, metadata, status and every
+    checkpoint, to go on from separately. The copy's pauses open reviews of their own.
+    Refused (ThreadBusy) while a run is queued or running: the copy would have no run."""
+    with transaction.atomic(durable=True):
+        source, active = lock_thread(thread)
+        if active is not None:
+            raise ThreadBusy("this thread has a run queued or running; copy it when it pauses or ends")
+        copy = Thread.objects.create(
+            workflow=source.workflow,
+            title=source.title,
+            status=source.status,
+            input=source.input,
+            error=source.error,
+            metadata=source.metadata,
+            created_by=actor if actor is not None and actor.pk else None,
+        )
+        if source.workflow:
+            engine.graph_for(source.workflow).checkpointer.copy_thread(  # type: ignore[union-attr]
+                source.thread_id, copy.thread_id
+            )
+        if copy.status == Thread.Status.INTERRUPTED:
+            pending = engine.pending_interrupts(copy.workflow, engine.head(copy.workflow, copy.thread_id))
+            if pending:
+                thread_interrupted.send(sender=Thread, thread=copy, run=None, interrupts=pending)
+        record_event(
+            action=Action.THREAD_COPIED,
+            actor=actor,
+            thread=copy,
+            data={**(data or {}), "from": source.thread_id, "to": copy.thread_id, "status": copy.status},
+        )
+    return copy
 
 
 def report_unreadable_checkpoint(*, thread: Thread, actor: Actor, error: BaseException) -> bool:

@@ -33,7 +33,9 @@ class PendingInterrupt:
         }
 
 
-# sender=Thread, thread=Thread, run=Run, interrupts=list[PendingInterrupt]
+# sender=Thread, thread=Thread, run=Run or None, interrupts=list[PendingInterrupt]: the thread
+# waits at these pauses. run is None when no run paused it: a state update or a copy through
+# the HTTP API put the thread at a pause (workflows.services.update_thread_state, copy_thread).
 thread_interrupted = Signal()
 # sender=Thread, thread=Thread, actor=user or None, reason=str: the pending interrupts no
 # longer apply (the thread was cancelled, rolled back or completed), so their reviews must close.
