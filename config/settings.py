@@ -301,6 +301,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    "corsheaders",
     # For its templates and static files: the API's docs page uses the Swagger UI it ships,
     # served from here (no CDN, and the Content Security Policy allows our origin only).
     "ninja",
@@ -315,6 +316,10 @@ MIDDLEWARE = [
     # POST, a sign-in lockout.
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Next, for the API only (CORS_URLS_REGEX): it answers a browser's preflight itself, before
+    # anything below can redirect or refuse it (a preflight carries no API key), and adds its
+    # headers to every other /api/ response, the 413 and 503 ones included.
+    "corsheaders.middleware.CorsMiddleware",
     # Next, before anything that can answer or fail: it only sets `request.htmx`, which the
     # 413 and 503 pages below and handler500 ask to send a fragment to htmx.
     "django_htmx.middleware.HtmxMiddleware",
@@ -565,3 +570,58 @@ CELERY_BEAT_SCHEDULE = {
 # recovers (workflows/beat.py), so recovery takes lease + sweep whatever the backlog.
 CELERY_BEAT_SCHEDULER = "workflows.beat:SweepingScheduler"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# -- The HTTP API: CORS and rate limits (docs/api.md) --------------------------------------
+# An origin as a browser sends it in `Origin`: scheme, lower-case host, optional port; no path.
+ORIGIN = re.compile(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def cors_origins(name: str) -> list[str]:
+    """Comma-separated origins. Each is checked here because django-cors-headers compares them
+    as given: `https://inbox.example.com/` (a trailing slash) or an upper-case host would never
+    match what a browser sends, and CORS would fail in the browser with no word on the server."""
+    origins = envlist(name, "")
+    for origin in origins:
+        if not ORIGIN.fullmatch(origin):
+            raise ImproperlyConfigured(
+                f"{name}: {origin!r} is not an origin: write scheme://host[:port] in lower case, "
+                "with no path or trailing slash (https://inbox.example.com, http://localhost:3000); "
+                "for a pattern use SIGNOFF_CORS_ALLOWED_ORIGIN_REGEXES"
+            )
+    return origins
+
+
+def cors_origin_regexes(name: str) -> list[str]:
+    """Comma-separated regular expressions, matched against the whole `Origin`. Each must end
+    with `$` (or `\\Z`): django-cors-headers matches from the start only, so an unanchored
+    `^https://.*\\.example\\.com` would also let in `https://x.example.com.attacker.net`."""
+    patterns = envlist(name, "")
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ImproperlyConfigured(f"{name}: {pattern!r} is not a regular expression: {exc}") from None
+        if not pattern.endswith(("$", "\\Z")):
+            raise ImproperlyConfigured(
+                f"{name}: {pattern!r} must match the whole origin: end it with $ "
+                r"(^https://[a-z0-9-]+\.example\.com$)"
+            )
+    return patterns
+
+
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOWED_ORIGINS = cors_origins("SIGNOFF_CORS_ALLOWED_ORIGINS")
+CORS_ALLOWED_ORIGIN_REGEXES = cors_origin_regexes("SIGNOFF_CORS_ALLOWED_ORIGIN_REGEXES")
+# Keys travel in a header, never in a cookie: no credentials, so a browser never sends the
+# reviewer's session cookie along with a cross-origin call.
+CORS_ALLOW_CREDENTIALS = False
+# What langgraph_sdk's JS client and Agent Inbox send: JSON bodies, the key (x-api-key, or
+# Authorization: Bearer), Last-Event-ID when a stream reconnects, and a request id.
+CORS_ALLOW_HEADERS = ["accept", "content-type", "x-api-key", "authorization", "last-event-id", "x-request-id"]
+CORS_ALLOW_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"]
+# What the SDK reads from a response: the run's URL (Content-Location, Location), the next page
+# (X-Pagination-Next), the request id of an error; Retry-After tells a client when to try again.
+CORS_EXPOSE_HEADERS = ["Content-Location", "Location", "X-Pagination-Next", "X-Request-Id", "Retry-After"]
+# Chrome's private network access: a public origin (a hosted Agent Inbox) calling a Signoff on
+# localhost or the LAN needs `Access-Control-Allow-Private-Network: true` on the preflight.
+CORS_ALLOW_PRIVATE_NETWORK = envbool("SIGNOFF_CORS_ALLOW_PRIVATE_NETWORK", False)
