@@ -18,7 +18,9 @@ from importlib.metadata import version
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError
+from ninja.errors import AuthenticationError, HttpError
+from ninja.parser import Parser
+from ninja.types import DictStrAny
 
 from api import assistants
 from api.auth import BearerKey, KeyHeader, KeyRefused
@@ -41,6 +43,19 @@ def signoff_version() -> str:
         return "unknown"
 
 
+class BodyNotJson(ValueError):
+    """A request body that is not JSON (or not UTF-8)."""
+
+
+class JsonParser(Parser):
+    def parse_body(self, request: HttpRequest) -> DictStrAny:
+        # Ninja turns any parser failure into a 400; marked, it becomes the 422 below.
+        try:
+            return super().parse_body(request)
+        except ValueError as exc:
+            raise BodyNotJson(str(exc)) from exc
+
+
 api = NinjaAPI(
     title="Signoff API",
     version=signoff_version(),
@@ -50,6 +65,7 @@ api = NinjaAPI(
     ),
     urls_namespace="api",
     auth=[KeyHeader(), BearerKey()],
+    parser=JsonParser(),
 )
 api.add_router("/assistants", assistants.router)
 
@@ -61,6 +77,15 @@ def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse
     response = api.create_response(request, {"detail": detail}, status=401)
     response["WWW-Authenticate"] = "Bearer"
     return response
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, BodyNotJson):
+        # As LangGraph's server does (a 422), in the shape of pydantic's other 422s.
+        error = {"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc.__cause__}"}
+        return api.create_response(request, {"detail": [error]}, status=422)
+    return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
 
 
 @api.exception_handler(Exception)
