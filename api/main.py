@@ -18,7 +18,7 @@ from importlib.metadata import version
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import AuthenticationError, HttpError, Throttled
 from ninja.parser import Parser
 from ninja.types import DictStrAny
 
@@ -27,6 +27,7 @@ from api.auth import BearerKey, KeyHeader, KeyRefused
 from api.params import refuse_unknown_query
 from api.schemas import Host, Info, Ok
 from api.services import MISSING
+from api.throttle import PerKey
 from approvals.middleware import RETRY_AFTER_SECONDS
 from workflows.execution import TRANSIENT_DATABASE_ERRORS
 
@@ -65,6 +66,8 @@ api = NinjaAPI(
     ),
     urls_namespace="api",
     auth=[KeyHeader(), BearerKey()],
+    # Every operation of every router, after its key is checked (api/throttle.py).
+    throttle=PerKey(),
     parser=JsonParser(),
 )
 api.add_router("/assistants", assistants.router)
@@ -86,6 +89,13 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         error = {"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc.__cause__}"}
         return api.create_response(request, {"detail": [error]}, status=422)
     return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
+
+
+@api.exception_handler(Throttled)
+def throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+    # Ninja adds Retry-After (whole seconds) to this response.
+    detail = f"too many requests for this API key: at most {settings.SIGNOFF_API_RATE_LIMIT}"
+    return api.create_response(request, {"detail": detail}, status=429)
 
 
 @api.exception_handler(Exception)

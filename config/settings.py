@@ -627,3 +627,43 @@ CORS_EXPOSE_HEADERS = ["Content-Location", "Location", "X-Pagination-Next", "X-R
 # Chrome's private network access: a public origin (a hosted Agent Inbox) calling a Signoff on
 # localhost or the LAN needs `Access-Control-Allow-Private-Network: true` on the preflight.
 CORS_ALLOW_PRIVATE_NETWORK = envbool("SIGNOFF_CORS_ALLOW_PRIVATE_NETWORK", False)
+
+# The units django-ninja's throttles read (ninja.throttling.SimpleRateThrottle._PERIODS).
+RATE = re.compile(r"([1-9][0-9]*)/([1-9][0-9]*)?(s|sec|m|min|h|hour|d|day)")
+
+
+def api_rate_limit(name: str, default: str) -> str | None:
+    """`N/period` (600/min, 10/s, 1000/hour, 100/5min), or 0 or off for no limit."""
+    value = os.getenv(name, "") or default
+    if value.lower() in FALSE_WORDS:
+        return None
+    if not RATE.fullmatch(value):
+        raise ImproperlyConfigured(
+            f"{name} must be requests/period (600/min, 10/s, 1000/hour, 100/5min; periods s, sec, m, "
+            f"min, h, hour, d, day) or off, got {value!r}"
+        )
+    return value
+
+
+# How many requests one API key may make per period; the next is a 429 with Retry-After.
+SIGNOFF_API_RATE_LIMIT = api_rate_limit("SIGNOFF_API_RATE_LIMIT", "600/min")
+# The counters must be shared by every web process: Redis when the broker is Redis (its own key
+# prefix beside Celery's keys), else files under SIGNOFF_VAR_DIR, which the processes of one
+# machine share (the embedded setup is one machine; SQLite would add a write per request).
+if urlsplit(CELERY_BROKER_URL).scheme in ("redis", "rediss"):
+    THROTTLE_CACHE: dict[str, Any] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CELERY_BROKER_URL,
+        "KEY_PREFIX": "signoff-throttle",
+    }
+else:
+    THROTTLE_CACHE = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "throttle"),
+        # One entry per key used in the last period; culling drops a third of them past this.
+        "OPTIONS": {"MAX_ENTRIES": 10_000},
+    }
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": THROTTLE_CACHE,
+}
