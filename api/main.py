@@ -17,6 +17,7 @@ from importlib.metadata import version
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_safe
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled
 from ninja.parser import Parser
@@ -69,6 +70,8 @@ api = NinjaAPI(
     # Every operation of every router, after its key is checked (api/throttle.py).
     throttle=PerKey(),
     parser=JsonParser(),
+    # The document and its page are read-only: any other method is a 405, like the operations'.
+    docs_decorator=require_safe,
 )
 api.add_router("/assistants", assistants.router)
 

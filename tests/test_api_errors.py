@@ -24,6 +24,26 @@ def test_a_method_a_path_does_not_serve_is_a_json_405_with_allow(method: str, pa
     assert response["Allow"] in ("GET", "POST")
 
 
+@pytest.mark.parametrize("path", ["/api/openapi.json", "/api/docs"])
+def test_the_openapi_document_and_its_page_are_read_only(path: str) -> None:
+    assert Client().get(path).status_code == 200
+    assert Client().head(path).status_code == 200
+
+    response = Client().post(path, {}, content_type="application/json")
+
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+    assert response["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("method", ["get", "post", "delete"])
+def test_the_apis_root_is_a_json_404(method: str) -> None:
+    response = getattr(Client(), method)("/api/")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
 def test_a_405_of_a_reviewer_page_is_left_as_django_makes_it() -> None:
     response = Client().put("/accounts/logout/")
 
