@@ -316,13 +316,13 @@ MIDDLEWARE = [
     # POST, a sign-in lockout.
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
-    # Next, for the API only (CORS_URLS_REGEX): it answers a browser's preflight itself, before
-    # anything below can redirect or refuse it (a preflight carries no API key), and adds its
-    # headers to every other /api/ response, the 413 and 503 ones included.
-    "corsheaders.middleware.CorsMiddleware",
     # Next, before anything that can answer or fail: it only sets `request.htmx`, which the
     # 413 and 503 pages below and handler500 ask to send a fragment to htmx.
     "django_htmx.middleware.HtmxMiddleware",
+    # Then, for the API only (CORS_URLS_REGEX): it answers a browser's preflight itself, before
+    # anything below can redirect or refuse it (a preflight carries no API key), and adds its
+    # headers to every other /api/ response, the 413 and 503 ones included.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
