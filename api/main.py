@@ -16,6 +16,7 @@ from functools import cache
 from importlib.metadata import version
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 from ninja import NinjaAPI
@@ -99,6 +100,14 @@ def throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
     # Ninja adds Retry-After (whole seconds) to this response.
     detail = f"too many requests for this API key: at most {settings.SIGNOFF_API_RATE_LIMIT}"
     return api.create_response(request, {"detail": detail}, status=429)
+
+
+@api.exception_handler(RequestDataTooBig)
+def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # A JSON body is read by the API, past the middleware that answers an oversized form with a page.
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    detail = f"the request body is too large: at most {limit} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE)"
+    return api.create_response(request, {"detail": detail}, status=413)
 
 
 @api.exception_handler(Exception)

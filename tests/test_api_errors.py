@@ -66,6 +66,23 @@ def test_a_body_that_is_not_json_is_a_422(reviewer: User, body: bytes) -> None:
     assert error["msg"].startswith("JSON decode error: ")
 
 
+def test_a_body_over_the_upload_limit_is_a_413_not_a_500(reviewer: User, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    key = services.create_api_key(user=reviewer, name="tests", actor=None).secret
+
+    response = Client().post(
+        "/api/assistants/search",
+        {"name": "x" * 200},
+        content_type="application/json",
+        headers={"x-api-key": key},
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "the request body is too large: at most 100 bytes (DATA_UPLOAD_MAX_MEMORY_SIZE)"
+    }
+
+
 def test_other_http_errors_keep_their_status_and_detail(reviewer: User) -> None:
     key = services.create_api_key(user=reviewer, name="tests", actor=None).secret
 
