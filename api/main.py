@@ -16,15 +16,20 @@ from functools import cache
 from importlib.metadata import version
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_safe
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError
+from ninja.errors import AuthenticationError, HttpError, Throttled
+from ninja.parser import Parser
+from ninja.types import DictStrAny
 
 from api import assistants, threads
 from api.auth import BearerKey, KeyHeader, KeyRefused
 from api.params import refuse_unknown_query
 from api.schemas import Host, Info, Ok
 from api.services import MISSING
+from api.throttle import PerKey
 from approvals.middleware import RETRY_AFTER_SECONDS
 from workflows.execution import TRANSIENT_DATABASE_ERRORS
 
@@ -41,6 +46,19 @@ def signoff_version() -> str:
         return "unknown"
 
 
+class BodyNotJson(ValueError):
+    """A request body that is not JSON (or not UTF-8)."""
+
+
+class JsonParser(Parser):
+    def parse_body(self, request: HttpRequest) -> DictStrAny:
+        # Ninja turns any parser failure into a 400; marked, it becomes the 422 below.
+        try:
+            return super().parse_body(request)
+        except ValueError as exc:
+            raise BodyNotJson(str(exc)) from exc
+
+
 api = NinjaAPI(
     title="Signoff API",
     version=signoff_version(),
@@ -50,6 +68,11 @@ api = NinjaAPI(
     ),
     urls_namespace="api",
     auth=[KeyHeader(), BearerKey()],
+    # Every operation of every router, after its key is checked (api/throttle.py).
+    throttle=PerKey(),
+    parser=JsonParser(),
+    # The document and its page are read-only: any other method is a 405, like the operations'.
+    docs_decorator=require_safe,
 )
 api.add_router("/assistants", assistants.router)
 api.add_router("/threads", threads.router)
@@ -62,6 +85,30 @@ def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse
     response = api.create_response(request, {"detail": detail}, status=401)
     response["WWW-Authenticate"] = "Bearer"
     return response
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, BodyNotJson):
+        # As LangGraph's server does (a 422), in the shape of pydantic's other 422s.
+        error = {"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc.__cause__}"}
+        return api.create_response(request, {"detail": [error]}, status=422)
+    return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
+
+
+@api.exception_handler(Throttled)
+def throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+    # Ninja adds Retry-After (whole seconds) to this response.
+    detail = f"too many requests for this API key: at most {settings.SIGNOFF_API_RATE_LIMIT}"
+    return api.create_response(request, {"detail": detail}, status=429)
+
+
+@api.exception_handler(RequestDataTooBig)
+def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # A JSON body is read by the API, past the middleware that answers an oversized form with a page.
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    detail = f"the request body is too large: at most {limit} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE)"
+    return api.create_response(request, {"detail": detail}, status=413)
 
 
 @api.exception_handler(Exception)

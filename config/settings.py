@@ -301,6 +301,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    "corsheaders",
     # For its templates and static files: the API's docs page uses the Swagger UI it ships,
     # served from here (no CDN, and the Content Security Policy allows our origin only).
     "ninja",
@@ -318,6 +319,10 @@ MIDDLEWARE = [
     # Next, before anything that can answer or fail: it only sets `request.htmx`, which the
     # 413 and 503 pages below and handler500 ask to send a fragment to htmx.
     "django_htmx.middleware.HtmxMiddleware",
+    # Then, for the API only (CORS_URLS_REGEX): it answers a browser's preflight itself, before
+    # anything below can redirect or refuse it (a preflight carries no API key), and adds its
+    # headers to every other /api/ response, the 413 and 503 ones included.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -327,6 +332,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # The API's "method not allowed" as JSON like its other errors (ninja answers it in plain text).
+    "api.middleware.json_method_not_allowed",
     # Last, as django-axes asks: it turns a refused sign-in into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -669,3 +676,98 @@ CELERY_BEAT_SCHEDULE = {
 # recovers (workflows/beat.py), so recovery takes lease + sweep whatever the backlog.
 CELERY_BEAT_SCHEDULER = "workflows.beat:SweepingScheduler"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# -- The HTTP API: CORS and rate limits (docs/api.md) --------------------------------------
+# An origin as a browser sends it in `Origin`: scheme, lower-case host, optional port; no path.
+ORIGIN = re.compile(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def cors_origins(name: str) -> list[str]:
+    """Comma-separated origins. Each is checked here because django-cors-headers compares them
+    as given: `https://inbox.example.com/` (a trailing slash) or an upper-case host would never
+    match what a browser sends, and CORS would fail in the browser with no word on the server."""
+    origins = envlist(name, "")
+    for origin in origins:
+        if not ORIGIN.fullmatch(origin):
+            raise ImproperlyConfigured(
+                f"{name}: {origin!r} is not an origin: write scheme://host[:port] in lower case, "
+                "with no path or trailing slash (https://inbox.example.com, http://localhost:3000); "
+                "for a pattern use SIGNOFF_CORS_ALLOWED_ORIGIN_REGEXES"
+            )
+    return origins
+
+
+def cors_origin_regexes(name: str) -> list[str]:
+    """Comma-separated regular expressions, matched against the whole `Origin`. Each must end
+    with `$` (or `\\Z`): django-cors-headers matches from the start only, so an unanchored
+    `^https://.*\\.example\\.com` would also let in `https://x.example.com.attacker.net`."""
+    patterns = envlist(name, "")
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ImproperlyConfigured(f"{name}: {pattern!r} is not a regular expression: {exc}") from None
+        if not pattern.endswith(("$", "\\Z")):
+            raise ImproperlyConfigured(
+                f"{name}: {pattern!r} must match the whole origin: end it with $ "
+                r"(^https://[a-z0-9-]+\.example\.com$)"
+            )
+    return patterns
+
+
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOWED_ORIGINS = cors_origins("SIGNOFF_CORS_ALLOWED_ORIGINS")
+CORS_ALLOWED_ORIGIN_REGEXES = cors_origin_regexes("SIGNOFF_CORS_ALLOWED_ORIGIN_REGEXES")
+# Keys travel in a header, never in a cookie: no credentials, so a browser never sends the
+# reviewer's session cookie along with a cross-origin call.
+CORS_ALLOW_CREDENTIALS = False
+# What langgraph_sdk's JS client and Agent Inbox send: JSON bodies, the key (x-api-key, or
+# Authorization: Bearer), Last-Event-ID when a stream reconnects, and a request id.
+CORS_ALLOW_HEADERS = ["accept", "content-type", "x-api-key", "authorization", "last-event-id", "x-request-id"]
+CORS_ALLOW_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"]
+# What the SDK reads from a response: the run's URL (Content-Location, Location), the next page
+# (X-Pagination-Next), the request id of an error; Retry-After tells a client when to try again.
+CORS_EXPOSE_HEADERS = ["Content-Location", "Location", "X-Pagination-Next", "X-Request-Id", "Retry-After"]
+# Chrome's private network access: a public origin (a hosted Agent Inbox) calling a Signoff on
+# localhost or the LAN needs `Access-Control-Allow-Private-Network: true` on the preflight.
+CORS_ALLOW_PRIVATE_NETWORK = envbool("SIGNOFF_CORS_ALLOW_PRIVATE_NETWORK", False)
+
+# The units django-ninja's throttles read (ninja.throttling.SimpleRateThrottle._PERIODS).
+RATE = re.compile(r"([1-9][0-9]*)/([1-9][0-9]*)?(s|sec|m|min|h|hour|d|day)")
+
+
+def api_rate_limit(name: str, default: str) -> str | None:
+    """`N/period` (600/min, 10/s, 1000/hour, 100/5min), or 0 or off for no limit."""
+    value = os.getenv(name, "") or default
+    if value.lower() in FALSE_WORDS:
+        return None
+    if not RATE.fullmatch(value):
+        raise ImproperlyConfigured(
+            f"{name} must be requests/period (600/min, 10/s, 1000/hour, 100/5min; periods s, sec, m, "
+            f"min, h, hour, d, day) or off, got {value!r}"
+        )
+    return value
+
+
+# How many requests one API key may make per period; the next is a 429 with Retry-After.
+SIGNOFF_API_RATE_LIMIT = api_rate_limit("SIGNOFF_API_RATE_LIMIT", "600/min")
+# The counters must be shared by every web process: Redis when the broker is Redis (its own key
+# prefix beside Celery's keys), else files under SIGNOFF_VAR_DIR, which the processes of one
+# machine share (the embedded setup is one machine; SQLite would add a write per request).
+if urlsplit(CELERY_BROKER_URL).scheme in ("redis", "rediss"):
+    THROTTLE_CACHE: dict[str, Any] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CELERY_BROKER_URL,
+        "KEY_PREFIX": "signoff-throttle",
+    }
+else:
+    THROTTLE_CACHE = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "throttle"),
+        # One entry per key used in the last period; culling drops a third of them past this.
+        "OPTIONS": {"MAX_ENTRIES": 10_000},
+    }
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": THROTTLE_CACHE,
+}

@@ -159,8 +159,9 @@ def test_the_private_name_finder_finds_one(tmp_path: Path) -> None:
 
 
 def test_nothing_imports_the_api_but_the_root_urls() -> None:
-    # include("api.urls") names the module in a string, which counts as importing it; so does
-    # beat's schedule in settings naming api's webhook sweep. Config sits on top of every app.
+    # include("api.urls") names the module in a string, which counts as importing it; so do the
+    # settings, which list the API's middleware (its JSON 405) and beat's webhook sweep.
+    # Config sits on top of every app.
     files = [path for top in (*APPS, "config") for path in (ROOT / top).rglob("*.py")]
     importers = sorted(
         str(path.relative_to(ROOT))
