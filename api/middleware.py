@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
+from django.urls import Resolver404, resolve
 
 METHOD_NOT_ALLOWED = json.dumps({"detail": "Method Not Allowed"}).encode()
 
@@ -32,3 +33,44 @@ def json_method_not_allowed(
         return response
 
     return middleware
+
+
+def json_bodies_only(
+    get_response: Callable[[HttpRequest], HttpResponseBase],
+) -> Callable[[HttpRequest], HttpResponseBase]:
+    """A request body under /api/ must be JSON: anything else is a 415 before any middleware or
+    view reads it as a form (a multipart body read as a form cannot be read again as JSON, and a
+    form parser should never see what an API client sent)."""
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        if request.path.startswith("/api/") and _has_body(request) and _served(request):
+            content_type = request.content_type or ""
+            if content_type != "application/json" and not content_type.endswith("+json"):
+                detail = (
+                    "the request body must be JSON (Content-Type: application/json), "
+                    f"not {content_type or 'untyped'}"
+                )
+                return HttpResponse(
+                    json.dumps({"detail": detail}), status=415, content_type="application/json; charset=utf-8"
+                )
+        return get_response(request)
+
+    return middleware
+
+
+def _served(request: HttpRequest) -> bool:
+    """Whether the path is one the API serves: any other is its JSON 404, whatever the body."""
+    from api.main import not_found
+
+    try:
+        return resolve(request.path_info).func is not not_found
+    except Resolver404:
+        return False
+
+
+def _has_body(request: HttpRequest) -> bool:
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return length > 0 or "chunked" in request.headers.get("Transfer-Encoding", "").lower()

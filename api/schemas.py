@@ -135,8 +135,8 @@ class ThreadSearch(Input):
     )
     ids: list[uuid.UUID] | None = None
     status: ThreadStatus | None = None
-    limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    limit: StrictInt = Field(10, ge=1, le=1000)
+    offset: StrictInt = Field(0, ge=0)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[ThreadField] | None = Field(None, description="the fields to return (default: all)")
@@ -167,7 +167,7 @@ class StateUpdate(Input):
 
 
 class HistoryQuery(Input):
-    limit: int = Field(10, ge=1, le=1000)
+    limit: StrictInt = Field(10, ge=1, le=1000)
     before: str | CheckpointIn | None = Field(None, description="only checkpoints older than this one")
     metadata: dict[str, Any] | None = Field(None, description="every key equal in the checkpoint's metadata")
     checkpoint: CheckpointIn | None = Field(None, description="only this checkpoint")

@@ -323,6 +323,8 @@ MIDDLEWARE = [
     # anything below can redirect or refuse it (a preflight carries no API key), and adds its
     # headers to every other /api/ response, the 413 and 503 ones included.
     "corsheaders.middleware.CorsMiddleware",
+    # An /api/ body that is not JSON is a 415 here, before anything below reads it as a form.
+    "api.middleware.json_bodies_only",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

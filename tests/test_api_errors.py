@@ -66,6 +66,22 @@ def test_a_body_that_is_not_json_is_a_422(reviewer: User, body: bytes) -> None:
     assert error["msg"].startswith("JSON decode error: ")
 
 
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data", "application/x-www-form-urlencoded", "text/plain"]
+)
+def test_a_body_that_is_not_typed_json_is_a_415_read_by_nothing(reviewer: User, content_type: str) -> None:
+    # A multipart body without a boundary was read as a form by a middleware and then could not
+    # be read again by the view: a 500 the fuzz found.
+    key = services.create_api_key(user=reviewer, name="tests", actor=None).secret
+
+    response = Client().post(
+        "/api/threads", b'{"metadata": {}}', content_type=content_type, headers={"x-api-key": key}
+    )
+
+    assert response.status_code == 415
+    assert content_type in response.json()["detail"]
+
+
 def test_a_body_over_the_upload_limit_is_a_413_not_a_500(reviewer: User, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     key = services.create_api_key(user=reviewer, name="tests", actor=None).secret
