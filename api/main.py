@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 
-from api import assistants
+from api import assistants, runs
 from api.auth import BearerKey, KeyHeader, KeyRefused
 from api.params import refuse_unknown_query
 from api.schemas import Host, Info, Ok
@@ -52,6 +52,8 @@ api = NinjaAPI(
     auth=[KeyHeader(), BearerKey()],
 )
 api.add_router("/assistants", assistants.router)
+# Runs live under /threads/{id}/runs and /runs, so their router has the whole paths.
+api.add_router("", runs.router)
 
 
 @api.exception_handler(AuthenticationError)
@@ -93,8 +95,8 @@ def info(request: HttpRequest) -> Info:
     return Info(
         version=signoff_version(),
         langgraph_py_version=version("langgraph"),
-        # What this server serves so far; threads and runs are planned (docs/api.md).
-        flags={"assistants": True, "threads": False, "runs": False, "crons": False, "langsmith": False},
+        # What this server serves so far; threads are planned (docs/api.md).
+        flags={"assistants": True, "threads": False, "runs": True, "crons": False, "langsmith": False},
         host=Host(kind="self-hosted", project_id=None, revision_id=None, tenant_id=None),
     )
 

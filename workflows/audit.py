@@ -71,10 +71,14 @@ class Action(models.TextChoices):
     AuditEvent.action, which would add a migration and nothing the type does not already give."""
 
     THREAD_STARTED = "thread.started"
+    # Made through the HTTP API with no workflow yet (status NEW): its first run names one.
+    THREAD_CREATED = "thread.created"
     THREAD_RESUMED = "thread.resumed"
     THREAD_RETRIED = "thread.retried"
     THREAD_CANCELLED = "thread.cancelled"
     THREAD_ROLLED_BACK = "thread.rolled_back"
+    # A finished thread given new input (an API run on a completed thread).
+    THREAD_CONTINUED = "thread.continued"
     RUN_STARTED = "run.started"
     RUN_INTERRUPTED = "run.interrupted"
     RUN_COMPLETED = "run.completed"
@@ -82,6 +86,9 @@ class Action(models.TextChoices):
     RUN_RELEASED = "run.released"
     RUN_REPUBLISHED = "run.republished"
     RUN_LEASE_EXPIRED = "run.lease_expired"
+    # multitask_strategy="enqueue": a run waits behind the active one, then takes its turn.
+    RUN_ENQUEUED = "run.enqueued"
+    RUN_DEQUEUED = "run.dequeued"
     REVIEW_OPENED = "review.opened"
     REVIEW_CLAIMED = "review.claimed"
     REVIEW_RELEASED = "review.released"

@@ -164,6 +164,10 @@ def _first_action(run: Run, workflow: str, snapshot: StateSnapshot) -> _Action |
         # The command holds JSON; the graph gets the schema's types (a Decimal, not "99.50").
         return _Action(spec.load_input(command.get("input")))
     pending = engine.pending_interrupts(workflow, snapshot)
+    if head == run.from_checkpoint_id and "input" in command:
+        # New input for a completed thread (workflows.services.start_run), given once: the
+        # head has moved on if an earlier attempt already took it.
+        return _Action(spec.load_input(command["input"]))
     if head == run.from_checkpoint_id and "resume" in command:
         waiting = {interrupt.id for interrupt in pending}
         resume = {key: value for key, value in command["resume"].items() if key in waiting}
