@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -659,6 +659,20 @@ def test_two_creates_at_once_start_one_run_and_the_other_gets_a_409(starter: Use
 # -- the real langgraph_sdk against the live server and a worker ----------------------------------
 
 
+def in_its_own_connection[T](function: Callable[..., T]) -> Callable[..., T]:
+    """`function`, closing the connection it opened: sync_to_async runs it in a thread of its
+    executor, whose connection PostgreSQL would otherwise keep, and then refuse to drop the
+    test database."""
+
+    def call(*args: Any) -> T:
+        try:
+            return function(*args)
+        finally:
+            connection.close()
+
+    return call
+
+
 @pytest.fixture
 def worker(tmp_path: Any) -> Iterator[Worker]:
     from config.celery import app
@@ -715,7 +729,7 @@ async def test_the_async_sdk_enqueues_a_run_after_the_first_and_cancels(
     from asgiref.sync import sync_to_async
 
     client = get_client(url=f"{live_server.url}/api", api_key=starter_key)
-    thread = await sync_to_async(new_thread)(starter)
+    thread = await sync_to_async(in_its_own_connection(new_thread))(starter)
 
     first = await client.runs.create(thread.thread_id, "test_tally", input={"count": 1, "pause": 1.0})
     with pytest.raises(ConflictError):
@@ -737,7 +751,7 @@ async def test_the_async_sdk_enqueues_a_run_after_the_first_and_cancels(
     def thread_status() -> str:
         return Thread.objects.get(pk=thread.pk).status
 
-    assert await sync_to_async(thread_status)() == Thread.Status.CANCELLED
+    assert await sync_to_async(in_its_own_connection(thread_status))() == Thread.Status.CANCELLED
 
 
 def test_nothing_in_review_is_touched_by_an_unknown_thread(starter_key: str) -> None:
