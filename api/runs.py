@@ -89,15 +89,6 @@ def refusals(body: RunCreate, *, thread_id: str | None) -> list[dict[str, Any]]:
         refuse(["context"], "Signoff's workflows take no context", body.context)
     if body.stream_subgraphs:
         refuse(["stream_subgraphs"], "Signoff streams the thread's own graph, not its subgraphs", True)
-    for name in ("interrupt_before", "interrupt_after"):
-        value = getattr(body, name)
-        if value:
-            refuse(
-                [name],
-                "a workflow's breakpoints are declared with it (each pause opens a review); "
-                "a run cannot add any",
-                value,
-            )
     if body.checkpoint_during is not None:
         refuse(
             ["checkpoint_during"],
@@ -193,9 +184,22 @@ def checked_webhook(url: str | None) -> str:
     return url
 
 
+def _breakpoint_refusals(body: RunCreate, spec: registry.Workflow) -> list[dict[str, Any]]:
+    nodes = set(spec.graph.nodes)
+    return [
+        _problem([name], f"{spec.name} has no node {node!r}", node)
+        for name in ("interrupt_before", "interrupt_after")
+        if isinstance(getattr(body, name), list)
+        for node in getattr(body, name)
+        if node not in nodes
+    ]
+
+
 def _options(body: RunCreate) -> engine_services.RunOptions:
     modes = body.stream_mode or ["values"]
     return engine_services.RunOptions(
+        interrupt_before=body.interrupt_before or (),
+        interrupt_after=body.interrupt_after or (),
         metadata={**((body.config.metadata or {}) if body.config else {}), **(body.metadata or {})},
         webhook=checked_webhook(body.webhook),
         stream_modes=[modes] if isinstance(modes, str) else list(dict.fromkeys(modes)),
@@ -215,6 +219,9 @@ def create_run(request: HttpRequest, *, thread_id: str | None, body: RunCreate) 
         raise ValidationError(problems)
     user = request_user(request)
     spec = assistants.find(user, body.assistant_id)
+    problems = _breakpoint_refusals(body, spec)
+    if problems:
+        raise ValidationError(problems)
     options = _options(body)
     via = {"api_key": request_key(request).prefix}
     resume = body.command.resume if body.command is not None else None
@@ -456,7 +463,9 @@ def final_values(run: Run) -> dict[str, Any]:
     elif run.status == Run.Status.INTERRUPTED and thread.status == Thread.Status.INTERRUPTED:
         out["__interrupt__"] = [
             {"value": convert.jsonable(pending.value), "id": pending.id}
-            for pending in engine.pending_interrupts(thread.workflow, head)
+            for pending in engine.pending_interrupts(
+                thread.workflow, head, engine.breakpoints_for(thread.workflow, run.command)
+            )
         ]
     return out
 

@@ -174,9 +174,11 @@ class RunCreate(Input):
         None, description="streams can always be rejoined with Last-Event-ID"
     )
     interrupt_before: Literal["*"] | list[str] | None = Field(
-        None, description="refused unless empty: a workflow's breakpoints are declared with it, and reviewed"
+        None,
+        description="nodes this run also stops before, on top of the workflow's breakpoints; "
+        "each pause opens a review",
     )
-    interrupt_after: Literal["*"] | list[str] | None = Field(None, description="as interrupt_before")
+    interrupt_after: Literal["*"] | list[str] | None = Field(None, description="as interrupt_before, after")
     webhook: str | None = Field(None, description="an http(s) URL that gets a POST when the run ends")
     checkpoint: CheckpointRef | None = Field(None, description="with command.resume: the checkpoint answered")
     checkpoint_id: str | None = Field(None, description="with command.resume: the checkpoint answered")

@@ -219,8 +219,8 @@ def test_an_assistant_the_key_does_not_review_is_a_404(starter: User, starter_ke
         ({"stream_subgraphs": True}, "stream_subgraphs"),
         ({"stream_mode": "debug"}, "stream_mode"),
         ({"context": {"model": "x"}}, "context"),
-        ({"interrupt_before": ["pay"]}, "interrupt_before"),
-        ({"interrupt_after": "*"}, "interrupt_after"),
+        ({"interrupt_before": ["no_such_node"]}, "interrupt_before"),
+        ({"interrupt_after": ["pay", "no_such_node"]}, "interrupt_after"),
         ({"on_disconnect": "cancel"}, "on_disconnect"),
         ({"on_completion": "keep"}, "on_completion"),
         ({"after_seconds": 5}, "after_seconds"),
@@ -575,6 +575,37 @@ def test_new_input_continues_a_completed_thread_and_an_enqueued_run_takes_its_tu
     )
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_runs_own_breakpoint_pauses_it_for_a_review(starter: User, starter_key: str) -> None:
+    thread = new_thread(starter)
+    created = post(
+        starter_key,
+        f"/threads/{thread.thread_id}/runs",
+        {"assistant_id": "test_tally", "input": {"count": 1}, "interrupt_before": ["add"]},
+    ).json()
+    thread.refresh_from_db()
+    run_queued(thread)
+
+    paused = get(starter_key, f"/threads/{thread.thread_id}/runs/{created['run_id']}/join").json()
+
+    assert thread.status == Thread.Status.INTERRUPTED
+    review = open_review(thread)
+    assert (review.kind, review.node) == (Review.Kind.BREAKPOINT, "add")
+    assert paused == {"count": 1, "__interrupt__": [{"value": {"next": ["add"]}, "id": review.interrupt_id}]}
+    resumed = post(
+        starter_key,
+        f"/threads/{thread.thread_id}/runs",
+        {"assistant_id": "test_tally", "command": {"resume": "approve"}},
+    ).json()
+    thread.refresh_from_db()
+    run_queued(thread)
+    # The breakpoint was the first run's: the resume runs on to the end.
+    assert thread.status == Thread.Status.COMPLETED
+    assert get(starter_key, f"/threads/{thread.thread_id}/runs/{resumed['run_id']}/join").json() == {
+        "count": 2
+    }
+
+
 def test_cancel_stops_the_thread_and_its_waiting_runs(starter: User, starter_key: str) -> None:
     thread = new_thread(starter)
     first = start(starter_key, thread).json()
@@ -720,6 +751,11 @@ def test_the_sync_sdk_runs_a_thread_to_its_interrupt_resumes_it_and_waits_until_
         client.runs.create(thread.thread_id, "expense_approval", input=EXPENSE, durability="exit")
     with pytest.raises(NotFoundError):
         client.runs.get(thread.thread_id, str(uuid.uuid4()))
+    stateless: list[Any] = []
+    assert client.runs.wait(None, "test_tally", input={"count": 1}, on_run_created=stateless.append) == {
+        "count": 2
+    }
+    assert Thread.objects.get(public_id=stateless[0]["thread_id"]).status == Thread.Status.COMPLETED
 
 
 @pytest.mark.django_db(transaction=True)

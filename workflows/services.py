@@ -86,6 +86,26 @@ class RunOptions:
     webhook: str = ""
     stream_modes: Sequence[str] = ()
     multitask_strategy: str = "reject"
+    # Static breakpoints for this run only, on top of the workflow's (node names or "*"); they
+    # travel in the run's command (workflows.engine.breakpoints_for), and each pause they make
+    # opens a review like any other.
+    interrupt_before: Sequence[str] | str = ()
+    interrupt_after: Sequence[str] | str = ()
+
+    def command(self) -> dict[str, Any]:
+        """The part of the run's command these options add."""
+        if not self.interrupt_before and not self.interrupt_after:
+            return {}
+        return {
+            "breakpoints": {
+                "before": self._nodes(self.interrupt_before),
+                "after": self._nodes(self.interrupt_after),
+            }
+        }
+
+    @staticmethod
+    def _nodes(nodes: Sequence[str] | str) -> list[str] | str:
+        return "*" if nodes == "*" else list(nodes)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -105,16 +125,17 @@ def _queue_run(
     from_checkpoint_id: str = "",
     options: RunOptions | None = None,
 ) -> Run:
+    options = options or RunOptions()
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction goes on after a refusal
             run = Run.objects.create(
                 thread=thread,
                 kind=kind,
-                command=canonical_json(command),
+                command=canonical_json({**command, **options.command()}),
                 from_checkpoint_id=from_checkpoint_id,
                 created_by=actor if actor is not None and actor.pk else None,
                 enqueued_at=timezone.now(),
-                **(options or RunOptions()).fields(),
+                **options.fields(),
             )
     except IntegrityError as exc:
         raise ThreadBusy("this thread already has a run queued or running; wait for it to finish") from exc
@@ -380,7 +401,7 @@ def _enqueue_run(
         thread=thread,
         kind=Run.Kind.START,
         status=Run.Status.PENDING,
-        command=canonical_json({"input": payload}),
+        command=canonical_json({"input": payload, **options.command()}),
         created_by=actor if actor is not None and actor.pk else None,
         **options.fields(),
     )
@@ -656,7 +677,9 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
         # approval, then the node after it raised): they still stand for the retry.
         if failed is not None and failed.from_checkpoint_id == head_id:
             command = {
-                key: value for key, value in failed.command.items() if key in ("resume", "update", "proceed")
+                key: value
+                for key, value in failed.command.items()
+                if key in ("resume", "update", "proceed", "breakpoints")
             }
         run = _queue_run(
             thread=thread, kind=Run.Kind.RETRY, actor=actor, command=command, from_checkpoint_id=head_id
