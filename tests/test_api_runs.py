@@ -5,6 +5,7 @@ the run ends; cancel stops the thread. With the Django test client, and with the
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import uuid
@@ -511,6 +512,33 @@ def test_agent_inbox_human_responses_decide_its_review(
     assert thread.runs.order_by("-id").first() is not None
 
 
+@pytest.mark.django_db(transaction=True)
+def test_agent_inbox_sends_a_plain_list_for_the_one_pending_interrupt(
+    reviewer: User, staff: User, doorbell: list[int]
+) -> None:
+    thread = services.start_thread(workflow="content_review", input={"topic": "tides"}, actor=staff)
+    run_queued(thread)
+    review = open_review(thread)
+    path = f"/threads/{thread.thread_id}/runs"
+    key = key_for(reviewer)
+
+    bad = post(key, path, {"assistant_id": "content_review", "command": {"resume": [{"type": "approve"}]}})
+    response = post(
+        key,
+        path,
+        {"assistant_id": "content_review", "command": {"resume": [{"type": "response", "args": "Shorter"}]}},
+    )
+
+    assert loc_names(bad) == ["command.resume"]
+    assert "HumanResponse" in bad.json()["detail"][0]["msg"]
+    assert response.status_code == 200, response.content
+    decision = Decision.objects.get(review=review)
+    assert (decision.action, decision.response) == (
+        Decision.Action.RESPOND,
+        [{"type": "response", "args": "Shorter"}],
+    )
+
+
 # -- waiting, joining, cancelling --------------------------------------------------------------
 
 
@@ -687,6 +715,40 @@ def test_two_creates_at_once_start_one_run_and_the_other_gets_a_409(starter: Use
     assert thread.runs.count() == 1
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_resumes_at_once_decide_the_review_once(
+    reviewer: User, other_reviewer: User, staff: User, doorbell: list[int]
+) -> None:
+    thread = expense_thread(staff)
+    body = {"assistant_id": "expense_approval", "command": {"resume": "approve"}}
+    racers_keys = [key_for(reviewer), key_for(other_reviewer)]
+    barrier = threading.Barrier(2)
+    answers: list[tuple[int, str]] = []
+
+    def resume(key: str) -> None:
+        try:
+            barrier.wait()
+            response = post(key, f"/threads/{thread.thread_id}/runs", body)
+            answers.append((response.status_code, str(response.json().get("detail", ""))))
+        finally:
+            connection.close()
+
+    racers = [threading.Thread(target=resume, args=(key,)) for key in racers_keys]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+
+    assert sorted(status for status, _ in answers) == [200, 409]
+    decision = Decision.objects.get()
+    [refusal] = [detail for status, detail in answers if status == 409]
+    # Refused at the review (decided by the winner, named) or at the thread (its run, named).
+    assert (
+        decision.actor.username in refusal or str(thread.runs.get(kind=Run.Kind.RESUME).public_id) in refusal
+    )
+
+
 # -- the real langgraph_sdk against the live server and a worker ----------------------------------
 
 
@@ -799,3 +861,41 @@ def test_nothing_in_review_is_touched_by_an_unknown_thread(starter_key: str) -> 
 
     assert response.status_code == 404
     assert not Review.objects.exists()
+
+
+# -- the body declares every field langgraph_sdk may send ------------------------------------------
+
+
+def test_the_run_body_declares_every_field_the_sdk_sends_so_none_is_refused_as_unknown() -> None:
+    import inspect
+    import json
+    import warnings
+
+    from langgraph_sdk._sync.client import SyncLangGraphClient
+
+    from api.schemas import RunCreate
+
+    sent: list[set[str]] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        sent.append(set(json.loads(request.content)))
+        return httpx.Response(200, json={}, headers={"content-type": "text/event-stream"})
+
+    client = SyncLangGraphClient(httpx.Client(base_url="http://sdk", transport=httpx.MockTransport(capture)))
+    client_side = {"self", "thread_id", "assistant_id", "headers", "params", "on_run_created", "raise_error"}
+    for method in (client.runs.create, client.runs.wait, client.runs.stream):
+        kwargs: dict[str, Any] = {
+            name: {"resume": 1} if name == "command" else "x"
+            for name in inspect.signature(method).parameters
+            if name not in client_side and name != "version"
+        }
+        with warnings.catch_warnings(), contextlib.suppress(Exception):
+            warnings.simplefilter("ignore")
+            result = method("t", "a", **kwargs)
+            if method == client.runs.stream:
+                list(result)
+
+    assert len(sent) == 3
+    declared = set(RunCreate.model_fields)
+    assert set().union(*sent) - declared == set()
+    assert {"feedback_keys", "on_disconnect", "checkpoint_during", "langsmith_tracer"} <= set().union(*sent)
