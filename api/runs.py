@@ -327,6 +327,13 @@ def _resume(
                 )
             ]
         )
+    try:
+        # decide checks them again, under its locks; here each bad field gets its own 422 item.
+        spec.validate_updates(edits)
+    except registry.InvalidUpdate as exc:
+        raise ValidationError(
+            [_problem(["command", "update", name], why, edits.get(name)) for name, why in exc.errors.items()]
+        ) from None
     pin = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint is not None else None)
     # Every answer is read before any is decided, so a bad one refuses them all.
     decisions = [(review, *_decision(review, value)) for review, value in answers]
@@ -470,12 +477,13 @@ def final_values(run: Run) -> dict[str, Any]:
     return out
 
 
-def _locate(response: HttpResponse, run: Run, thread: Thread) -> None:
-    # langgraph_sdk reads the run's and thread's ids from Content-Location; Location is where
-    # runs.wait reconnects to should the answer be cut off (relative: the SDK resolves it
-    # against its base URL, /api).
+def _locate(response: HttpResponse, run: Run, thread: Thread, *, join: bool = False) -> None:
+    # langgraph_sdk reads the run's and thread's ids from Content-Location; Location (on
+    # /wait) is where runs.wait reconnects to should the answer be cut off (relative: the SDK
+    # resolves it against its base URL, /api).
     response["Content-Location"] = f"/threads/{thread.thread_id}/runs/{run.public_id}"
-    response["Location"] = f"/threads/{thread.thread_id}/runs/{run.public_id}/join"
+    if join:
+        response["Location"] = f"/threads/{thread.thread_id}/runs/{run.public_id}/join"
 
 
 def _run_or_404(request: HttpRequest, thread_id: str, run_id: str) -> tuple[Thread, Run]:
@@ -504,7 +512,7 @@ def wait(request: HttpRequest, response: HttpResponse, thread_id: str, payload: 
     pause and `__error__` on failure."""
     refuse_unknown_query(request)
     run = create_run(request, thread_id=thread_id, body=payload)
-    _locate(response, run, run.thread)
+    _locate(response, run, run.thread, join=True)
     return _wait(run)
 
 
@@ -610,7 +618,7 @@ def wait_stateless(request: HttpRequest, response: HttpResponse, payload: RunCre
     """A run on a new thread (kept: Signoff deletes none), until it ends."""
     refuse_unknown_query(request)
     run = create_run(request, thread_id=None, body=payload)
-    _locate(response, run, run.thread)
+    _locate(response, run, run.thread, join=True)
     return _wait(run)
 
 

@@ -130,6 +130,7 @@ def test_a_run_with_input_starts_a_new_thread_and_answers_the_run(starter: User,
     assert body["multitask_strategy"] == "reject"
     match = CONTENT_LOCATION.match(response["Content-Location"])
     assert match is not None
+    assert "Location" not in response
     assert match["thread_id"] == thread.thread_id
     assert match["run_id"] == body["run_id"]
     assert (run.kind, run.status, run.stream_modes) == (Run.Kind.START, Run.Status.QUEUED, ["values"])
@@ -470,8 +471,7 @@ def test_an_edit_that_does_not_fit_the_schema_is_a_422_naming_the_field(reviewer
         },
     )
 
-    assert loc_names(response) == ["command.resume"]
-    assert "category" in response.json()["detail"][0]["msg"]
+    assert loc_names(response) == ["command.update.category"]
     assert not Decision.objects.exists()
 
 
@@ -556,6 +556,26 @@ def test_wait_answers_the_values_with_the_interrupt_and_join_the_same(staff: Use
     [pause] = values["__interrupt__"]
     assert pause["id"] == open_review(thread).interrupt_id
     assert pause["value"] == {"next": ["pay"]}
+
+
+def test_wait_answers_the_state_as_it_is_when_the_run_outlasts_the_wait(
+    settings: Any, starter: User, starter_key: str
+) -> None:
+    settings.SIGNOFF_API_WAIT_SECONDS = 0.1
+    thread = new_thread(starter)
+
+    response = post(
+        starter_key,
+        f"/threads/{thread.thread_id}/runs/wait",
+        {"assistant_id": "test_tally", "input": {"count": 1}},
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {}
+    match = CONTENT_LOCATION.match(response["Content-Location"])
+    assert match is not None
+    assert response["Location"] == f"{response['Content-Location']}/join"
+    assert Run.objects.get(public_id=match["run_id"]).status == Run.Status.QUEUED
 
 
 @pytest.mark.django_db(transaction=True)
