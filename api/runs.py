@@ -486,13 +486,9 @@ def _locate(response: HttpResponse, run: Run, thread: Thread, *, join: bool = Fa
         response["Location"] = f"/threads/{thread.thread_id}/runs/{run.public_id}/join"
 
 
-def _run_or_404(request: HttpRequest, thread_id: str, run_id: str) -> tuple[Thread, Run]:
+def _run_or_404(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> tuple[Thread, Run]:
     thread = access.thread_or_404(request, thread_id)
-    try:
-        public_id = uuid.UUID(run_id)
-    except ValueError:
-        raise HttpError(404, f"Run '{run_id}' not found") from None
-    run = thread.runs.filter(public_id=public_id).first()
+    run = thread.runs.filter(public_id=run_id).first()
     if run is None:
         raise HttpError(404, f"Run '{run_id}' not found")
     return thread, run
@@ -503,7 +499,8 @@ def _wait(run: Run) -> dict[str, Any]:
 
 
 # -- endpoints ---------------------------------------------------------------------------------
-# /wait before /{run_id}: Django tries the paths in order, and "wait" would pass for a run id.
+# A run id in a path is a UUID (Django's uuid converter), so /runs/wait and /runs/stream never
+# pass for one, whichever router serves them and in whichever order.
 
 
 @router.post("/threads/{thread_id}/runs/wait", response={200: dict[str, Any], **ERRORS})
@@ -558,24 +555,24 @@ def list_runs(
     return [convert.only(select, convert.run_json(run, thread=thread)) for run in page]
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}", response={200: RunSchema, **ERRORS})
-def get(request: HttpRequest, thread_id: str, run_id: str) -> dict[str, Any]:
+@router.get("/threads/{thread_id}/runs/{uuid:run_id}", response={200: RunSchema, **ERRORS})
+def get(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> dict[str, Any]:
     refuse_unknown_query(request)
     thread, run = _run_or_404(request, thread_id, run_id)
     return convert.run_json(run, thread=thread)
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/join", response={200: dict[str, Any], **ERRORS})
-def join(request: HttpRequest, thread_id: str, run_id: str) -> dict[str, Any]:
+@router.get("/threads/{thread_id}/runs/{uuid:run_id}/join", response={200: dict[str, Any], **ERRORS})
+def join(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> dict[str, Any]:
     """Block until the run ends: the thread's values, as /wait answers."""
     refuse_unknown_query(request)
     _, run = _run_or_404(request, thread_id, run_id)
     return _wait(run)
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/cancel", response={204: None, **ERRORS})
+@router.post("/threads/{thread_id}/runs/{uuid:run_id}/cancel", response={204: None, **ERRORS})
 def cancel(
-    request: HttpRequest, thread_id: str, run_id: str, wait: bool = False, action: str = "interrupt"
+    request: HttpRequest, thread_id: str, run_id: uuid.UUID, wait: bool = False, action: str = "interrupt"
 ) -> Status[None]:
     """Cancel the run: an active run stops the thread for good (its lease is taken, so the
     worker writes nothing more), a run waiting its turn is dropped. `wait=1` answers once it

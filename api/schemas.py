@@ -162,9 +162,13 @@ class RunCreate(Input):
     input: dict[str, Any] | None = Field(
         None, description="starts a NEW thread, or gives a completed one new input"
     )
-    command: RunCommand | None = None
+    command: RunCommand | None = Field(
+        None, description="answers to the thread's interrupts (resume) and edits"
+    )
     metadata: dict[str, Any] | None = Field(None, description="the run's metadata")
-    config: RunConfig | None = None
+    config: RunConfig | None = Field(
+        None, description="recursion_limit, tags, metadata, configurable.thread_id"
+    )
     context: dict[str, Any] | None = Field(None, description="refused unless empty: no context schema")
     stream_mode: StreamMode | list[StreamMode] | None = Field(
         None, description='what the worker publishes for /stream (default ["values"])'

@@ -329,6 +329,27 @@ def test_the_runs_of_a_thread_are_listed_and_read(starter: User, starter_key: st
     assert one.json()["run_id"] == first["run_id"]
     assert unknown.status_code == 422
     assert get(starter_key, f"/threads/{thread.thread_id}/runs/{uuid.uuid4()}").status_code == 404
+    not_an_id = get(starter_key, f"/threads/{thread.thread_id}/runs/not-a-run")
+    assert (not_an_id.status_code, not_an_id.json()) == (404, {"detail": "Not Found"})
+
+
+def test_the_openapi_document_describes_the_runs_and_every_field_of_their_body() -> None:
+    document = Client().get("/api/openapi.json").json()
+
+    assert {
+        "/api/threads/{thread_id}/runs",
+        "/api/threads/{thread_id}/runs/wait",
+        "/api/threads/{thread_id}/runs/{run_id}",
+        "/api/threads/{thread_id}/runs/{run_id}/join",
+        "/api/threads/{thread_id}/runs/{run_id}/cancel",
+        "/api/runs",
+        "/api/runs/wait",
+    } <= set(document["paths"])
+    body = document["components"]["schemas"]["RunCreate"]
+    assert {"assistant_id", "command", "multitask_strategy", "durability", "webhook"} <= set(
+        body["properties"]
+    )
+    assert [name for name, field in body["properties"].items() if not field.get("description")] == []
 
 
 # -- answering an interrupt: a decision on its review ------------------------------------------
