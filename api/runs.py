@@ -477,7 +477,9 @@ def final_values(run: Run) -> dict[str, Any]:
     return out
 
 
-def _locate(response: HttpResponse, run: Run, thread: Thread, *, join: bool = False) -> None:
+def locate(response: HttpResponse, run: Run, *, join: bool = False) -> None:
+    """The headers that say where a created run is (the stream endpoint sets them too)."""
+    thread = run.thread
     # langgraph_sdk reads the run's and thread's ids from Content-Location; Location (on
     # /wait) is where runs.wait reconnects to should the answer be cut off (relative: the SDK
     # resolves it against its base URL, /api).
@@ -509,7 +511,7 @@ def wait(request: HttpRequest, response: HttpResponse, thread_id: str, payload: 
     pause and `__error__` on failure."""
     refuse_unknown_query(request)
     run = create_run(request, thread_id=thread_id, body=payload)
-    _locate(response, run, run.thread, join=True)
+    locate(response, run, join=True)
     return _wait(run)
 
 
@@ -520,7 +522,7 @@ def create(
     """Create a run in the background: the queued run (pending while it waits its turn)."""
     refuse_unknown_query(request)
     run = create_run(request, thread_id=thread_id, body=payload)
-    _locate(response, run, run.thread)
+    locate(response, run)
     return convert.run_json(run, thread=run.thread)
 
 
@@ -615,7 +617,7 @@ def wait_stateless(request: HttpRequest, response: HttpResponse, payload: RunCre
     """A run on a new thread (kept: Signoff deletes none), until it ends."""
     refuse_unknown_query(request)
     run = create_run(request, thread_id=None, body=payload)
-    _locate(response, run, run.thread, join=True)
+    locate(response, run, join=True)
     return _wait(run)
 
 
@@ -624,5 +626,5 @@ def create_stateless(request: HttpRequest, response: HttpResponse, payload: RunC
     """A run on a new thread, in the background."""
     refuse_unknown_query(request)
     run = create_run(request, thread_id=None, body=payload)
-    _locate(response, run, run.thread)
+    locate(response, run)
     return convert.run_json(run, thread=run.thread)
