@@ -24,7 +24,7 @@ from ninja.errors import AuthenticationError, HttpError, Throttled
 from ninja.parser import Parser
 from ninja.types import DictStrAny
 
-from api import assistants, threads
+from api import assistants, runs, threads
 from api.auth import BearerKey, KeyHeader, KeyRefused
 from api.params import refuse_unknown_query
 from api.schemas import Host, Info, Ok
@@ -76,6 +76,8 @@ api = NinjaAPI(
 )
 api.add_router("/assistants", assistants.router)
 api.add_router("/threads", threads.router)
+# Runs live under /threads/{id}/runs and /runs, so their router has the whole paths.
+api.add_router("", runs.router)
 
 
 @api.exception_handler(AuthenticationError)
@@ -141,8 +143,7 @@ def info(request: HttpRequest) -> Info:
     return Info(
         version=signoff_version(),
         langgraph_py_version=version("langgraph"),
-        # What this server serves so far; runs are planned (docs/api.md).
-        flags={"assistants": True, "threads": True, "runs": False, "crons": False, "langsmith": False},
+        flags={"assistants": True, "threads": True, "runs": True, "crons": False, "langsmith": False},
         host=Host(kind="self-hosted", project_id=None, revision_id=None, tenant_id=None),
     )
 

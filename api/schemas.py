@@ -152,6 +152,53 @@ class CheckpointIn(Input):
     checkpoint_map: dict[str, Any] | None = None
 
 
+# -- runs ----------------------------------------------------------------------------------
+
+# The stream modes a run may ask for (langgraph_sdk.schema.StreamMode less "debug", "tools"
+# and "lifecycle", which Signoff does not publish): a run's modes are what its worker publishes.
+StreamMode = Literal[
+    "values", "updates", "checkpoints", "tasks", "events", "custom", "messages", "messages-tuple"
+]
+
+
+class RunCommand(Input):
+    """`Command`: answers to the thread's interrupts and the edits given with them."""
+
+    resume: Any = Field(
+        None,
+        description=(
+            "the answer to the one pending interrupt, a map of answers by interrupt id, or Agent "
+            "Inbox's [HumanResponse]; it decides the interrupt's open review as the key's user"
+        ),
+    )
+    update: dict[str, Any] | list[tuple[str, Any]] | None = Field(
+        None, description="edits of state fields given with the answer, typed by the workflow's schema"
+    )
+    goto: Any = Field(
+        None, description="refused unless empty: a review's answer decides where the graph goes"
+    )
+
+
+class RunConfig(Input):
+    """The parts of a RunnableConfig Signoff honours (what RemoteGraph sends, once sanitized)."""
+
+    recursion_limit: int | None = Field(
+        None, description="accepted only equal to the server's SIGNOFF_RECURSION_LIMIT"
+    )
+    tags: list[str] | None = Field(None, description="refused unless empty: Signoff traces no runs")
+    metadata: dict[str, Any] | None = Field(None, description="merged into the run's metadata")
+    configurable: dict[str, Any] | None = Field(
+        None, description="only thread_id, equal to the run's thread: Signoff's graphs take no configuration"
+    )
+
+
+class CheckpointRef(Input):
+    thread_id: str | None = None
+    checkpoint_ns: str | None = None
+    checkpoint_id: str | None = None
+    checkpoint_map: dict[str, Any] | None = None
+
+
 class StateAtCheckpoint(Input):
     checkpoint: CheckpointIn
     subgraphs: bool = False
@@ -230,3 +277,74 @@ class ThreadState(Schema):
 
 class StateUpdated(Schema):
     checkpoint: CheckpointOut
+
+
+class RunCreate(Input):
+    """A run, as langgraph_sdk's runs.create / wait / stream send it. Every field the SDK may
+    send is declared; a value Signoff does not implement is a 422 naming the field and why
+    (docs/api.md lists them)."""
+
+    assistant_id: str = Field(description="a workflow's name (its graph_id) or its default assistant's uuid5")
+    input: dict[str, Any] | None = Field(
+        None, description="starts a NEW thread, or gives a completed one new input"
+    )
+    command: RunCommand | None = Field(
+        None, description="answers to the thread's interrupts (resume) and edits"
+    )
+    metadata: dict[str, Any] | None = Field(None, description="the run's metadata")
+    config: RunConfig | None = Field(
+        None, description="recursion_limit, tags, metadata, configurable.thread_id"
+    )
+    context: dict[str, Any] | None = Field(None, description="refused unless empty: no context schema")
+    stream_mode: StreamMode | list[StreamMode] | None = Field(
+        None, description='what the worker publishes for /stream (default ["values"])'
+    )
+    stream_subgraphs: bool | None = Field(None, description="refused when true")
+    stream_resumable: bool | None = Field(
+        None, description="streams can always be rejoined with Last-Event-ID"
+    )
+    interrupt_before: Literal["*"] | list[str] | None = Field(
+        None,
+        description="nodes this run also stops before, on top of the workflow's breakpoints; "
+        "each pause opens a review",
+    )
+    interrupt_after: Literal["*"] | list[str] | None = Field(None, description="as interrupt_before, after")
+    webhook: str | None = Field(None, description="an http(s) URL that gets a POST when the run ends")
+    checkpoint: CheckpointRef | None = Field(None, description="with command.resume: the checkpoint answered")
+    checkpoint_id: str | None = Field(None, description="with command.resume: the checkpoint answered")
+    checkpoint_during: bool | None = Field(None, description="refused: deprecated, use durability")
+    multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] | None = Field(
+        None, description='"reject" (default) or "enqueue"; "interrupt" and "rollback" are refused'
+    )
+    if_not_exists: Literal["create", "reject"] | None = Field(
+        None, description='"create" makes the thread when the id is unknown; "reject" (default) is a 404'
+    )
+    on_disconnect: Literal["cancel", "continue"] | None = Field(
+        None, description='"continue" only: a run goes on when its client leaves'
+    )
+    on_completion: Literal["delete", "keep"] | None = Field(
+        None, description='"keep" only: nothing is deleted'
+    )
+    after_seconds: float | None = Field(None, description="refused unless 0: runs are not scheduled")
+    durability: Literal["sync", "async", "exit"] | None = Field(
+        None, description='"sync" only: every step is written durably before the next starts'
+    )
+    strict_resume: bool | None = Field(
+        None, description="true only: an answer to no waiting interrupt is refused"
+    )
+    feedback_keys: list[str] | None = Field(None, description="refused unless empty: no LangSmith feedback")
+    langsmith_tracer: dict[str, Any] | None = Field(None, description="refused: no LangSmith tracing")
+
+
+class Run(Schema):
+    """A `Run` (langgraph_sdk.schema.Run)."""
+
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    created_at: datetime
+    updated_at: datetime
+    status: Literal["pending", "running", "error", "success", "timeout", "interrupted"]
+    metadata: dict[str, Any]
+    multitask_strategy: str
+    kwargs: dict[str, Any]

@@ -264,12 +264,17 @@ def decide(
     updates: Mapping[str, Any] | None = None,
     response: Any = None,
     comment: str = "",
+    data: Mapping[str, Any] | None = None,
+    options: engine_services.RunOptions | None = None,
 ) -> Decision:
     """Record a reviewer's answer and resume the thread with it, once.
 
     Refused (nothing written) when the review is no longer open, was rendered from
     another checkpoint, or the action or edits are not allowed. Locks the thread row, its
     active run and the review, in that order, and writes its audit event last.
+
+    `data` joins the decision's audit event (the API key a decision came through) and
+    `options` are the resume run's (an API client's metadata, webhook, stream modes).
     """
     updates = dict(updates or {})
     _refuse_unstorable(updates=updates, response=response, comment=comment)
@@ -294,7 +299,7 @@ def decide(
             answer=_answer(review, action, response, comment),
             comment=comment,
         )
-        _resume_or_cancel(review, decision, spec=spec, actor=actor, comment=comment)
+        _resume_or_cancel(review, decision, spec=spec, actor=actor, comment=comment, options=options)
         # Last, after update_state: the audit lock serializes every audited write, so it is
         # held only for the append and the commit (the one lock order: thread, run, review, audit).
         engine_services.record_event(
@@ -302,6 +307,7 @@ def decide(
             actor=actor,
             thread=review.thread,
             data={
+                **(data or {}),
                 "review": review.pk,
                 "decision": decision.pk,
                 "action": action,
@@ -379,7 +385,13 @@ def _record_decision(
 
 
 def _resume_or_cancel(
-    review: Review, decision: Decision, *, spec: registry.Workflow, actor: User, comment: str
+    review: Review,
+    decision: Decision,
+    *,
+    spec: registry.Workflow,
+    actor: User,
+    comment: str,
+    options: engine_services.RunOptions | None = None,
 ) -> None:
     """Act on the decision: a reject at a breakpoint whose workflow sets nothing for it
     cancels the thread; any other decision resumes it (now, or at its next pause)."""
@@ -402,7 +414,7 @@ def _resume_or_cancel(
     # thread's next pause, where open_reviews applies it.
     with contextlib.suppress(engine_services.ThreadBusy):
         try:
-            _apply(review.thread, spec, [decision], actor=actor)
+            _apply(review.thread, spec, [decision], actor=actor, options=options)
         except engine_services.InvalidState as exc:
             raise StaleReview(f"This review no longer applies: {exc}.") from None
         except engine_services.EditConflict as exc:
@@ -466,7 +478,14 @@ def _sole_actor(decisions: list[Decision]) -> User | None:
     return decisions[0].actor if len(actors) == 1 else None
 
 
-def _apply(thread: Thread, spec: registry.Workflow, decisions: list[Decision], *, actor: User | None) -> None:
+def _apply(
+    thread: Thread,
+    spec: registry.Workflow,
+    decisions: list[Decision],
+    *,
+    actor: User | None,
+    options: engine_services.RunOptions | None = None,
+) -> None:
     """Resume the thread with these decisions' answers (and edits) in one run. The audit
     event credits each decision's reviewer (decided_by, and edited_by for those with edits)."""
     resume: dict[str, Any] = {}
@@ -501,6 +520,7 @@ def _apply(thread: Thread, spec: registry.Workflow, decisions: list[Decision], *
                 "decided_by": decided_by,
                 "edited_by": edited_by,
             },
+            options=options,
         )
     now: datetime = timezone.now()
     Decision.objects.filter(pk__in=[decision.pk for decision in decisions]).update(applied_at=now)

@@ -505,6 +505,9 @@ if SIGNOFF_MAX_VALUE_BYTES < 1:
 # Registered workflows come from `graphs.py` in installed apps, plus these modules.
 SIGNOFF_GRAPH_MODULES = envlist("SIGNOFF_GRAPH_MODULES", "")
 SIGNOFF_RECURSION_LIMIT = envint("SIGNOFF_RECURSION_LIMIT", 100)
+# How long POST .../runs/wait and GET .../join block for the run to end before answering with
+# the thread's state as it is (the client can join again).
+SIGNOFF_API_WAIT_SECONDS = envfloat("SIGNOFF_API_WAIT_SECONDS", 300.0)
 
 # The runtime. A worker holds a run's lease while it runs, renewing it every step and
 # every third of its length; a lease that runs out (a dead or frozen worker) lets the

@@ -500,3 +500,26 @@ def make_growing_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateG
 
 def config_for(thread_id: str, **configurable: Any) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id, **configurable}}
+
+
+# -- the HTTP API's runs (tests/test_api_runs.py): a thread that completes by itself -----------
+
+
+class TallyState(TypedDict):
+    count: int
+    # Seconds the step takes (a run still active when a second one is asked for), and a
+    # failure on demand.
+    pause: NotRequired[float]
+    fail: NotRequired[bool]
+
+
+def _tally(state: TallyState) -> dict[str, Any]:
+    time.sleep(state.get("pause", 0))
+    if state.get("fail"):
+        raise ValueError("asked to fail")
+    return {"count": state["count"] + 1}
+
+
+@register("test_tally", title="A step that adds one", reviewer_group="testers")
+def tally() -> StateGraph[TallyState]:
+    return line(TallyState, add=_tally)

@@ -73,7 +73,7 @@ def test_info_says_what_is_served_as_langgraphs_server_does() -> None:
     assert body["flags"] == {
         "assistants": True,
         "threads": True,
-        "runs": False,
+        "runs": True,
         "crons": False,
         "langsmith": False,
     }

@@ -75,10 +75,13 @@ class Action(models.TextChoices):
     THREAD_RETRIED = "thread.retried"
     THREAD_CANCELLED = "thread.cancelled"
     THREAD_ROLLED_BACK = "thread.rolled_back"
-    # Threads made, edited and copied through the HTTP API (POST /api/threads, .../state, .../copy).
+    # Threads made, edited and copied through the HTTP API (POST /api/threads, .../state, .../copy);
+    # a made one has no workflow yet (status NEW) until its first run names one.
     THREAD_CREATED = "thread.created"
     THREAD_STATE_UPDATED = "thread.state_updated"
     THREAD_COPIED = "thread.copied"
+    # A finished thread given new input (an API run on a completed thread).
+    THREAD_CONTINUED = "thread.continued"
     RUN_STARTED = "run.started"
     RUN_INTERRUPTED = "run.interrupted"
     RUN_COMPLETED = "run.completed"
@@ -86,6 +89,9 @@ class Action(models.TextChoices):
     RUN_RELEASED = "run.released"
     RUN_REPUBLISHED = "run.republished"
     RUN_LEASE_EXPIRED = "run.lease_expired"
+    # multitask_strategy="enqueue": a run waits behind the active one, then takes its turn.
+    RUN_ENQUEUED = "run.enqueued"
+    RUN_DEQUEUED = "run.dequeued"
     REVIEW_OPENED = "review.opened"
     REVIEW_CLAIMED = "review.claimed"
     REVIEW_RELEASED = "review.released"

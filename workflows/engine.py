@@ -6,6 +6,8 @@ Nothing here writes Signoff's tables; `services` and `execution` do.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +15,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.channels.last_value import LastValue
 from langgraph.checkpoint.base import WRITES_IDX_MAP
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import StateSnapshot
+from langgraph.types import All, StateSnapshot
 
 from workflows import registry
 from workflows.checkpointer import BrokenDeltaChain, DjangoSaver, Lease, UnreadableCheckpoint
@@ -97,9 +99,43 @@ def checkpoint_id_of(snapshot: StateSnapshot) -> str:
     return str(snapshot.config.get("configurable", {}).get("checkpoint_id") or "")
 
 
-def pending_interrupts(workflow: str, snapshot: StateSnapshot) -> list[PendingInterrupt]:
+Nodes = tuple[str, ...] | All
+
+
+@dataclass(frozen=True)
+class Breakpoints:
+    """The static breakpoints of one run: the workflow's own and those its run asked for
+    (an API client's interrupt_before / interrupt_after, stored in the run's command as
+    "breakpoints"). None: the workflow's own, as compiled."""
+
+    before: Nodes | None = None
+    after: Nodes | None = None
+
+
+def _merged(declared: Nodes, extra: Any) -> Nodes:
+    if declared == "*" or extra == "*":
+        return "*"
+    return tuple(dict.fromkeys([*declared, *(extra or ())]))
+
+
+def breakpoints_for(workflow: str, command: Mapping[str, Any]) -> Breakpoints:
+    """The breakpoints a run with this command stops at (see `Breakpoints`)."""
+    extra = command.get("breakpoints") or {}
+    if not extra:
+        return Breakpoints()
+    spec = registry.get(workflow)
+    return Breakpoints(
+        before=_merged(spec.interrupt_before, extra.get("before")),
+        after=_merged(spec.interrupt_after, extra.get("after")),
+    )
+
+
+def pending_interrupts(
+    workflow: str, snapshot: StateSnapshot, breakpoints: Breakpoints | None = None
+) -> list[PendingInterrupt]:
     """The pauses the snapshot is waiting on: unanswered `interrupt()` calls, or a static
-    breakpoint the graph stopped at. Empty when the thread can run on by itself."""
+    breakpoint the graph stopped at (the workflow's, or those of the run that stopped there,
+    `breakpoints`). Empty when the thread can run on by itself."""
     checkpoint_id = checkpoint_id_of(snapshot)
     found = []
     for task in snapshot.tasks:
@@ -108,14 +144,17 @@ def pending_interrupts(workflow: str, snapshot: StateSnapshot) -> list[PendingIn
     if found or not snapshot.next:
         return found
     spec = registry.get(workflow)
-    before = set(snapshot.next) if spec.interrupt_before == "*" else set(spec.interrupt_before)
+    breakpoints = breakpoints or Breakpoints()
+    declared_before = spec.interrupt_before if breakpoints.before is None else breakpoints.before
+    declared_after = spec.interrupt_after if breakpoints.after is None else breakpoints.after
+    before = set(snapshot.next) if declared_before == "*" else set(declared_before)
     stopped = [node for node in snapshot.next if node in before]
-    if not stopped and spec.interrupt_after:
+    if not stopped and declared_after:
         # Stopped after a node: the step that produced this checkpoint ran it.
         parent = snapshot.parent_config
         if parent is not None:
             ran = graph_for(workflow).get_state(parent).next
-            after = set(ran) if spec.interrupt_after == "*" else set(spec.interrupt_after)
+            after = set(ran) if declared_after == "*" else set(declared_after)
             stopped = [node for node in ran if node in after]
     return [
         PendingInterrupt(

@@ -69,13 +69,20 @@ def execute_run(run_id: int) -> Outcome:
         graph = engine.graph_for(thread.workflow)
         snapshot = graph.get_state(config)
         action = _first_action(run, thread.workflow, snapshot)
+        breakpoints = engine.breakpoints_for(thread.workflow, run.command)
         if action is not None:
-            graph.invoke(action.value, config, durability="sync")
+            graph.invoke(
+                action.value,
+                config,
+                durability="sync",
+                interrupt_before=breakpoints.before,
+                interrupt_after=breakpoints.after,
+            )
         snapshot = graph.get_state(engine.config_for(thread.thread_id))
         recorded = services.finish_run(
             run_id=run.pk,
             token=token,
-            interrupts=engine.pending_interrupts(thread.workflow, snapshot),
+            interrupts=engine.pending_interrupts(thread.workflow, snapshot, breakpoints),
             checkpoint_id=engine.checkpoint_id_of(snapshot),
             values=_summary(snapshot.values),
         )
@@ -163,7 +170,12 @@ def _first_action(run: Run, workflow: str, snapshot: StateSnapshot) -> _Action |
     if not head:
         # The command holds JSON; the graph gets the schema's types (a Decimal, not "99.50").
         return _Action(spec.load_input(command.get("input")))
-    pending = engine.pending_interrupts(workflow, snapshot)
+    # The run's own breakpoints count: invoke(None) would walk past one it sits at.
+    pending = engine.pending_interrupts(workflow, snapshot, engine.breakpoints_for(workflow, command))
+    if head == run.from_checkpoint_id and "input" in command:
+        # New input for a completed thread (workflows.services.start_run), given once: the
+        # head has moved on if an earlier attempt already took it.
+        return _Action(spec.load_input(command["input"]))
     if head == run.from_checkpoint_id and "resume" in command:
         waiting = {interrupt.id for interrupt in pending}
         resume = {key: value for key, value in command["resume"].items() if key in waiting}

@@ -20,8 +20,8 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -72,18 +72,71 @@ class EditConflict(ServiceError):
     """An edit of a field another answer already changed at this pause."""
 
 
+class ThreadNotReady(ServiceError):
+    """The thread is in no state to take this run (input while it waits at an interrupt, a run
+    on a cancelled thread, another workflow's input); the message says what would work."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What an HTTP API client asked of a run beyond what it does: its metadata, the URL to POST
+    to when it ends, the stream modes the worker publishes, and what it asked should another
+    run be active. Runs started in the browser take the defaults (nothing streamed)."""
+
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    webhook: str = ""
+    stream_modes: Sequence[str] = ()
+    multitask_strategy: str = "reject"
+    # Static breakpoints for this run only, on top of the workflow's (node names or "*"); they
+    # travel in the run's command (workflows.engine.breakpoints_for), and each pause they make
+    # opens a review like any other.
+    interrupt_before: Sequence[str] | str = ()
+    interrupt_after: Sequence[str] | str = ()
+
+    def command(self) -> dict[str, Any]:
+        """The part of the run's command these options add."""
+        if not self.interrupt_before and not self.interrupt_after:
+            return {}
+        return {
+            "breakpoints": {
+                "before": self._nodes(self.interrupt_before),
+                "after": self._nodes(self.interrupt_after),
+            }
+        }
+
+    @staticmethod
+    def _nodes(nodes: Sequence[str] | str) -> list[str] | str:
+        return "*" if nodes == "*" else list(nodes)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "metadata": dict(self.metadata),
+            "webhook": self.webhook,
+            "stream_modes": list(self.stream_modes),
+            "multitask_strategy": self.multitask_strategy,
+        }
+
+
 def _queue_run(
-    *, thread: Thread, kind: str, actor: Actor, command: dict[str, Any], from_checkpoint_id: str = ""
+    *,
+    thread: Thread,
+    kind: str,
+    actor: Actor,
+    command: dict[str, Any],
+    from_checkpoint_id: str = "",
+    options: RunOptions | None = None,
 ) -> Run:
+    options = options or RunOptions()
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction goes on after a refusal
             run = Run.objects.create(
                 thread=thread,
                 kind=kind,
-                command=canonical_json(command),
+                command=canonical_json({**command, **options.command()}),
                 from_checkpoint_id=from_checkpoint_id,
                 created_by=actor if actor is not None and actor.pk else None,
                 enqueued_at=timezone.now(),
+                **options.fields(),
             )
     except IntegrityError as exc:
         raise ThreadBusy("this thread already has a run queued or running; wait for it to finish") from exc
@@ -154,23 +207,7 @@ def _refuse_unstorable(value: Any, *, what: str) -> None:
 
 def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title: str = "") -> Thread:
     """Create a thread of `workflow` and queue its first run."""
-    try:
-        spec = registry.get(workflow)
-    except LookupError as exc:
-        raise InvalidState(str(exc)) from None
-    if not isinstance(input, Mapping):
-        raise InvalidState("the input must be a JSON object of state fields")
-    _refuse_unstorable(input, what="the input")
-    try:
-        canonical_json(dict(input))
-    except TypeError as exc:
-        raise InvalidState(f"the input must be JSON: {exc}") from None
-    try:
-        # Checked against the schema now: a bad field would otherwise start a thread whose
-        # review form then shows it as an edit nobody made.
-        payload = canonical_json(spec.dump_input(input))
-    except registry.InvalidUpdate as exc:
-        raise InvalidState(f"the input does not fit the state schema of {spec.name}: {exc}") from None
+    spec, payload = checked_input(workflow, input)
     with transaction.atomic(durable=True):
         thread = Thread.objects.create(
             workflow=spec.name,
@@ -189,6 +226,231 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
     return thread
 
 
+def checked_input(workflow: str, input: Mapping[str, Any]) -> tuple[registry.Workflow, dict[str, Any]]:
+    """The workflow and the input as stored, refused (InvalidState) unless the input is a JSON
+    object that fits the workflow's state schema and can be stored."""
+    try:
+        spec = registry.get(workflow)
+    except LookupError as exc:
+        raise InvalidState(str(exc)) from None
+    if not isinstance(input, Mapping):
+        raise InvalidState("the input must be a JSON object of state fields")
+    _refuse_unstorable(input, what="the input")
+    try:
+        canonical_json(dict(input))
+    except TypeError as exc:
+        raise InvalidState(f"the input must be JSON: {exc}") from None
+    try:
+        # Checked against the schema now: a bad field would otherwise start a thread whose
+        # review form then shows it as an edit nobody made.
+        payload = canonical_json(spec.dump_input(input))
+    except registry.InvalidUpdate as exc:
+        raise InvalidState(f"the input does not fit the state schema of {spec.name}: {exc}") from None
+    return spec, payload
+
+
+def start_run(
+    *,
+    thread: Thread,
+    workflow: str,
+    input: Mapping[str, Any],
+    actor: Actor,
+    options: RunOptions | None = None,
+    thread_metadata: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Run:
+    """Queue a run that gives the thread `input`: the first run of a NEW thread (it becomes a
+    thread of `workflow`, stamped with `thread_metadata`), or new input for a completed thread
+    of that workflow, which runs the graph again from its start on the saved state.
+
+    Another run active: ThreadBusy naming it, or with `options.multitask_strategy="enqueue"`
+    the run waits (PENDING) and takes its turn when the thread next completes. A thread
+    waiting at an interrupt, failed or cancelled: ThreadNotReady saying what would work.
+    `data` joins the audit event (the API key that asked)."""
+    options = options or RunOptions()
+    spec, payload = checked_input(workflow, input)
+    with transaction.atomic(durable=True):
+        thread, active = lock_thread(thread)
+        if thread.status != Thread.Status.NEW and thread.workflow != spec.name:
+            raise ThreadNotReady(f"this thread runs the workflow {thread.workflow!r}, not {spec.name!r}")
+        if active is not None:
+            if options.multitask_strategy != "enqueue":
+                raise ThreadBusy(
+                    f"run {active.public_id} is {active.status} on this thread; wait for it to finish, "
+                    'or send multitask_strategy="enqueue" to run after it'
+                )
+            return _enqueue_run(thread, active, payload, actor=actor, options=options, data=data)
+        if thread.status == Thread.Status.NEW:
+            return _start_new(
+                thread, spec, payload, actor=actor, options=options, meta=thread_metadata, data=data
+            )
+        if thread.status == Thread.Status.COMPLETED:
+            return _continue(thread, spec, payload, actor=actor, options=options, data=data)
+        raise ThreadNotReady(_why_not_ready(thread))
+
+
+def _why_not_ready(thread: Thread) -> str:
+    if thread.status == Thread.Status.INTERRUPTED:
+        return (
+            "the thread is waiting at an interrupt; answer it with command.resume "
+            "(new input would pass the review by)"
+        )
+    if thread.status == Thread.Status.FAILED:
+        return "the thread failed; retry it (its failed step runs again) rather than give it new input"
+    return f"the thread is {thread.status}; it takes no more runs"
+
+
+def _start_new(
+    thread: Thread,
+    spec: registry.Workflow,
+    payload: dict[str, Any],
+    *,
+    actor: Actor,
+    options: RunOptions,
+    meta: Mapping[str, Any] | None,
+    data: Mapping[str, Any] | None,
+) -> Run:
+    _set_thread(
+        thread,
+        workflow=spec.name,
+        title=spec.title[:200],
+        input=payload,
+        status=Thread.Status.QUEUED,
+        metadata={**thread.metadata, **(meta or {})},
+    )
+    run = _queue_run(
+        thread=thread, kind=Run.Kind.START, actor=actor, command={"input": payload}, options=options
+    )
+    record_event(
+        action=Action.THREAD_STARTED,
+        actor=actor,
+        thread=thread,
+        run=run,
+        data={**(data or {}), "workflow": spec.name, "input": payload},
+    )
+    return run
+
+
+def _continue(
+    thread: Thread,
+    spec: registry.Workflow,
+    payload: dict[str, Any],
+    *,
+    actor: Actor,
+    options: RunOptions,
+    data: Mapping[str, Any] | None,
+) -> Run:
+    # from_checkpoint_id pins the input to this head: a redelivery after the run made progress
+    # goes on from there instead of giving the input again (workflows.execution).
+    head_id = _head_checkpoint_id(thread)
+    run = _queue_run(
+        thread=thread,
+        kind=Run.Kind.START,
+        actor=actor,
+        command={"input": payload},
+        from_checkpoint_id=head_id,
+        options=options,
+    )
+    _set_thread(thread, status=Thread.Status.QUEUED, error="")
+    record_event(
+        action=Action.THREAD_CONTINUED,
+        actor=actor,
+        thread=thread,
+        run=run,
+        data={**(data or {}), "input": payload, "checkpoint_id": head_id},
+    )
+    return run
+
+
+def _enqueue_run(
+    thread: Thread,
+    active: Run,
+    payload: dict[str, Any],
+    *,
+    actor: Actor,
+    options: RunOptions,
+    data: Mapping[str, Any] | None,
+) -> Run:
+    """A PENDING run behind the active one: not active, so the one-active-run constraint lets
+    it be; `_dequeue` queues it when the thread completes."""
+    run = Run.objects.create(
+        thread=thread,
+        kind=Run.Kind.START,
+        status=Run.Status.PENDING,
+        command=canonical_json({"input": payload, **options.command()}),
+        created_by=actor if actor is not None and actor.pk else None,
+        **options.fields(),
+    )
+    record_event(
+        action=Action.RUN_ENQUEUED,
+        actor=actor,
+        thread=thread,
+        run=run,
+        data={**(data or {}), "input": payload, "behind": str(active.public_id)},
+    )
+    return run
+
+
+def _dequeue(thread: Thread, *, checkpoint_id: str) -> Run | None:
+    """Queue the thread's oldest PENDING run, now that the thread has completed: its input
+    runs from `checkpoint_id`, the head. Called under the thread's lock, after its active
+    run was closed."""
+    waiting = (
+        Run.objects.select_for_update(no_key=True)
+        .filter(thread=thread, status=Run.Status.PENDING)
+        .order_by("id")
+        .first()
+    )
+    if waiting is None:
+        return None
+    waiting.status = Run.Status.QUEUED
+    waiting.from_checkpoint_id = checkpoint_id
+    waiting.enqueued_at = timezone.now()
+    waiting.save(update_fields=["status", "from_checkpoint_id", "enqueued_at"])
+    _set_thread(thread, status=Thread.Status.QUEUED, error="")
+    record_event(
+        action=Action.RUN_DEQUEUED,
+        actor_label=WORKER,
+        thread=thread,
+        run=waiting,
+        data={"checkpoint_id": checkpoint_id},
+    )
+    doorbell.ring(waiting.pk)
+    return waiting
+
+
+def _cancel_pending(thread: Thread) -> list[str]:
+    """Cancel the runs waiting behind the active one (the thread stops for good); their ids."""
+    now = timezone.now()
+    cancelled = []
+    for waiting in Run.objects.select_for_update(no_key=True).filter(
+        thread=thread, status=Run.Status.PENDING
+    ):
+        waiting.save(update_fields=waiting.close(Run.Status.CANCELLED, now=now))
+        cancelled.append(str(waiting.public_id))
+    return cancelled
+
+
+def cancel_pending_run(*, run: Run, actor: Actor, data: Mapping[str, Any] | None = None) -> Run:
+    """Cancel one run that waits behind the active one (multitask_strategy="enqueue"); the
+    thread and its active run go on. ThreadNotReady when it no longer waits."""
+    with transaction.atomic(durable=True):
+        thread, _ = lock_thread(run.thread_id)
+        locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
+        if locked.status != Run.Status.PENDING:
+            raise ThreadNotReady(f"run {locked.public_id} is {locked.status}, no longer waiting its turn")
+        locked.save(update_fields=locked.close(Run.Status.CANCELLED, now=timezone.now()))
+        locked.thread = thread
+        record_event(
+            action=Action.THREAD_CANCELLED,
+            actor=actor,
+            thread=thread,
+            run=locked,
+            data={**(data or {}), "reason": "a waiting run was cancelled", "run": str(locked.public_id)},
+        )
+    return locked
+
+
 def resume_thread(
     *,
     thread: Thread,
@@ -198,6 +460,7 @@ def resume_thread(
     as_node: str | None = None,
     proceed: bool = False,
     data: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
 ) -> Run:
     """Answer an interrupted thread and queue the run that continues it.
 
@@ -216,6 +479,7 @@ def resume_thread(
             as_node=as_node,
             proceed=proceed,
             data=data,
+            options=options,
         )
 
 
@@ -229,10 +493,12 @@ def resume_in_transaction(
     as_node: str | None = None,
     proceed: bool = False,
     data: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
 ) -> Run:
     """`resume_thread` inside the caller's transaction, for a service that resumes a thread
     as part of its own change (a decision, `open_reviews` applying waiting ones); `spec` is
-    the thread's workflow, which the caller has resolved already."""
+    the thread's workflow, which the caller has resolved already. `options` are the new
+    run's (an API client's); answers that join a queued run leave that run's as they are."""
     _inside_a_transaction("resume_in_transaction")
     if not resume and not proceed:
         raise InvalidState("a resume needs answers to interrupts or proceed=True for a breakpoint")
@@ -262,7 +528,12 @@ def resume_in_transaction(
         run = _join_queued_run(active, command, from_checkpoint_id=head_id)
     else:
         run = _queue_run(
-            thread=thread, kind=Run.Kind.RESUME, actor=actor, command=command, from_checkpoint_id=head_id
+            thread=thread,
+            kind=Run.Kind.RESUME,
+            actor=actor,
+            command=command,
+            from_checkpoint_id=head_id,
+            options=options,
         )
         _set_thread(thread, status=Thread.Status.QUEUED)
     record_event(
@@ -382,7 +653,9 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
         # approval, then the node after it raised): they still stand for the retry.
         if failed is not None and failed.from_checkpoint_id == head_id:
             command = {
-                key: value for key, value in failed.command.items() if key in ("resume", "update", "proceed")
+                key: value
+                for key, value in failed.command.items()
+                if key in ("resume", "update", "proceed", "breakpoints")
             }
         run = _queue_run(
             thread=thread, kind=Run.Kind.RETRY, actor=actor, command=command, from_checkpoint_id=head_id
@@ -399,13 +672,18 @@ def retry_thread(*, thread: Thread, actor: Actor) -> Run:
     return run
 
 
-def cancel_thread(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
-    """Stop a thread for good. A running run loses its lease, so it can write nothing more."""
+def cancel_thread(
+    *, thread: Thread, actor: Actor, reason: str = "", data: Mapping[str, Any] | None = None
+) -> Thread:
+    """Stop a thread for good. A running run loses its lease, so it can write nothing more;
+    runs waiting their turn behind it are cancelled too. `data` joins the audit event."""
     with transaction.atomic(durable=True):
-        return cancel_in_transaction(thread=thread, actor=actor, reason=reason)
+        return cancel_in_transaction(thread=thread, actor=actor, reason=reason, data=data)
 
 
-def cancel_in_transaction(*, thread: Thread, actor: Actor, reason: str = "") -> Thread:
+def cancel_in_transaction(
+    *, thread: Thread, actor: Actor, reason: str = "", data: Mapping[str, Any] | None = None
+) -> Thread:
     """`cancel_thread` inside the caller's transaction, for a service that cancels a thread
     as part of its own change (a reject at a breakpoint)."""
     _inside_a_transaction("cancel_in_transaction")
@@ -415,6 +693,7 @@ def cancel_in_transaction(*, thread: Thread, actor: Actor, reason: str = "") -> 
     if active is not None:
         # The error of an earlier attempt (a release) stays on the cancelled run.
         active.save(update_fields=active.close(Run.Status.CANCELLED, now=timezone.now(), error=active.error))
+    waiting = _cancel_pending(thread)
     before = thread.status
     _set_thread(thread, status=Thread.Status.CANCELLED)
     interrupts_withdrawn.send(sender=Thread, thread=thread, actor=actor, reason="thread cancelled")
@@ -423,7 +702,12 @@ def cancel_in_transaction(*, thread: Thread, actor: Actor, reason: str = "") -> 
         actor=actor,
         thread=thread,
         run=active,
-        data={"reason": reason, "status": {"before": before, "after": thread.status}},
+        data={
+            **(data or {}),
+            "reason": reason,
+            "status": {"before": before, "after": thread.status},
+            **({"waiting_runs": waiting} if waiting else {}),
+        },
     )
     if active is not None:
         run_ended.send(sender=Run, run=active)
@@ -889,6 +1173,10 @@ def finish_run(
                 run=run,
                 data={"checkpoint_id": checkpoint_id, "values": dict(values or {})},
             )
+            # A run an API client enqueued behind this one takes its turn now the thread is
+            # idle. Not at an interrupt (its input would pass the review by) nor after a
+            # failure: it waits for the thread to complete, or is cancelled with it.
+            _dequeue(run.thread, checkpoint_id=checkpoint_id)
         run_ended.send(sender=Run, run=run)
     return True
 
