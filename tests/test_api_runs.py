@@ -101,10 +101,23 @@ def names_field(names: list[str], field: str) -> bool:
     return any(name == field or name.startswith(f"{field}.") for name in names)
 
 
+def test_a_run_webhook_outside_the_allow_list_is_a_422_naming_it(starter: User, starter_key: str) -> None:
+    thread = new_thread(starter)
+
+    response = start(starter_key, thread, webhook="https://elsewhere.example.net/done")
+
+    assert response.status_code == 422
+    assert "SIGNOFF_WEBHOOK_ALLOWED_URLS" in response.json()["detail"][0]["msg"]
+    assert not Run.objects.filter(thread=thread).exists()
+
+
 # -- starting a thread -------------------------------------------------------------------------
 
 
-def test_a_run_with_input_starts_a_new_thread_and_answers_the_run(starter: User, starter_key: str) -> None:
+def test_a_run_with_input_starts_a_new_thread_and_answers_the_run(
+    starter: User, starter_key: str, settings: Any
+) -> None:
+    settings.SIGNOFF_WEBHOOK_ALLOWED_URLS = ["https://hooks.example.com/"]
     thread = new_thread(starter)
 
     response = start(starter_key, thread, metadata={"ticket": 7}, webhook="https://hooks.example.com/done")
