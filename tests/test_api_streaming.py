@@ -334,3 +334,19 @@ def test_a_join_is_get_only(key: str, queued_run: Run) -> None:
 
     assert response.status_code == 405
     assert response["Allow"] == "GET"
+
+
+# -- make run's server ---------------------------------------------------------------------------
+
+
+def test_uvicorn_with_debug_on_serves_the_static_files_as_runserver_did(asgi_server: Any) -> None:
+    import httpx
+
+    web = asgi_server("debug-web", DJANGO_DEBUG="true")
+
+    css = httpx.get(f"{web.url}/static/admin/css/base.css")
+    ok = httpx.get(f"{web.api_url}/ok")
+
+    assert css.status_code == 200
+    assert css.headers["content-type"].startswith("text/css")
+    assert ok.json() == {"ok": True}
