@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langgraph.types import Interrupt, StateSnapshot
 
-from api.streaming import frame, wanted
+from api.streaming import frame, stream_response, wanted
 from workflows import streams
 from workflows.models import Run, Thread
 from workflows.sealed import PlaintextRefused, SealBroken
@@ -301,3 +301,36 @@ def test_a_backend_that_fails_stops_the_publishing_not_the_run(caplog: pytest.Lo
 
     assert Down.calls == 1
     assert "could not publish" in caplog.text
+
+
+# -- stream_response, as a sync view calls it (POST /threads/{id}/runs/stream) ------------------
+
+
+def test_stream_response_frames_a_published_run_from_a_sync_caller(tmp_path: Path, settings: Any) -> None:
+    import warnings
+
+    settings.SIGNOFF_STREAM_BACKEND = "file"
+    settings.SIGNOFF_STREAM_DIR = tmp_path
+    run = Run(pk=7, public_id=uuid.uuid4(), stream_modes=["values", "updates"], attempts=1)
+    run.thread = Thread(workflow="wf", public_id=uuid.uuid4())
+    pub = streams.Publisher(run, streams.FileBackend(tmp_path))
+    pub.begin(attempt=1)
+    pub.chunk("values", {"count": 0})
+    pub.chunk("updates", {"first": {"count": 1}})
+    pub.end()
+
+    response = stream_response(None, run, ["values"], last_event_id=None)  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        # Served synchronously (a WSGI server, this test), Django collects the async stream.
+        warnings.simplefilter("ignore")
+        body = b"".join(response)
+
+    assert response["Content-Type"] == "text/event-stream"
+    assert (
+        response["Location"]
+        == f"/threads/{run.thread.public_id}/runs/{run.public_id}/stream?stream_mode=values"
+    )
+    assert response["Content-Location"] == f"/threads/{run.thread.public_id}/runs/{run.public_id}"
+    frames = body.decode().split("\n\n")[:-1]
+    assert [chunk.splitlines()[0] for chunk in frames] == ["event: metadata", "event: values", "event: end"]
+    assert frames[1].splitlines()[1] == 'data: {"count":0}'
