@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import current_app
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
@@ -25,7 +27,7 @@ from api import services as api_services
 from tests.factories import capture_doorbell, make_user
 from tests.servers import AsgiServer
 from tests.workers import Worker, wait_for
-from workflows import doorbell, services
+from workflows import doorbell, services, streams
 from workflows.models import Run, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.workers, pytest.mark.slow]
@@ -350,3 +352,40 @@ def test_uvicorn_with_debug_on_serves_the_static_files_as_runserver_did(asgi_ser
     assert css.status_code == 200
     assert css.headers["content-type"].startswith("text/css")
     assert ok.json() == {"ok": True}
+
+
+def test_a_client_that_goes_away_ends_its_stream_on_the_server(
+    tmp_path: Path, worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+) -> None:
+    import httpx
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    try:
+        run = streamed_run(["values"], tess, hold_file=str(hold))
+        path = f"{server.api_url}/threads/{run.thread.thread_id}/runs/{run.public_id}/stream"
+        on_redis = settings.SIGNOFF_STREAM_BACKEND == "redis"
+        readers = redis.Redis.from_url(settings.SIGNOFF_STREAM_REDIS_URL) if on_redis else None
+
+        def waiting() -> int:
+            assert readers is not None
+            names = [client["name"] for client in readers.client_list()]
+            return names.count(streams.READER_CLIENT_NAME)
+
+        with (
+            httpx.Client(headers={"x-api-key": key}) as client,
+            client.stream("GET", path) as response,
+        ):
+            # Held on to: a line iterator dropped would close the response (a disconnect).
+            lines = response.iter_lines()
+            first = next(lines)
+            if on_redis:
+                wait_for(lambda: waiting() == 1, timeout=10, what="the stream to wait in XREAD")
+        assert first == "event: metadata"
+        if on_redis:
+            # Its XREAD connection is closed, not left blocking for a reader who is gone.
+            wait_for(lambda: waiting() == 0, timeout=10, what="the stream's Redis connection to close")
+    finally:
+        hold.unlink(missing_ok=True)
+    wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED, timeout=30, what="the run")
+    assert "Traceback" not in server.text()

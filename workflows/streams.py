@@ -123,6 +123,9 @@ class Backend(Protocol):
     def valid_id(self, event_id: str) -> bool: ...
 
 
+READER_CLIENT_NAME = "signoff-stream-reader"
+
+
 class RedisBackend:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -145,7 +148,10 @@ class RedisBackend:
         import redis.asyncio
 
         if self._async is None:
-            self._async = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=5)
+            # Named, so that an operator (and a test) can count the streams waiting in CLIENT LIST.
+            self._async = redis.asyncio.Redis.from_url(
+                self.url, socket_connect_timeout=5, client_name=READER_CLIENT_NAME
+            )
         found = await self._async.xread({stream: after or "0-0"}, count=500, block=max(1, int(wait * 1000)))
         return [
             (entry_id.decode(), fields[b"e"].decode())
