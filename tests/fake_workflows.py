@@ -125,10 +125,17 @@ class StreamedState(TypedDict):
     fail: NotRequired[bool]
     hold_file: NotRequired[str]
     answer: NotRequired[str]
+    # Call a (fake) chat model, whose chunks LangGraph's `messages` stream carries.
+    talk: NotRequired[bool]
 
 
 def _streamed_first(state: StreamedState) -> dict[str, Any]:
     get_stream_writer()({"progress": "first", "note": state.get("note", "")})
+    if state.get("talk"):
+        from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        from langchain_core.messages import AIMessage
+
+        GenericFakeChatModel(messages=iter([AIMessage("Hi there, tess")])).invoke("hello")
     hold_file = state.get("hold_file")
     while hold_file and Path(hold_file).exists():
         time.sleep(0.05)

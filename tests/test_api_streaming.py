@@ -143,6 +143,23 @@ def test_a_stream_in_fewer_modes_gets_only_those_and_the_control_events(
     assert {part.event for part in parts} == {"metadata", "updates", "end"}
 
 
+def test_a_chat_model_in_a_node_streams_its_messages_as_tuples_and_as_partial_messages(
+    worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+) -> None:
+    run = streamed_run(["messages-tuple", "messages"], tess, talk=True)
+
+    parts = join(server, key, run)
+
+    tuples = named(parts, "messages")
+    assert "".join(chunk["content"] for chunk, _metadata in tuples) == "Hi there, tess"
+    assert {metadata["langgraph_node"] for _chunk, metadata in tuples} == {"first"}
+    (seen,) = named(parts, "messages/metadata")
+    assert next(iter(seen.values()))["metadata"]["langgraph_node"] == "first"
+    partial = named(parts, "messages/partial")
+    assert [message["content"] for (message,) in partial][-1] == "Hi there, tess"
+    assert parts[-1].event == "end"
+
+
 def test_a_run_at_an_interrupt_streams_it_in_updates_then_ends(
     worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
 ) -> None:
