@@ -12,8 +12,10 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Interrupt, StateSnapshot
-from pydantic_core import to_jsonable_python
 
+# `jsonable` is the engine's (workflows.jsonable): what the worker streams and what the API
+# answers are written the same way. Routers import it from here.
+from workflows.jsonable import jsonable as jsonable
 from workflows.models import Run, Thread
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
@@ -46,12 +48,6 @@ RUN_STATUS: dict[str, RunStatus] = {
     Run.Status.FAILED: "error",
     Run.Status.CANCELLED: "interrupted",
 }
-
-
-def jsonable(value: Any) -> Any:
-    """A state value as JSON: pydantic models, dataclasses, Decimals, dates and LangChain
-    messages as pydantic writes them; anything else by its repr rather than a 500."""
-    return to_jsonable_python(value, fallback=repr)
 
 
 def thread_status(thread: Thread) -> ThreadStatus:

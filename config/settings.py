@@ -776,3 +776,32 @@ CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "throttle": THROTTLE_CACHE,
 }
+
+
+# Streaming (workflows/streams.py): where a run an API client streams publishes its events.
+# Redis Streams when the broker is Redis (the same server unless SIGNOFF_STREAM_REDIS_URL says
+# otherwise); for the embedded default, one append-only file per run under SIGNOFF_STREAM_DIR,
+# which the web process and the workers must share (one host).
+_broker_is_redis = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+SIGNOFF_STREAM_BACKEND = os.getenv("SIGNOFF_STREAM_BACKEND", "") or ("redis" if _broker_is_redis else "file")
+if SIGNOFF_STREAM_BACKEND not in ("redis", "file"):
+    raise ImproperlyConfigured(
+        f"SIGNOFF_STREAM_BACKEND must be redis or file, got {SIGNOFF_STREAM_BACKEND!r}"
+    )
+SIGNOFF_STREAM_REDIS_URL = envsecret("SIGNOFF_STREAM_REDIS_URL") or (
+    CELERY_BROKER_URL if _broker_is_redis else ""
+)
+if SIGNOFF_STREAM_BACKEND == "redis" and not SIGNOFF_STREAM_REDIS_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured(
+        "SIGNOFF_STREAM_BACKEND=redis needs a redis:// URL: set SIGNOFF_STREAM_REDIS_URL (or a redis:// "
+        "CELERY_BROKER_URL)"
+    )
+SIGNOFF_STREAM_DIR = Path(os.getenv("SIGNOFF_STREAM_DIR", VAR_DIR / "streams"))
+# A run's stream is kept this long after its last event (Redis EXPIRE; the file backend's
+# clean-up), so a client can join or reconnect to a run that ended a while ago.
+SIGNOFF_STREAM_TTL_SECONDS = envfloat("SIGNOFF_STREAM_TTL_SECONDS", 3600.0)
+# At most this many events per run in Redis (XADD MAXLEN ~): the oldest go first.
+SIGNOFF_STREAM_MAXLEN = envint("SIGNOFF_STREAM_MAXLEN", 10_000)
+# How long a reader waits on the backend before it looks at the run in the database (a run that
+# ended without its `end` event: published by nobody, or the backend lost it).
+SIGNOFF_STREAM_CHECK_SECONDS = envfloat("SIGNOFF_STREAM_CHECK_SECONDS", 5.0)

@@ -11,6 +11,9 @@ from approvals.models import Review
 from tests.factories import capture_doorbell, make_user, open_review, paused, run_queued
 from tests.fake_workflows import TYPED_INPUT, build_typed
 from tests.pages import client_for, expense_thread, grant
+
+# The app under uvicorn, for any test that streams (tests/servers.py).
+from tests.servers import asgi_server  # noqa: F401
 from workflows import registry, services
 from workflows.checkpointer import DjangoSaver, close_write_connections
 from workflows.leases import RunLeaseFence

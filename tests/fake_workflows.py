@@ -29,7 +29,7 @@ from uuid import UUID
 
 from django.db import connection
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.config import get_config
+from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy, interrupt
@@ -112,6 +112,51 @@ def _step(name: str) -> Any:
 @register("test_five_steps", title="Five counted steps", reviewer_group="testers")
 def five_steps() -> StateGraph[StepsState]:
     return line(StepsState, **{name: _step(name) for name in STEPS})
+
+
+# -- streamed through the HTTP API (tests/test_api_streaming.py) ------------------------------
+
+
+class StreamedState(TypedDict):
+    count: int
+    # Carried along untouched: what a test looks for in the stored events.
+    note: NotRequired[str]
+    ask: NotRequired[bool]
+    fail: NotRequired[bool]
+    hold_file: NotRequired[str]
+    answer: NotRequired[str]
+    # Call a (fake) chat model, whose chunks LangGraph's `messages` stream carries.
+    talk: NotRequired[bool]
+
+
+def _streamed_first(state: StreamedState) -> dict[str, Any]:
+    get_stream_writer()({"progress": "first", "note": state.get("note", "")})
+    if state.get("talk"):
+        from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        from langchain_core.messages import AIMessage
+
+        GenericFakeChatModel(messages=iter([AIMessage("Hi there, tess")])).invoke("hello")
+    hold_file = state.get("hold_file")
+    while hold_file and Path(hold_file).exists():
+        time.sleep(0.05)
+    return {"count": state["count"] + 1}
+
+
+def _streamed_ask(state: StreamedState) -> dict[str, Any]:
+    if not state.get("ask"):
+        return {}
+    return {"answer": str(interrupt({"question": "go on?"}))}
+
+
+def _streamed_last(state: StreamedState) -> dict[str, Any]:
+    if state.get("fail"):
+        raise ValueError("the last step failed on purpose")
+    return {"count": state["count"] + 1}
+
+
+@register("test_streamed", title="Three streamed steps", reviewer_group="testers")
+def streamed() -> StateGraph[StreamedState]:
+    return line(StreamedState, first=_streamed_first, ask=_streamed_ask, last=_streamed_last)
 
 
 # -- typed edits (issue 9): every kind of field a reviewer may edit ----------------------------

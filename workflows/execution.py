@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
 from langgraph.types import Command, StateSnapshot
 
-from workflows import engine, registry, services
+from workflows import engine, registry, services, streams
 from workflows.checkpointer import Lease, LeaseLost
 from workflows.models import Run
 
@@ -65,20 +65,26 @@ def execute_run(run_id: int) -> Outcome:
     config = engine.config_for(thread.thread_id, lease=lease, run_id=run.pk)
     heartbeat = _Heartbeat(run.pk, token)
     heartbeat.start()
+    # A run an API client streams publishes its events as the graph runs (workflows.streams).
+    publisher = streams.publisher_for(run)
     try:
+        publisher.begin(attempt=run.attempts)
         graph = engine.graph_for(thread.workflow)
         snapshot = graph.get_state(config)
         action = _first_action(run, thread.workflow, snapshot)
         breakpoints = engine.breakpoints_for(thread.workflow, run.command)
         if action is not None:
-            graph.invoke(
+            streams.advance(
+                graph,
                 action.value,
                 config,
+                publisher,
                 durability="sync",
                 interrupt_before=breakpoints.before,
                 interrupt_after=breakpoints.after,
             )
         snapshot = graph.get_state(engine.config_for(thread.thread_id))
+        publisher.stopped(snapshot)
         recorded = services.finish_run(
             run_id=run.pk,
             token=token,
@@ -86,6 +92,8 @@ def execute_run(run_id: int) -> Outcome:
             checkpoint_id=engine.checkpoint_id_of(snapshot),
             values=_summary(snapshot.values),
         )
+        if recorded:
+            publisher.end()
         return Outcome("recorded" if recorded else "fenced")
     except LeaseLost:
         logger.warning("run %s lost its lease; another worker owns it now", run.pk)
@@ -96,7 +104,7 @@ def execute_run(run_id: int) -> Outcome:
             # the column refuses): fail the thread now with the real reason, not after the
             # attempts run out with a false one.
             logger.exception("run %s failed on a database error that will not pass", run.pk)
-            return _fail(run.pk, token, exc)
+            return _fail(run.pk, token, exc, publisher)
         # The database, not the graph, failed: hand the run back rather than fail the thread.
         logger.exception("run %s: database error; releasing it", run.pk)
         close_old_connections()
@@ -113,7 +121,7 @@ def execute_run(run_id: int) -> Outcome:
         return Outcome("released" if released else "fenced")
     except Exception as exc:
         logger.exception("run %s failed", run.pk)
-        return _fail(run.pk, token, exc)
+        return _fail(run.pk, token, exc, publisher)
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
@@ -132,7 +140,7 @@ def is_transient(exc: DatabaseError) -> bool:
     return isinstance(exc, TRANSIENT_DATABASE_ERRORS)
 
 
-def _fail(run_id: int, token: str, exc: BaseException) -> Outcome:
+def _fail(run_id: int, token: str, exc: BaseException, publisher: streams.Publisher) -> Outcome:
     if isinstance(exc, DatabaseError):
         # The connection may be unusable after the driver's error: record on a sound one.
         close_old_connections()
@@ -142,6 +150,8 @@ def _fail(run_id: int, token: str, exc: BaseException) -> Outcome:
         # Not even the failure can be written: the lease runs out and the sweeper retries.
         logger.exception("run %s: could not record its failure", run_id)
         return Outcome("released")
+    if failed:
+        publisher.error(exc)
     return Outcome("failed" if failed else "fenced")
 
 
