@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from ninja import Router, Status
 from ninja.errors import HttpError, ValidationError
 
-from api import access, assistants, convert, webhooks
+from api import access, assistants, convert, streaming, waiting, webhooks
 from api.auth import request_key
 from api.params import refuse_unknown_query
 from api.schemas import Error, RunCreate
@@ -487,7 +488,7 @@ def final_values(run: Run) -> dict[str, Any]:
     return out
 
 
-def locate(response: HttpResponse, run: Run, *, join: bool = False) -> None:
+def locate(response: HttpResponseBase, run: Run, *, join: bool = False) -> None:
     """The headers that say where a created run is (the stream endpoint sets them too)."""
     thread = run.thread
     # langgraph_sdk reads the run's and thread's ids from Content-Location; Location (on
@@ -506,8 +507,17 @@ def _run_or_404(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> tupl
     return thread, run
 
 
-def _wait(run: Run) -> dict[str, Any]:
-    return final_values(wait_for_end(run.pk, settings.SIGNOFF_API_WAIT_SECONDS))
+def _answer_when_ended(run: Run, *, join: bool = True) -> StreamingHttpResponse:
+    """/wait's and /join's answer: `final_values` once the run has ended, awaited on the event
+    loop (api.waiting), so this view's thread and connection are free meanwhile."""
+    response = StreamingHttpResponse(
+        waiting.final_body(run, settings.SIGNOFF_API_WAIT_SECONDS, final_values),
+        content_type="application/json",
+    )
+    response["Cache-Control"] = "no-store"
+    locate(response, run, join=join)
+    streaming.release_connection()
+    return response
 
 
 # -- endpoints ---------------------------------------------------------------------------------
@@ -516,13 +526,20 @@ def _wait(run: Run) -> dict[str, Any]:
 
 
 @router.post("/threads/{thread_id}/runs/wait", response={200: dict[str, Any], **ERRORS})
-def wait(request: HttpRequest, response: HttpResponse, thread_id: str, payload: RunCreate) -> dict[str, Any]:
+def wait(request: HttpRequest, thread_id: str, payload: RunCreate) -> StreamingHttpResponse:
     """Create a run and block until it ends: the thread's values, with `__interrupt__` at a
     pause and `__error__` on failure."""
     refuse_unknown_query(request)
+    return _answer_when_ended(create_run(request, thread_id=thread_id, body=payload))
+
+
+@router.post("/threads/{thread_id}/runs/stream", response={200: None, **ERRORS})
+def stream(request: HttpRequest, thread_id: str, payload: RunCreate) -> StreamingHttpResponse:
+    """Create a run and stream its events as server-sent events (docs/api.md, Streaming), in the
+    modes of `stream_mode`: `metadata` first, `end` (or `error`) last."""
+    refuse_unknown_query(request)
     run = create_run(request, thread_id=thread_id, body=payload)
-    locate(response, run, join=True)
-    return _wait(run)
+    return streaming.stream_response(request, run, list(run.stream_modes), last_event_id=None)
 
 
 @router.post("/threads/{thread_id}/runs", response={200: RunSchema, **ERRORS})
@@ -575,11 +592,11 @@ def get(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> dict[str, An
 
 
 @router.get("/threads/{thread_id}/runs/{uuid:run_id}/join", response={200: dict[str, Any], **ERRORS})
-def join(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> dict[str, Any]:
+def join(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> StreamingHttpResponse:
     """Block until the run ends: the thread's values, as /wait answers."""
     refuse_unknown_query(request)
     _, run = _run_or_404(request, thread_id, run_id)
-    return _wait(run)
+    return _answer_when_ended(run, join=False)
 
 
 @router.post("/threads/{thread_id}/runs/{uuid:run_id}/cancel", response={204: None, **ERRORS})
@@ -623,12 +640,18 @@ def cancel(
 
 
 @router.post("/runs/wait", response={200: dict[str, Any], **ERRORS})
-def wait_stateless(request: HttpRequest, response: HttpResponse, payload: RunCreate) -> dict[str, Any]:
+def wait_stateless(request: HttpRequest, payload: RunCreate) -> StreamingHttpResponse:
     """A run on a new thread (kept: Signoff deletes none), until it ends."""
     refuse_unknown_query(request)
+    return _answer_when_ended(create_run(request, thread_id=None, body=payload))
+
+
+@router.post("/runs/stream", response={200: None, **ERRORS})
+def stream_stateless(request: HttpRequest, payload: RunCreate) -> StreamingHttpResponse:
+    """A run on a new thread, its events streamed as /threads/{thread_id}/runs/stream does."""
+    refuse_unknown_query(request)
     run = create_run(request, thread_id=None, body=payload)
-    locate(response, run, join=True)
-    return _wait(run)
+    return streaming.stream_response(request, run, list(run.stream_modes), last_event_id=None)
 
 
 @router.post("/runs", response={200: RunSchema, **ERRORS})

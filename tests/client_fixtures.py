@@ -14,15 +14,17 @@ from typing import Any
 
 import pytest
 
+from tests.clients import CORS_ORIGINS
 from tests.workers import Worker
 
 
 @pytest.fixture
-def api_url(live_server: Any) -> str:
-    """The API under a live server. Streaming (`runs.stream`, RemoteGraph's invoke and stream,
-    the Inbox's resume) needs the ASGI server: to serve these tests with it, this fixture takes
-    tests/servers.py's AsgiServer instead of `live_server`; nothing else changes."""
-    return f"{live_server.url}/api"
+def api_url(asgi_server: Any, transactional_db: None) -> str:
+    """The API as production serves it: the app under uvicorn (tests/servers.py), which streams
+    (`runs.stream`, RemoteGraph's invoke and stream, the Inbox's resume) and waits without a
+    thread per client, on the test database, with CORS open to CORS_ORIGINS."""
+    server = asgi_server(SIGNOFF_CORS_ALLOWED_ORIGINS=",".join(CORS_ORIGINS))
+    return f"{server.api_url}"
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,10 @@ NODE = os.environ.get("SIGNOFF_NODE", "node")
 # A script waits on runs the worker executes; a minute is far more than any of them takes.
 NODE_TIMEOUT = 120
 
+# The origins the API server of the client tests lets in with CORS (tests/client_fixtures.api_url):
+# Agent Inbox as it is served, and a local copy.
+CORS_ORIGINS = ("https://dev.agentinbox.ai", "http://localhost:3000")
+
 
 def key_for(user: User, *permissions: str) -> str:
     """A new API key's secret for `user`, who is first given these workflows permissions

@@ -11,10 +11,6 @@ HumanResponse (or marks it resolved). `content_review` is written for Agent Inbo
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from typing import Any
@@ -24,9 +20,9 @@ from django.contrib.auth.models import User
 from langgraph_sdk import get_sync_client
 
 from approvals.models import Review
-from tests.clients import key_for, run_node
+from tests.clients import CORS_ORIGINS, key_for, run_node
 from tests.factories import make_user
-from tests.workers import ROOT, Worker
+from tests.workers import Worker
 from workflows.models import Thread
 
 pytest_plugins = ["tests.client_fixtures"]
@@ -147,28 +143,8 @@ def test_another_groups_inbox_lists_none_of_these_threads(
 
 # -- CORS: the browser's preflight -------------------------------------------------------------
 
-INBOX = "https://dev.agentinbox.ai"
-LOCAL_INBOX = "http://localhost:3000"
-
-
-def cors_settings(origins: str) -> dict[str, Any]:
-    """The CORS_* settings config/settings.py makes from SIGNOFF_CORS_ALLOWED_ORIGINS, read in a
-    fresh process (settings are read from the environment once, at import)."""
-    code = (
-        "import json\nfrom config import settings\n"
-        "print(json.dumps({k: getattr(settings, k) for k in dir(settings) if k.startswith('CORS_')},"
-        " default=list))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, "SIGNOFF_CORS_ALLOWED_ORIGINS": origins},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found: dict[str, Any] = json.loads(done.stdout)
-    return found
+# The origins the api_url server lets in (tests/client_fixtures.CORS_ORIGINS).
+INBOX, LOCAL_INBOX = CORS_ORIGINS
 
 
 def request(url: str, method: str, headers: dict[str, str], body: bytes | None = None) -> Any:
@@ -179,13 +155,6 @@ def request(url: str, method: str, headers: dict[str, str], body: bytes | None =
         return error
 
 
-@pytest.fixture
-def cors(settings: Any) -> None:
-    for name, value in cors_settings(f"{INBOX}, {LOCAL_INBOX}").items():
-        setattr(settings, name, value)
-
-
-@pytest.mark.usefixtures("cors")
 @pytest.mark.parametrize("origin", [INBOX, LOCAL_INBOX])
 def test_a_browsers_preflight_from_an_allowed_origin_is_answered(api_url: str, origin: str) -> None:
     response = request(
@@ -206,7 +175,6 @@ def test_a_browsers_preflight_from_an_allowed_origin_is_answered(api_url: str, o
     assert {"GET", "POST", "PATCH", "DELETE"} <= methods
 
 
-@pytest.mark.usefixtures("cors")
 def test_a_preflight_from_another_origin_gets_no_cors_headers(api_url: str) -> None:
     response = request(
         f"{api_url}/threads/search",
@@ -221,7 +189,6 @@ def test_a_preflight_from_another_origin_gets_no_cors_headers(api_url: str) -> N
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
-@pytest.mark.usefixtures("cors")
 def test_the_answer_to_an_allowed_origin_exposes_the_headers_the_sdk_reads(
     api_url: str, reviewer: User
 ) -> None:
