@@ -66,7 +66,7 @@ async def ended(run: Run, timeout_seconds: float) -> None:
     after: str | None = None
     try:
         while True:
-            status = await sync_to_async(_status, thread_sensitive=False)(run.pk)
+            status = await sync_to_async(_status)(run.pk)
             remaining = deadline - time.monotonic()
             if status not in WAITING or remaining <= 0:
                 return
@@ -110,5 +110,5 @@ async def final_body(
         finally:
             _give_back_connection()
 
-    body = await sync_to_async(read, thread_sensitive=False)()
+    body = await sync_to_async(read)()
     yield json.dumps(body, cls=DjangoJSONEncoder).encode()

@@ -349,7 +349,7 @@ def test_what_a_join_does_not_implement_is_a_422_naming_it(
 def test_a_join_is_get_only(key: str, queued_run: Run) -> None:
     path = f"/api/threads/{queued_run.thread.thread_id}/runs/{queued_run.public_id}/stream"
 
-    response = Client().post(path, headers={"x-api-key": key})
+    response = Client().post(path, content_type="application/json", headers={"x-api-key": key})
 
     assert response.status_code == 405
     assert response["Allow"] == "GET"
