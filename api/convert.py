@@ -16,7 +16,7 @@ from langgraph.types import Interrupt, StateSnapshot
 # `jsonable` is the engine's (workflows.jsonable): what the worker streams and what the API
 # answers are written the same way. Routers import it from here.
 from workflows.jsonable import jsonable as jsonable
-from workflows.models import Run, Thread
+from workflows.models import Run, Thread, error_summary
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 RunStatus = Literal["pending", "running", "error", "success", "timeout", "interrupted"]
@@ -143,3 +143,13 @@ def run_json(run: Run, *, thread: Thread) -> dict[str, Any]:
 def only(fields: Iterable[str] | None, item: dict[str, Any]) -> dict[str, Any]:
     """The item with only the fields a `select` asked for (all of them without one)."""
     return item if fields is None else {name: item[name] for name in fields if name in item}
+
+
+def error_json(error: str) -> dict[str, str]:
+    """A failed run's error as LangGraph's server sends it (`__error__` of /wait, the `error`
+    event of a stream): the exception's class name and its message, from the traceback's last line."""
+    last = error_summary(error) or "the run failed"
+    name, sep, message = last.partition(": ")
+    if sep and name.replace(".", "").replace("_", "").isalnum():
+        return {"error": name.rsplit(".", 1)[-1], "message": message}
+    return {"error": "RunFailed", "message": last}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -179,9 +178,6 @@ def checked_webhook(url: str | None) -> str:
     checked: the allow-list from the environment is applied here too."""
     if url is None:
         return ""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
-        raise ValidationError([_problem(["webhook"], "the webhook must be an http or https URL", url)])
     refusal = webhooks.url_refusal(url)
     if refusal:
         raise ValidationError([_problem(["webhook"], refusal, url)])
@@ -474,10 +470,7 @@ def final_values(run: Run) -> dict[str, Any]:
     values = convert.jsonable(head.values)
     out: dict[str, Any] = dict(values) if isinstance(values, dict) else {}
     if run.status == Run.Status.FAILED:
-        lines = [line.strip() for line in run.error.splitlines() if line.strip()]
-        summary = thread.error_summary if thread.status == Thread.Status.FAILED else (lines or [""])[-1]
-        error, _, message = summary.partition(": ")
-        out["__error__"] = {"error": error or "RunFailed", "message": message or summary}
+        out["__error__"] = convert.error_json(run.error)
     elif run.status == Run.Status.INTERRUPTED and thread.status == Thread.Status.INTERRUPTED:
         out["__interrupt__"] = [
             {"value": convert.jsonable(pending.value), "id": pending.id}

@@ -34,6 +34,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from api import convert
 from api.access import thread_or_404
 from api.auth import BearerKey, KeyHeader, KeyRefused
 from api.params import refuse_unknown_query
@@ -96,15 +97,7 @@ def _run_outcome(pk: int) -> tuple[str, int, str] | None:
 def _error_of(status: str, error: str) -> dict[str, str]:
     if status == Run.Status.CANCELLED:
         return {"error": "Cancelled", "message": "the run was cancelled"}
-    lines = [line.strip() for line in error.splitlines() if line.strip()]
-    notes = ("During task with name", "For troubleshooting")
-    while len(lines) > 1 and lines[-1].startswith(notes):
-        lines.pop()
-    last = lines[-1] if lines else "the run failed"
-    name, sep, message = last.partition(": ")
-    if sep and name.replace(".", "").replace("_", "").isalnum():
-        return {"error": name.rsplit(".", 1)[-1], "message": message}
-    return {"error": "RunFailed", "message": last}
+    return convert.error_json(error)
 
 
 async def events(run: _Streamed, modes: set[str], *, last_event_id: str | None) -> AsyncIterator[bytes]:

@@ -20,8 +20,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
 
+from api.streaming import release_connection
 from workflows import streams
 from workflows.models import Run
 
@@ -44,17 +44,11 @@ def wait_for_end(run_pk: int, timeout_seconds: float) -> Run:
         time.sleep(POLL_SECONDS)
 
 
-def _give_back_connection() -> None:
-    # Not inside a transaction (a test's): closing there would break it.
-    if not connection.in_atomic_block:
-        connection.close()
-
-
 def _status(run_pk: int) -> str | None:
     try:
         return Run.objects.filter(pk=run_pk).values_list("status", flat=True).first()
     finally:
-        _give_back_connection()
+        release_connection()
 
 
 async def ended(run: Run, timeout_seconds: float) -> None:
@@ -108,7 +102,7 @@ async def final_body(
         try:
             return answer(Run.objects.select_related("thread").get(pk=run.pk))
         finally:
-            _give_back_connection()
+            release_connection()
 
     body = await sync_to_async(read)()
     yield json.dumps(body, cls=DjangoJSONEncoder).encode()

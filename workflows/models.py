@@ -18,6 +18,16 @@ from django.db.models.functions import Now
 from workflows.sealed import SealedJSONField, SealedTextField
 
 
+def error_summary(error: str) -> str:
+    """For a traceback, the exception and its message: its last line, less the notes
+    LangGraph appends after it ("During task with name …", "For troubleshooting, …")."""
+    notes = ("During task with name", "For troubleshooting")
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    while len(lines) > 1 and lines[-1].startswith(notes):
+        lines.pop()
+    return lines[-1] if lines else ""
+
+
 class Thread(models.Model):
     """One execution history of a workflow; `public_id` is LangGraph's thread_id."""
 
@@ -66,13 +76,7 @@ class Thread(models.Model):
 
     @property
     def error_summary(self) -> str:
-        """For a traceback, the exception and its message: its last line, less the notes
-        LangGraph appends after it ("During task with name …", "For troubleshooting, …")."""
-        notes = ("During task with name", "For troubleshooting")
-        lines = [line.strip() for line in self.error.splitlines() if line.strip()]
-        while len(lines) > 1 and lines[-1].startswith(notes):
-            lines.pop()
-        return lines[-1] if lines else ""
+        return error_summary(self.error)
 
     @property
     def thread_id(self) -> str:
