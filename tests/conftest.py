@@ -83,6 +83,12 @@ def other_reviewer() -> User:
 
 
 @pytest.fixture
+def tester() -> User:
+    """Tess, who reviews the fake workflows of tests/fake_workflows.py (testers)."""
+    return make_user("tess", groups=["testers"])
+
+
+@pytest.fixture
 def auditor(staff: User) -> User:
     """Sam, holding the permission that lets staff read the audit trail."""
     return grant(staff, "view_auditevent")

@@ -24,10 +24,11 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.schema import StreamPart
 
 from api import services as api_services
-from tests.factories import capture_doorbell, make_user
+from tests.factories import make_user
 from tests.servers import AsgiServer
 from tests.workers import Worker, wait_for
-from workflows import doorbell, services, streams
+from workflows import services, streams
+from workflows.doorbell import RUN_THREAD
 from workflows.models import Run, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.workers, pytest.mark.slow]
@@ -53,20 +54,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> I
 
 
 @pytest.fixture
-def tess() -> User:
-    """A reviewer of the test workflows (testers)."""
-    return make_user("tess", groups=["testers"])
-
-
-@pytest.fixture
-def key(tess: User) -> str:
-    return api_services.create_api_key(user=tess, name="tests", actor=None).secret
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    # The run's message is published by the test, once its stream modes are set.
-    return capture_doorbell(monkeypatch)
+def key(tester: User) -> str:
+    return api_services.create_api_key(user=tester, name="tests", actor=None).secret
 
 
 def streamed_run(modes: list[str], actor: User, **input: Any) -> Run:
@@ -75,7 +64,7 @@ def streamed_run(modes: list[str], actor: User, **input: Any) -> Run:
     thread = services.start_thread(workflow="test_streamed", input={"count": 0, **input}, actor=actor)
     run = thread.runs.get()
     Run.objects.filter(pk=run.pk).update(stream_modes=modes)
-    current_app.send_task(doorbell.RUN_THREAD, args=[run.pk])
+    current_app.send_task(RUN_THREAD, args=[run.pk])
     run.refresh_from_db()
     return run
 
@@ -90,9 +79,9 @@ def named(parts: list[StreamPart], event: str) -> list[Any]:
 
 
 def test_a_run_streams_metadata_first_then_its_modes_in_order_and_end_last(
-    worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+    worker: Worker, server: AsgiServer, key: str, tester: User, doorbell: list[int]
 ) -> None:
-    run = streamed_run(ALL_MODES, tess)
+    run = streamed_run(ALL_MODES, tester)
 
     parts = join(server, key, run)
 
@@ -134,9 +123,9 @@ def test_a_run_streams_metadata_first_then_its_modes_in_order_and_end_last(
 
 
 def test_a_stream_in_fewer_modes_gets_only_those_and_the_control_events(
-    worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+    worker: Worker, server: AsgiServer, key: str, tester: User, doorbell: list[int]
 ) -> None:
-    run = streamed_run(ALL_MODES, tess)
+    run = streamed_run(ALL_MODES, tester)
 
     parts = join(server, key, run, stream_mode=["updates"])
 
@@ -144,9 +133,9 @@ def test_a_stream_in_fewer_modes_gets_only_those_and_the_control_events(
 
 
 def test_a_chat_model_in_a_node_streams_its_messages_as_tuples_and_as_partial_messages(
-    worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+    worker: Worker, server: AsgiServer, key: str, tester: User, doorbell: list[int]
 ) -> None:
-    run = streamed_run(["messages-tuple", "messages"], tess, talk=True)
+    run = streamed_run(["messages-tuple", "messages"], tester, talk=True)
 
     parts = join(server, key, run)
 
@@ -161,9 +150,9 @@ def test_a_chat_model_in_a_node_streams_its_messages_as_tuples_and_as_partial_me
 
 
 def test_a_run_at_an_interrupt_streams_it_in_updates_then_ends(
-    worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+    worker: Worker, server: AsgiServer, key: str, tester: User, doorbell: list[int]
 ) -> None:
-    run = streamed_run(["updates", "values"], tess, ask=True)
+    run = streamed_run(["updates", "values"], tester, ask=True)
 
     parts = join(server, key, run)
 
@@ -177,9 +166,9 @@ def test_a_run_at_an_interrupt_streams_it_in_updates_then_ends(
 
 
 def test_a_failing_node_ends_the_stream_with_an_error(
-    worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+    worker: Worker, server: AsgiServer, key: str, tester: User, doorbell: list[int]
 ) -> None:
-    run = streamed_run(["values"], tess, fail=True)
+    run = streamed_run(["values"], tester, fail=True)
 
     parts = join(server, key, run)
 
@@ -190,9 +179,9 @@ def test_a_failing_node_ends_the_stream_with_an_error(
 
 
 def test_a_reconnect_with_last_event_id_gets_exactly_the_events_after_it(
-    worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+    worker: Worker, server: AsgiServer, key: str, tester: User, doorbell: list[int]
 ) -> None:
-    run = streamed_run(["values", "updates"], tess)
+    run = streamed_run(["values", "updates"], tester)
     everything = join(server, key, run)
 
     after = everything[3]
@@ -204,9 +193,9 @@ def test_a_reconnect_with_last_event_id_gets_exactly_the_events_after_it(
 
 
 def test_a_browser_run_nobody_streamed_is_joined_as_metadata_and_end(
-    worker: Worker, server: AsgiServer, key: str, tess: User
+    worker: Worker, server: AsgiServer, key: str, tester: User
 ) -> None:
-    thread = services.start_thread(workflow="test_streamed", input={"count": 0}, actor=tess)
+    thread = services.start_thread(workflow="test_streamed", input={"count": 0}, actor=tester)
     run = thread.runs.get()
     wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED, timeout=60, what="the run")
 
@@ -232,7 +221,7 @@ def web_backends() -> int:
 
 @pytest.mark.postgres
 def test_clients_waiting_on_a_stream_hold_no_database_connection(
-    tmp_path: Path, worker: Worker, key: str, tess: User, held: list[int]
+    tmp_path: Path, worker: Worker, key: str, tester: User, doorbell: list[int]
 ) -> None:
     from tests.workers import database_url
 
@@ -248,7 +237,7 @@ def test_clients_waiting_on_a_stream_hold_no_database_connection(
     hold = tmp_path / "hold"
     hold.touch()
     try:
-        run = streamed_run(["values"], tess, hold_file=str(hold))
+        run = streamed_run(["values"], tester, hold_file=str(hold))
         received: list[list[StreamPart]] = [[] for _ in range(3)]
 
         def read(into: list[StreamPart]) -> None:
@@ -288,8 +277,8 @@ def get_stream(key: str | None, run: Run, query: str = "", **headers: str) -> An
 
 
 @pytest.fixture
-def queued_run(tess: User, held: list[int]) -> Run:
-    thread = services.start_thread(workflow="test_streamed", input={"count": 0}, actor=tess)
+def queued_run(tester: User, doorbell: list[int]) -> Run:
+    thread = services.start_thread(workflow="test_streamed", input={"count": 0}, actor=tester)
     run = thread.runs.get()
     Run.objects.filter(pk=run.pk).update(stream_modes=["values", "updates"])
     run.refresh_from_db()
@@ -372,14 +361,14 @@ def test_uvicorn_with_debug_on_serves_the_static_files_as_runserver_did(asgi_ser
 
 
 def test_a_client_that_goes_away_ends_its_stream_on_the_server(
-    tmp_path: Path, worker: Worker, server: AsgiServer, key: str, tess: User, held: list[int]
+    tmp_path: Path, worker: Worker, server: AsgiServer, key: str, tester: User, doorbell: list[int]
 ) -> None:
     import httpx
 
     hold = tmp_path / "hold"
     hold.touch()
     try:
-        run = streamed_run(["values"], tess, hold_file=str(hold))
+        run = streamed_run(["values"], tester, hold_file=str(hold))
         path = f"{server.api_url}/threads/{run.thread.thread_id}/runs/{run.public_id}/stream"
         on_redis = settings.SIGNOFF_STREAM_BACKEND == "redis"
         readers = redis.Redis.from_url(settings.SIGNOFF_STREAM_REDIS_URL) if on_redis else None

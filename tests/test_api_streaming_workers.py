@@ -21,11 +21,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from api import services as api_services
-from tests.factories import capture_doorbell, make_user
 from tests.servers import AsgiServer
 from tests.test_api_streaming import join, named, streamed_run
 from tests.workers import Worker, wait_for
-from workflows import doorbell, services, streams
+from workflows import services, streams
+from workflows.doorbell import RUN_THREAD
 from workflows.models import Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.workers, pytest.mark.slow]
@@ -34,18 +34,8 @@ KEY = base64.urlsafe_b64encode(b"streaming-tests-key-32-bytes-ok!").decode()
 
 
 @pytest.fixture
-def tess() -> User:
-    return make_user("tess", groups=["testers"])
-
-
-@pytest.fixture
-def key(tess: User) -> str:
-    return api_services.create_api_key(user=tess, name="tests", actor=None).secret
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    return capture_doorbell(monkeypatch)
+def key(tester: User) -> str:
+    return api_services.create_api_key(user=tester, name="tests", actor=None).secret
 
 
 @pytest.fixture
@@ -74,9 +64,9 @@ def stored_text(run: Run) -> bytes:
 
 
 def test_with_an_encryption_key_events_are_stored_sealed(
-    sealed: AsgiServer, key: str, tess: User, held: list[int]
+    sealed: AsgiServer, key: str, tester: User, doorbell: list[int]
 ) -> None:
-    run = streamed_run(["values", "custom"], tess, note="plaintext-marker-4711")
+    run = streamed_run(["values", "custom"], tester, note="plaintext-marker-4711")
 
     parts = join(sealed, key, run)
 
@@ -89,7 +79,7 @@ def test_with_an_encryption_key_events_are_stored_sealed(
 
 
 def test_a_run_redelivered_after_its_worker_died_streams_its_second_attempt_on_the_same_stream(
-    tmp_path: Path, key: str, tess: User, held: list[int]
+    tmp_path: Path, key: str, tester: User, doorbell: list[int]
 ) -> None:
     from config.celery import app
 
@@ -100,7 +90,7 @@ def test_a_run_redelivered_after_its_worker_died_streams_its_second_attempt_on_t
     server = AsgiServer(tmp_path, "web").start()
     second = None
     try:
-        run = streamed_run(["values"], tess, hold_file=str(hold))
+        run = streamed_run(["values"], tester, hold_file=str(hold))
         # The first attempt's metadata and the input's values are out; its node is held.
         wait_for(lambda: len(stored_lines(run)) >= 2, timeout=30, what="the first attempt's events")
         first.signal(signal.SIGKILL)
@@ -112,8 +102,8 @@ def test_a_run_redelivered_after_its_worker_died_streams_its_second_attempt_on_t
         def redelivered() -> bool:
             services.sweep()
             # The sweeper's doorbell is held here (capture_doorbell): ring it for real.
-            while held:
-                current_app.send_task(doorbell.RUN_THREAD, args=[held.pop()])
+            while doorbell:
+                current_app.send_task(RUN_THREAD, args=[doorbell.pop()])
             return Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED
 
         wait_for(redelivered, timeout=60, what="the second attempt to finish", every=0.5)

@@ -99,11 +99,6 @@ ON_APPROVE_EXPECTED: dict[str, Any] = {
 
 
 @pytest.fixture
-def tester() -> User:
-    return make_user("tess", groups=["testers"])
-
-
-@pytest.fixture
 def client(tester: User) -> Client:
     return client_for(tester)
 
