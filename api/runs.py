@@ -32,7 +32,6 @@ from api.auth import request_key
 from api.params import refuse_unknown_query
 from api.schemas import Error, RunCreate
 from api.schemas import Run as RunSchema
-from api.waiting import wait_for_end
 from approvals import services as approvals
 from approvals.http import request_user
 from approvals.models import Decision, Review
@@ -460,10 +459,11 @@ def _decision(review: Review, value: Any) -> tuple[str, Any, str]:
 
 
 def final_values(run: Run) -> dict[str, Any]:
-    """What /wait and /join answer: the thread's values at its head, with `__interrupt__` (the
-    pending interrupts, breakpoints too, as {value, id}) when the run stopped at a pause and
-    `__error__` ({error, message}, which langgraph_sdk raises) when it failed."""
-    thread = Thread.objects.get(pk=run.thread_id)
+    """What /wait and /join answer (`run` read fresh, with its thread): the thread's values at
+    its head, with `__interrupt__` (the pending interrupts, breakpoints too, as {value, id})
+    when the run stopped at a pause and `__error__` ({error, message}, which langgraph_sdk
+    raises) when it failed."""
+    thread = run.thread
     if not thread.workflow:
         return {}
     head = engine.head(thread.workflow, thread.thread_id)
@@ -597,8 +597,8 @@ def cancel(
     request: HttpRequest, thread_id: str, run_id: uuid.UUID, wait: bool = False, action: str = "interrupt"
 ) -> Status[None]:
     """Cancel the run: an active run stops the thread for good (its lease is taken, so the
-    worker writes nothing more), a run waiting its turn is dropped. `wait=1` answers once it
-    has ended."""
+    worker writes nothing more), a run waiting its turn is dropped. The run has ended when this
+    answers, in the cancel's own transaction, so `wait=1` asks for nothing more."""
     refuse_unknown_query(request, "wait", "action")
     if action != "interrupt":
         why = (
@@ -627,8 +627,6 @@ def cancel(
             )
     except (engine_services.InvalidState, engine_services.ThreadNotReady) as exc:
         raise HttpError(409, str(exc)) from None
-    if wait:
-        wait_for_end(run.pk, settings.SIGNOFF_API_WAIT_SECONDS)
     return Status(204, None)
 
 

@@ -1,5 +1,4 @@
-"""Waiting for a run to end, for POST .../runs/wait, GET .../runs/{run_id}/join and cancel's
-`wait=1`.
+"""Waiting for a run to end, for POST .../runs/wait and GET .../runs/{run_id}/join.
 
 `/wait` and `/join` answer with a response whose body is awaited (`final_body`): the sync view
 returns at once and gives its database connection back, and the wait happens on the server's
@@ -30,18 +29,6 @@ POLL_SECONDS = 0.025
 # (a run that ended without its `end` event: a cancel, or a worker the sweeper gave up on).
 CHECK_SECONDS = 0.5
 WAITING = (Run.Status.PENDING, Run.Status.QUEUED, Run.Status.RUNNING)
-
-
-def wait_for_end(run_pk: int, timeout_seconds: float) -> Run:
-    """The run once it has ended (succeeded, interrupted, failed, cancelled), or as it is when
-    `timeout_seconds` have passed. Blocks the calling thread: for cancel's `wait=1`, where the
-    cancel has closed the run already, and for code outside a request."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        status = Run.objects.filter(pk=run_pk).values_list("status", flat=True).first()
-        if status not in WAITING or time.monotonic() >= deadline:
-            return Run.objects.select_related("thread").get(pk=run_pk)
-        time.sleep(POLL_SECONDS)
 
 
 def _status(run_pk: int) -> str | None:
