@@ -18,7 +18,7 @@ from ninja.errors import HttpError
 
 from approvals.http import request_user
 from approvals.queries import reviewable_workflows
-from workflows.models import Thread
+from workflows.models import Run, Thread
 
 # The operations beyond reading and deciding, and the permission each needs
 # (workflows.models.Thread.Meta.permissions).
@@ -49,6 +49,21 @@ def thread_or_404(request: HttpRequest, thread_id: str | uuid.UUID) -> Thread:
     if thread is None:
         raise HttpError(404, f"Thread '{thread_id}' not found")
     return thread
+
+
+def run_or_404(request: HttpRequest, thread_id: str, run_id: str | uuid.UUID) -> tuple[Thread, Run]:
+    """The visible thread and its run with this LangGraph run_id, or a 404 naming what is not
+    found (also for a run id that is not a UUID)."""
+    thread = thread_or_404(request, thread_id)
+    try:
+        public_id = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+    except ValueError:
+        raise HttpError(404, f"Run '{run_id}' not found") from None
+    run = Run.objects.filter(thread=thread, public_id=public_id).first()
+    if run is None:
+        raise HttpError(404, f"Run '{run_id}' not found")
+    run.thread = thread
+    return thread, run
 
 
 def require(request: HttpRequest, operation: str) -> None:

@@ -47,3 +47,8 @@ def request_key(request: HttpRequest) -> ApiKey:
     key = getattr(request, "auth", None)
     assert isinstance(key, ApiKey)
     return key
+
+
+def key_data(request: HttpRequest) -> dict[str, str]:
+    """The key a change was made with, for its audit event (never its secret)."""
+    return {"api_key": request_key(request).prefix}

@@ -5,6 +5,8 @@ that sends one Signoff does not implement must hear so, in the shape of any othe
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest
 from ninja.errors import ValidationError
 
@@ -23,3 +25,8 @@ def refuse_unknown_query(request: HttpRequest, *allowed: str) -> None:
                 for name in unknown
             ]
         )
+
+
+def refuse(loc: list[str | int], message: str, value: Any = None) -> ValidationError:
+    """A 422 naming the field (`loc`, as pydantic writes it), in the shape of pydantic's own."""
+    return ValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": value}])

@@ -28,7 +28,7 @@ from ninja import Router, Status
 from ninja.errors import HttpError, ValidationError
 
 from api import access, assistants, convert, streaming, waiting, webhooks
-from api.auth import request_key
+from api.auth import key_data
 from api.params import refuse_unknown_query
 from api.schemas import Error, RunCreate
 from api.schemas import Run as RunSchema
@@ -222,7 +222,7 @@ def create_run(request: HttpRequest, *, thread_id: str | None, body: RunCreate) 
     if problems:
         raise ValidationError(problems)
     options = _options(body)
-    via = _via(request)
+    via = key_data(request)
     resume = body.command.resume if body.command is not None else None
     if resume is None and body.input is None:
         raise ValidationError(
@@ -268,17 +268,12 @@ def create_run(request: HttpRequest, *, thread_id: str | None, body: RunCreate) 
         raise ValidationError([_problem(["input"], str(exc), body.input)]) from None
 
 
-def _via(request: HttpRequest) -> dict[str, str]:
-    """The key a change was made with, for its audit event."""
-    return {"api_key": request_key(request).prefix}
-
-
 def _thread_for_input(request: HttpRequest, thread_id: str | None, body: RunCreate) -> Thread:
     """The thread a run with input goes to: the visible one with this id; a new one for a
     stateless run, or for an unknown id with if_not_exists="create"; else a 404."""
     user = request_user(request)
     if thread_id is None:
-        return engine_services.create_thread(thread_id=None, metadata={}, actor=user, data=_via(request))
+        return engine_services.create_thread(thread_id=None, metadata={}, actor=user, data=key_data(request))
     try:
         return access.thread_or_404(request, thread_id)
     except HttpError:
@@ -291,7 +286,7 @@ def _thread_for_input(request: HttpRequest, thread_id: str | None, body: RunCrea
     if not Thread.objects.filter(public_id=public_id).exists():
         try:
             return engine_services.create_thread(
-                thread_id=public_id, metadata={}, actor=user, data=_via(request)
+                thread_id=public_id, metadata={}, actor=user, data=key_data(request)
             )
         except engine_services.ThreadExists:
             pass  # made by a request at the same moment: visible to this key if it was its own
@@ -492,14 +487,6 @@ def locate(response: HttpResponseBase, run: Run, *, join: bool = False) -> None:
         response["Location"] = f"/threads/{thread.thread_id}/runs/{run.public_id}/join"
 
 
-def _run_or_404(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> tuple[Thread, Run]:
-    thread = access.thread_or_404(request, thread_id)
-    run = thread.runs.filter(public_id=run_id).first()
-    if run is None:
-        raise HttpError(404, f"Run '{run_id}' not found")
-    return thread, run
-
-
 def _answer_when_ended(run: Run, *, join: bool = True) -> StreamingHttpResponse:
     """/wait's and /join's answer: `final_values` once the run has ended, awaited on the event
     loop (api.waiting), so this view's thread and connection are free meanwhile."""
@@ -580,7 +567,7 @@ def list_runs(
 @router.get("/threads/{thread_id}/runs/{uuid:run_id}", response={200: RunSchema, **ERRORS})
 def get(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> dict[str, Any]:
     refuse_unknown_query(request)
-    thread, run = _run_or_404(request, thread_id, run_id)
+    thread, run = access.run_or_404(request, thread_id, run_id)
     return convert.run_json(run, thread=thread)
 
 
@@ -588,7 +575,7 @@ def get(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> dict[str, An
 def join(request: HttpRequest, thread_id: str, run_id: uuid.UUID) -> StreamingHttpResponse:
     """Block until the run ends: the thread's values, as /wait answers."""
     refuse_unknown_query(request)
-    _, run = _run_or_404(request, thread_id, run_id)
+    _, run = access.run_or_404(request, thread_id, run_id)
     return _answer_when_ended(run, join=False)
 
 
@@ -610,10 +597,10 @@ def cancel(
         raise ValidationError(
             [{"type": "not_implemented", "loc": ["query", "action"], "msg": why, "input": action}]
         )
-    thread, run = _run_or_404(request, thread_id, run_id)
+    thread, run = access.run_or_404(request, thread_id, run_id)
     access.require(request, "cancel")
     user: User = request_user(request)
-    via = _via(request)
+    via = key_data(request)
     try:
         if run.status == Run.Status.PENDING:
             engine_services.cancel_pending_run(run=run, actor=user, data=via)

@@ -24,7 +24,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
@@ -35,9 +34,9 @@ from django.http.response import HttpResponseBase
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from api import convert
-from api.access import thread_or_404
+from api.access import run_or_404
 from api.auth import BearerKey, KeyHeader, KeyRefused
-from api.params import refuse_unknown_query
+from api.params import refuse, refuse_unknown_query
 from api.services import MISSING
 from approvals.middleware import RETRY_AFTER_SECONDS
 from workflows import streams
@@ -201,10 +200,6 @@ def _refused(exc: Exception) -> JsonResponse:
     raise exc
 
 
-def _unprocessable(loc: list[str], message: str, value: Any) -> ValidationError:
-    return ValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": value}])
-
-
 def _join(request: HttpRequest, thread_id: str, run_id: str) -> tuple[Run, list[str], str | None]:
     """Authenticate, find the run, read the parameters: the part that needs the database."""
     try:
@@ -212,14 +207,7 @@ def _join(request: HttpRequest, thread_id: str, run_id: str) -> tuple[Run, list[
         if key is None:
             raise AuthenticationError()
         request.auth = key  # type: ignore[attr-defined]
-        thread = thread_or_404(request, thread_id)
-        try:
-            public_id = uuid.UUID(run_id)
-        except ValueError:
-            raise HttpError(404, f"Run '{run_id}' not found") from None
-        run = Run.objects.select_related("thread").filter(thread=thread, public_id=public_id).first()
-        if run is None:
-            raise HttpError(404, f"Run '{run_id}' not found")
+        _, run = run_or_404(request, thread_id, run_id)
         return run, _modes(request, run), _last_event_id(request)
     finally:
         release_connection()
@@ -229,7 +217,7 @@ def _modes(request: HttpRequest, run: Run) -> list[str]:
     refuse_unknown_query(request, *JOIN_QUERY)
     cancel = request.GET.get("cancel_on_disconnect", "false").lower()
     if cancel not in ("false", "0"):
-        raise _unprocessable(
+        raise refuse(
             ["query", "cancel_on_disconnect"],
             "Signoff does not cancel a run when its stream disconnects; cancel it with POST .../cancel",
             cancel,
@@ -240,13 +228,13 @@ def _modes(request: HttpRequest, run: Run) -> list[str]:
         return list(run.stream_modes)
     for mode in asked:
         if mode not in streams.MODES:
-            raise _unprocessable(
+            raise refuse(
                 ["query", "stream_mode"],
                 f"unknown stream mode {mode!r}: one of {', '.join(streams.MODES)}",
                 mode,
             )
         if mode not in run.stream_modes:
-            raise _unprocessable(
+            raise refuse(
                 ["query", "stream_mode"],
                 f"the run was not created with stream mode {mode!r} (it streams: "
                 f"{', '.join(run.stream_modes) or 'nothing'})",
@@ -258,7 +246,7 @@ def _modes(request: HttpRequest, run: Run) -> list[str]:
 def _last_event_id(request: HttpRequest) -> str | None:
     value = request.headers.get("Last-Event-ID") or None
     if value is not None and not streams.backend().valid_id(value):
-        raise _unprocessable(["header", "Last-Event-ID"], "not an event id of this server's streams", value)
+        raise refuse(["header", "Last-Event-ID"], "not an event id of this server's streams", value)
     return value
 
 

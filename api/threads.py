@@ -21,8 +21,8 @@ from ninja import Router
 from ninja.errors import HttpError, ValidationError
 
 from api import access, convert, schemas
-from api.auth import request_key
-from api.params import refuse_unknown_query
+from api.auth import key_data
+from api.params import refuse, refuse_unknown_query
 from approvals.http import request_user
 from approvals.services import unregistered_message
 from workflows import engine, registry, services
@@ -50,15 +50,6 @@ UNREADABLE = (
     "this thread's checkpoint cannot be read (changed behind Signoff's back or sealed with another "
     "key); an administrator must repair or roll back the thread; this has been recorded in the audit trail"
 )
-
-
-def refuse(loc: list[str | int], message: str, value: Any = None) -> ValidationError:
-    """A 422 naming the field, in the shape of pydantic's own."""
-    return ValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": value}])
-
-
-def key_data(request: HttpRequest) -> dict[str, Any]:
-    return {"api_key": request_key(request).prefix}
 
 
 @contextmanager
