@@ -24,7 +24,7 @@ def api_url(asgi_server: Any, transactional_db: None) -> str:
     (`runs.stream`, RemoteGraph's invoke and stream, the Inbox's resume) and waits without a
     thread per client, on the test database, with CORS open to CORS_ORIGINS."""
     server = asgi_server(SIGNOFF_CORS_ALLOWED_ORIGINS=",".join(CORS_ORIGINS))
-    return f"{server.api_url}"
+    return server.api_url
 
 
 @pytest.fixture(scope="module")
