@@ -8,7 +8,6 @@ superuser; any other is a 404, as on the reviewer pages.
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -40,10 +39,6 @@ LOADED_AT = datetime.now(UTC)
 ERRORS: dict[int, type[Error]] = {401: Error, 404: Error, 422: Error, 503: Error}
 
 
-def default_assistant_id(name: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
-
-
 def visible(user: User) -> list[registry.Workflow]:
     names = reviewable_workflows(user)
     return [spec for spec in registry.all_workflows() if names is None or spec.name in names]
@@ -51,7 +46,7 @@ def visible(user: User) -> list[registry.Workflow]:
 
 def find(user: User, assistant_id: str) -> registry.Workflow:
     for spec in visible(user):
-        if assistant_id == spec.name or assistant_id.lower() == default_assistant_id(spec.name):
+        if assistant_id == spec.name or assistant_id.lower() == registry.default_assistant_id(spec.name):
             return spec
     raise HttpError(404, f"Assistant '{assistant_id}' not found")
 

@@ -256,10 +256,6 @@ def create_run(request: HttpRequest, *, thread_id: str | None, body: RunCreate) 
             input=body.input,
             actor=user,
             options=options,
-            thread_metadata={
-                "graph_id": spec.name,
-                "assistant_id": assistants.default_assistant_id(spec.name),
-            },
             data=via,
         )
     except (engine_services.ThreadBusy, engine_services.ThreadNotReady) as exc:

@@ -38,6 +38,7 @@ from tests.pages import client_for, grant
 from tests.workers import Worker, wait_for
 from workflows import engine, registry, services
 from workflows.models import AuditEvent, Checkpoint, CheckpointBlob, Thread
+from workflows.registry import default_assistant_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -239,6 +240,24 @@ def test_get_refuses_include(rita_key: str) -> None:
 
 
 # -- search -----------------------------------------------------------------------------------------
+
+
+def test_a_thread_started_in_the_browser_is_found_by_its_graph_id_as_agent_inbox_searches(
+    rita_key: str, staff: User
+) -> None:
+    thread = content_thread(staff)
+
+    found = ok(post(rita_key, "/threads/search", {"metadata": {"graph_id": "content_review"}}))
+    by_assistant = ok(
+        post(
+            rita_key,
+            "/threads/search",
+            {"metadata": {"assistant_id": default_assistant_id("content_review")}},
+        )
+    )
+
+    assert [item["thread_id"] for item in found] == [thread.thread_id]
+    assert [item["thread_id"] for item in by_assistant] == [thread.thread_id]
 
 
 def test_search_by_metadata_needs_every_key_equal(rita_key: str) -> None:
@@ -771,9 +790,12 @@ def test_the_sync_sdk_reads_searches_updates_and_copies_threads(
     ((interrupt,),) = got["interrupts"].values()
     assert interrupt["id"] == open_review(thread).interrupt_id
     assert [t["thread_id"] for t in client.threads.search(status="interrupted")] == [thread.thread_id]
-    assert [t["thread_id"] for t in client.threads.search(metadata={"graph_id": "content_review"})] == [
-        made["thread_id"]
-    ]
+    # The paused thread was started in the browser, and carries its graph_id as the API's do.
+    assert {t["thread_id"] for t in client.threads.search(metadata={"graph_id": "content_review"})} == {
+        made["thread_id"],
+        thread.thread_id,
+    }
+    assert [t["thread_id"] for t in client.threads.search(metadata={"purpose": "sdk"})] == [made["thread_id"]]
     state = client.threads.get_state(thread.thread_id)
     assert state["next"] == ["review"]
     assert state["tasks"][0]["interrupts"][0]["id"] == interrupt["id"]

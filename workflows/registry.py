@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import typing
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -197,6 +198,19 @@ def _strip(hint: Any) -> Any:
     while typing.get_origin(hint) in (typing.Annotated, typing.Required, typing.NotRequired):
         hint = typing.get_args(hint)[0]
     return hint
+
+
+def default_assistant_id(name: str) -> str:
+    """The id LangGraph's server gives a graph's default assistant (uuid5 of its name in the
+    URL namespace): the HTTP API accepts it for the workflow, and threads carry it in their
+    metadata, where Agent Inbox looks for it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def graph_metadata(name: str) -> dict[str, str]:
+    """What a thread of the workflow carries in its metadata, as LangGraph's server stamps it
+    on a thread's first run: Agent Inbox searches threads by `graph_id` (or `assistant_id`)."""
+    return {"graph_id": name, "assistant_id": default_assistant_id(name)}
 
 
 def register(

@@ -213,6 +213,7 @@ def start_thread(*, workflow: str, input: Mapping[str, Any], actor: Actor, title
             workflow=spec.name,
             title=(title or spec.title)[:200],
             input=payload,
+            metadata=registry.graph_metadata(spec.name),
             created_by=actor if actor is not None and actor.pk else None,
         )
         run = _queue_run(thread=thread, kind=Run.Kind.START, actor=actor, command={"input": payload})
@@ -256,12 +257,12 @@ def start_run(
     input: Mapping[str, Any],
     actor: Actor,
     options: RunOptions | None = None,
-    thread_metadata: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
 ) -> Run:
     """Queue a run that gives the thread `input`: the first run of a NEW thread (it becomes a
-    thread of `workflow`, stamped with `thread_metadata`), or new input for a completed thread
-    of that workflow, which runs the graph again from its start on the saved state.
+    thread of `workflow`, its metadata stamped with `registry.graph_metadata`), or new input
+    for a completed thread of that workflow, which runs the graph again from its start on the
+    saved state.
 
     Another run active: ThreadBusy naming it, or with `options.multitask_strategy="enqueue"`
     the run waits (PENDING) and takes its turn when the thread next completes. A thread
@@ -281,9 +282,7 @@ def start_run(
                 )
             return _enqueue_run(thread, active, payload, actor=actor, options=options, data=data)
         if thread.status == Thread.Status.NEW:
-            return _start_new(
-                thread, spec, payload, actor=actor, options=options, meta=thread_metadata, data=data
-            )
+            return _start_new(thread, spec, payload, actor=actor, options=options, data=data)
         if thread.status == Thread.Status.COMPLETED:
             return _continue(thread, spec, payload, actor=actor, options=options, data=data)
         raise ThreadNotReady(_why_not_ready(thread))
@@ -307,7 +306,6 @@ def _start_new(
     *,
     actor: Actor,
     options: RunOptions,
-    meta: Mapping[str, Any] | None,
     data: Mapping[str, Any] | None,
 ) -> Run:
     _set_thread(
@@ -316,7 +314,7 @@ def _start_new(
         title=spec.title[:200],
         input=payload,
         status=Thread.Status.QUEUED,
-        metadata={**thread.metadata, **(meta or {})},
+        metadata={**thread.metadata, **registry.graph_metadata(spec.name)},
     )
     run = _queue_run(
         thread=thread, kind=Run.Kind.START, actor=actor, command={"input": payload}, options=options
