@@ -281,7 +281,24 @@ def test_a_redelivered_run_at_its_pause_sends_the_interrupt_from_the_head_once()
     again, recorded = publisher(["updates"])
     again.chunk("updates", {"__interrupt__": (Interrupt(value=1, id="i1"),)})
     again.stopped(head)
-    assert [name for name, _data in recorded.events(again.stream)] == ["updates"]
+    again.end()
+    assert [name for name, _data in recorded.events(again.stream)] == ["updates", "end"]
+
+
+def test_the_interrupt_is_published_only_once_the_outcome_has_committed() -> None:
+    # A client that sees the interrupt may answer it at once: the thread must be interrupted by
+    # then, not still running (a 409). The worker calls end() after finish_run commits.
+    pub, recording = publisher(["updates", "values"])
+
+    pub.begin(attempt=1)
+    pub.chunk("values", {"count": 1})
+    pub.chunk("updates", {"__interrupt__": (Interrupt(value=1, id="i1"),)})
+    pub.stopped(StateSnapshot({"count": 1}, ("ask",), {}, None, None, None, (), ()))
+    before_end = [name for name, _data in recording.events(pub.stream)]
+    pub.end()
+
+    assert before_end == ["metadata", "values"]
+    assert [name for name, _data in recording.events(pub.stream)] == ["metadata", "values", "updates", "end"]
 
 
 def test_a_backend_that_fails_stops_the_publishing_not_the_run(caplog: pytest.LogCaptureFixture) -> None:

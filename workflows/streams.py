@@ -274,6 +274,10 @@ class Publisher:
         self.interrupt_sent = False
         self._events = _Events(run) if "events" in self.modes else None
         self._messages: dict[str, Any] = {}
+        # What the stop publishes (the pause's `__interrupt__`, the graph's end event): held
+        # until the run's outcome has committed, so a client that sees the interrupt finds the
+        # thread interrupted and can answer it at once, never a 409 for a thread still running.
+        self._held: list[tuple[str, Any]] = []
 
     @property
     def active(self) -> bool:
@@ -311,6 +315,8 @@ class Publisher:
         elif mode in self.modes:
             if mode == "updates" and isinstance(data, dict) and "__interrupt__" in data:
                 self.interrupt_sent = True
+                self._held.append((mode, jsonable(data)))
+                return
             yield mode, jsonable(data)
 
     def _message(self, data: Any) -> Iterator[tuple[str, Any]]:
@@ -335,16 +341,19 @@ class Publisher:
     def stopped(self, snapshot: StateSnapshot) -> None:
         """The graph stopped (at an interrupt or the end). An attempt that found the graph
         already at its pause (a redelivery) streamed nothing of it: the pause is sent from the
-        head snapshot, as LangGraph would have sent it."""
+        head snapshot, as LangGraph would have sent it. Published by `end`, once the outcome
+        has committed."""
         events: list[tuple[str, Any]] = []
         if "updates" in self.modes and not self.interrupt_sent and snapshot.next:
             events.append(("updates", {"__interrupt__": jsonable(list(snapshot.interrupts))}))
         if self._events is not None:
             events.append(("events", self._events.graph_end(snapshot.values)))
-        self._emit(events)
+        self._held.extend(events)
 
     def end(self) -> None:
-        self._emit([("end", None)])
+        """The run's outcome has committed: what the stop held back, then `end`."""
+        self._emit([*self._held, ("end", None)])
+        self._held = []
 
     def error(self, exc: BaseException) -> None:
         self._emit([("error", {"error": type(exc).__name__, "message": str(exc) or repr(exc)})])
