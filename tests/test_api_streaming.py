@@ -238,11 +238,14 @@ def test_clients_waiting_on_a_stream_hold_no_database_connection(
     hold.touch()
     try:
         run = streamed_run(["values"], tester, hold_file=str(hold))
+        # Read here: `run.thread` in a reader thread would open a database connection there
+        # that nobody gives back to the pool (the checkpointer's leak tests count them).
+        thread_id, run_id = run.thread.thread_id, str(run.public_id)
         received: list[list[StreamPart]] = [[] for _ in range(3)]
 
         def read(into: list[StreamPart]) -> None:
             client = get_sync_client(url=web.api_url, api_key=key)
-            into.extend(client.runs.join_stream(run.thread.thread_id, str(run.public_id)))
+            into.extend(client.runs.join_stream(thread_id, run_id))
 
         readers = [threading.Thread(target=read, args=(into,)) for into in received]
         for reader in readers:
