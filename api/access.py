@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from ninja.errors import HttpError
 
 from approvals.http import request_user
-from approvals.queries import reviewable_workflows
+from approvals.queries import thread_scope
 from workflows.models import Run, Thread
 
 # The operations beyond reading and deciding, and the permission each needs
@@ -32,10 +32,11 @@ PERMISSIONS = {
 
 def visible_threads(request: HttpRequest) -> QuerySet[Thread]:
     user = request_user(request)
-    names = reviewable_workflows(user)
-    if names is None:
+    scope = thread_scope(user)
+    if scope is None:
         return Thread.objects.all()
-    return Thread.objects.filter(Q(workflow__in=names) | Q(status=Thread.Status.NEW, created_by=user))
+    # A review escalated to the user's group brings its thread into view (approvals.queries).
+    return Thread.objects.filter(scope | Q(status=Thread.Status.NEW, created_by=user))
 
 
 def thread_or_404(request: HttpRequest, thread_id: str | uuid.UUID) -> Thread:

@@ -43,6 +43,7 @@ class DecisionInline(ReadOnly, admin.StackedInline[Decision, Review]):
     extra = 0
     fields = readonly_fields = (
         "actor",
+        "actor_label",
         "action",
         "updates",
         "response",
@@ -74,6 +75,18 @@ class ReviewAdmin(ReadOnlyAdmin):
         "claim_expires_at",
         "created_at",
         "closed_at",
+        "due_at",
+        "reviewer_group",
+        "due_policy",
+        "escalated_from",
+        "escalated_at",
+        "due_applied_at",
+        "overdue_notified_at",
+        "reminded_at",
+        "next_reminder_at",
+        "due_soon_notified_at",
+        "follow_up_at",
+        "follow_up_by",
     )
     inlines = [DecisionInline]
 

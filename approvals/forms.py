@@ -12,6 +12,7 @@ import enum
 import json
 import types
 import typing
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,7 @@ from django import forms
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.forms.fields import InvalidJSONInput
+from django.utils import timezone
 
 from approvals.models import Decision, Review
 from approvals.services import allowed_actions
@@ -32,6 +34,8 @@ ACTION_LABELS = {
     Decision.Action.RESPOND: "Respond",
     Decision.Action.IGNORE: "Ignore",
 }
+# "Remind me tomorrow" means tomorrow at this hour, in the site's time zone.
+FOLLOW_UP_HOUR = 9
 MAX_JSON_CHARS = 65_536
 MAX_TEXT_CHARS = 20_000
 _SIGNER_SALT = "approvals.review-form"
@@ -352,3 +356,34 @@ class CancelForm(forms.Form):
     """Why a thread is stopped for good; it goes into the audit trail."""
 
     reason = _reason("Reason")
+
+
+class FollowUpForm(forms.Form):
+    """When the claimant wants to be reminded of a review: a date and time, "tomorrow" (at
+    FOLLOW_UP_HOUR, the site's time zone) or "clear". The service checks the date again."""
+
+    at = forms.DateTimeField(
+        required=False,
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    preset = forms.ChoiceField(
+        required=False, choices=[("", "a date"), ("tomorrow", "tomorrow morning"), ("clear", "clear")]
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not cleaned.get("preset") and cleaned.get("at") is None and not self.errors:
+            raise ValidationError("Choose when to be reminded (a date and time), or “Remind me tomorrow”.")
+        return cleaned
+
+    def when(self) -> datetime | None:
+        """The follow-up date asked for; None to clear it. Only for a valid form."""
+        preset = self.cleaned_data.get("preset")
+        if preset == "clear":
+            return None
+        if preset == "tomorrow":
+            tomorrow = timezone.localdate() + timedelta(days=1)
+            return timezone.make_aware(datetime.combine(tomorrow, time(FOLLOW_UP_HOUR)))
+        at: datetime = self.cleaned_data["at"]
+        return at

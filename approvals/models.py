@@ -55,9 +55,35 @@ class Review(models.Model):
     )
     claim_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # When the workflow wants an answer by (its review_hours after the review opened).
+    # When the workflow wants an answer by (its review_hours after the review opened, or the
+    # hours the interrupt's payload asked for).
     due_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+
+    # -- deadlines (approvals/deadlines.py) --
+    # The group responsible for the review: the workflow's reviewer group when it opened, the
+    # target group once escalated. Until it is escalated the review follows its workflow's
+    # group as registered now (`responsible_group`), as reviews always did; from then on, this.
+    reviewer_group = models.CharField(max_length=150, blank=True, default="")
+    # What happens when it is past due, as registry.DuePolicy.as_json wrote it when the review
+    # opened: a later change to the workflow does not change an open review.
+    due_policy = models.JSONField(default=dict, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    escalated_from = models.CharField(max_length=150, blank=True, default="")
+    # When the policy's one action (escalate, decide) was applied, or found impossible: set in
+    # the transaction of the action, so no sweep applies it twice.
+    due_applied_at = models.DateTimeField(null=True, blank=True)
+    # The first "overdue" notice, the last reminder and when the next one is due (remind).
+    overdue_notified_at = models.DateTimeField(null=True, blank=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    next_reminder_at = models.DateTimeField(null=True, blank=True)
+    # The claimant was told it is due soon (once).
+    due_soon_notified_at = models.DateTimeField(null=True, blank=True)
+    # "Remind me tomorrow": set by the claimant, cleared when the sweep has told them.
+    follow_up_at = models.DateTimeField(null=True, blank=True)
+    follow_up_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         constraints = [
@@ -77,6 +103,13 @@ class Review(models.Model):
                 condition=models.Q(status="open"),
             ),
             models.Index(fields=["thread", "status"], name="review_thread"),
+            # What the deadline sweep scans: open reviews by due time, and follow-ups set.
+            models.Index(fields=["due_at"], name="review_open_due", condition=models.Q(status="open")),
+            models.Index(
+                fields=["follow_up_at"],
+                name="review_open_follow_up",
+                condition=models.Q(status="open", follow_up_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -103,6 +136,18 @@ class Review(models.Model):
         """Who holds a live claim on the review, if anyone."""
         return self.claimed_by if self.claim_is_live(now or timezone.now()) else None
 
+    @property
+    def responsible_group(self) -> str:
+        """The group that reviews it now ("" for superusers only)."""
+        if self.escalated_at is not None:
+            return self.reviewer_group
+        from workflows import registry
+
+        try:
+            return registry.get(self.workflow).reviewer_group
+        except LookupError:
+            return ""
+
 
 class Decision(models.Model):
     class Action(models.TextChoices):
@@ -113,7 +158,11 @@ class Decision(models.Model):
         IGNORE = "ignore"
 
     review = models.OneToOneField(Review, on_delete=models.CASCADE, related_name="decision")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # None for a decision the system took (`actor_label` says which: "timeout").
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, blank=True, default="")
     action = models.CharField(max_length=20, choices=Action)
     # The reviewer's field edits as {"after": {...}} (JSON, as Workflow.dump_updates writes
     # them), {} without edits. Applied with the resume: update_state at a breakpoint,
@@ -129,5 +178,22 @@ class Decision(models.Model):
     applied_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        constraints = [
+            # Every decision names who took it: a reviewer, or the system by its label.
+            models.CheckConstraint(
+                condition=models.Q(actor__isnull=False) | ~models.Q(actor_label=""),
+                name="decision_has_an_actor",
+            )
+        ]
+
     def __str__(self) -> str:
-        return f"{self.action} by {self.actor_id} on review {self.review_id}"
+        return f"{self.action} by {self.decided_by} on review {self.review_id}"
+
+    @property
+    def decided_by(self) -> str:
+        """Who decided, for people to read: the reviewer's user name, or the system's label."""
+        if self.actor_id is None:
+            return self.actor_label or "system"
+        assert self.actor is not None
+        return self.actor.get_username()

@@ -54,17 +54,54 @@ def reviewable_workflows(user: User | AnonymousUser) -> list[str] | None:
     return cached
 
 
-def _scoped(queryset: QuerySet[Any], user: User | AnonymousUser, path: str) -> QuerySet[Any]:
+def _group_names(user: User | AnonymousUser) -> list[str]:
+    if not user.is_authenticated or not user.is_active:
+        return []
+    cached: list[str] | None = getattr(user, "_signoff_groups", None)
+    if cached is None:
+        cached = list(user.groups.values_list("name", flat=True))
+        user._signoff_groups = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def review_scope(user: User | AnonymousUser) -> Q | None:
+    """The reviews the user may see and act on, as a filter (None: every review, superusers).
+
+    A review belongs to its workflow's reviewers until it is escalated, then to the group it
+    was escalated to (`Review.responsible_group`; `approvals.services.may_review` is the same
+    rule for one review)."""
     names = reviewable_workflows(user)
-    return queryset if names is None else queryset.filter(**{f"{path}__in": names})
+    if names is None:
+        return None
+    return Q(escalated_at__isnull=True, workflow__in=names) | Q(
+        escalated_at__isnull=False, reviewer_group__in=_group_names(user)
+    )
+
+
+def thread_scope(user: User | AnonymousUser) -> Q | None:
+    """The threads the user may see (None: all): those of the workflows they review, and those
+    with a review escalated to one of their groups (they decide it, and follow the thread)."""
+    names = reviewable_workflows(user)
+    if names is None:
+        return None
+    groups = _group_names(user)
+    scope = Q(workflow__in=names)
+    if groups:
+        escalated = Review.objects.filter(escalated_at__isnull=False, reviewer_group__in=groups)
+        scope |= Q(pk__in=escalated.values("thread_id"))
+    return scope
 
 
 def visible_threads(user: User | AnonymousUser) -> QuerySet[Thread]:
-    return _scoped(Thread.objects.all(), user, "workflow")
+    scope = thread_scope(user)
+    threads = Thread.objects.all()
+    return threads if scope is None else threads.filter(scope)
 
 
 def visible_reviews(user: User | AnonymousUser) -> QuerySet[Review]:
-    return _scoped(Review.objects.select_related("thread", "claimed_by"), user, "workflow")
+    scope = review_scope(user)
+    reviews = Review.objects.select_related("thread", "claimed_by")
+    return reviews if scope is None else reviews.filter(scope)
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,25 @@ class AlreadyDecided(DecisionRefused):
         self.decision = decision
         when = timezone.localtime(decision.created_at).strftime("%Y-%m-%d %H:%M:%S %Z")
         super().__init__(
-            f"This review was already decided ({decision.action}) by {decision.actor} at {when}."
+            f"This review was already decided ({decision.action}) by {decision.decided_by} at {when}."
         )
+
+
+class ReviewEscalated(DecisionRefused):
+    """The review passed its due time and moved to another group, which the actor is not in."""
+
+    def __init__(self, review: Review) -> None:
+        self.review = review
+        assert review.escalated_at is not None
+        when = timezone.localtime(review.escalated_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        super().__init__(
+            f"This review passed its due time and was escalated from {review.escalated_from or 'its group'} "
+            f"to {review.reviewer_group} at {when}; it is theirs to decide now."
+        )
+
+
+# The actor label of the decisions the deadline sweep takes (a workflow's default at its due time).
+TIMEOUT = "timeout"
 
 
 class StaleReview(DecisionRefused):
@@ -104,10 +121,14 @@ def _summary(thread: Thread, spec: registry.Workflow) -> dict[str, Any]:
 
 
 def allowed_actions(review: Review) -> list[str]:
-    if review.kind == Review.Kind.BREAKPOINT:
+    return allowed_actions_for(review.kind, review.value)
+
+
+def allowed_actions_for(kind: str, value: Any) -> list[str]:
+    if kind == Review.Kind.BREAKPOINT:
         return list(BREAKPOINT_ACTIONS)
-    if review.kind == Review.Kind.AGENT_INBOX:
-        config = review.value[0].get("config", {})
+    if kind == Review.Kind.AGENT_INBOX:
+        config = value[0].get("config", {})
         return [action for action, (flag, _) in AGENT_INBOX_ACTIONS.items() if config.get(flag)]
     return list(PLAIN_ACTIONS)
 
@@ -132,6 +153,15 @@ def can_review(user: User | None, workflow: str) -> bool:
     return _is_reviewer(user, _workflow_or_none(workflow))
 
 
+def may_review(user: User | None, review: Review) -> bool:
+    """Whether `user` may claim and decide this review: its workflow's reviewers until it is
+    escalated, then the members of the group it was escalated to (and superusers always)."""
+    spec = _workflow_or_none(review.workflow)
+    if review.escalated_at is None:
+        return _is_reviewer(user, spec)
+    return _is_reviewer(user, None) or (spec is not None and _is_member(user, review.reviewer_group))
+
+
 def _is_reviewer(user: User | None, spec: registry.Workflow | None) -> bool:
     """Superusers review every workflow, even one no longer registered (`spec` None); others
     those whose reviewer group they belong to."""
@@ -141,8 +171,16 @@ def _is_reviewer(user: User | None, spec: registry.Workflow | None) -> bool:
         return True
     if spec is None:
         return False
-    group = spec.reviewer_group
-    return bool(group) and isinstance(user, AbstractUser) and user.groups.filter(name=group).exists()
+    return _is_member(user, spec.reviewer_group)
+
+
+def _is_member(user: User | None, group: str) -> bool:
+    return (
+        bool(group)
+        and isinstance(user, AbstractUser)
+        and user.is_active
+        and user.groups.filter(name=group).exists()
+    )
 
 
 # -- reviews open and close with the thread ------------------------------------------------
@@ -192,8 +230,11 @@ def _open_review(
         if is_agent_inbox(pending.value)
         else Review.Kind.INTERRUPT
     )
+    hours, policy = _due_of(thread, spec, pending, kind)
     review = Review.objects.create(
-        due_at=timezone.now() + timedelta(hours=spec.review_hours),
+        due_at=timezone.now() + timedelta(hours=hours),
+        reviewer_group=spec.reviewer_group,
+        due_policy=policy.as_json(),
         thread=thread,
         workflow=thread.workflow,
         run=run,
@@ -213,6 +254,40 @@ def _open_review(
     )
     review_opened.send(sender=Review, review=review)
     return review
+
+
+def _due_of(
+    thread: Thread, spec: registry.Workflow, pending: PendingInterrupt, kind: str
+) -> tuple[float, registry.DuePolicy]:
+    """When the review is due and what then happens: the payload's "due" if it is sound, else
+    the workflow's. A bad one is logged and the workflow's applies: a graph's mistake must not
+    lose the pause. A default decision the review's kind cannot take (a breakpoint cannot
+    "respond") leaves only the overdue notice."""
+    try:
+        hours, policy = registry.payload_due(pending.value, spec)
+    except ValueError as exc:
+        logger.warning(
+            "thread %s (%s) at %s: the interrupt's due policy is refused (%s); using the workflow's",
+            thread.public_id,
+            spec.name,
+            pending.node,
+            exc,
+        )
+        hours, policy = spec.review_hours, spec.on_due
+    if policy.action == registry.DECIDE:
+        allowed = allowed_actions_for(kind, pending.value)
+        if policy.decision not in allowed:
+            logger.warning(
+                "thread %s (%s) at %s: the default decision %r is not one of %s here; the group is "
+                "told when it is due instead",
+                thread.public_id,
+                spec.name,
+                pending.node,
+                policy.decision,
+                ", ".join(allowed),
+            )
+            policy = registry.DuePolicy()
+    return hours, policy
 
 
 def _apply_waiting(thread: Thread, spec: registry.Workflow, waiting: list[Decision]) -> None:
@@ -258,7 +333,7 @@ def _cancel(reviews: QuerySet[Review], *, thread: Thread, actor: User | None, re
 def decide(
     *,
     review: Review | int,
-    actor: User,
+    actor: User | None,
     action: str,
     checkpoint_id: str,
     updates: Mapping[str, Any] | None = None,
@@ -266,8 +341,13 @@ def decide(
     comment: str = "",
     data: Mapping[str, Any] | None = None,
     options: engine_services.RunOptions | None = None,
+    actor_label: str = "",
 ) -> Decision:
     """Record a reviewer's answer and resume the thread with it, once.
+
+    `actor` None is the system deciding, named by `actor_label` (TIMEOUT: the deadline sweep
+    applying a workflow's default); it needs no reviewer group and overrides a claim, and is
+    otherwise refused exactly as a reviewer would be.
 
     Refused (nothing written) when the review is no longer open, was rendered from
     another checkpoint, or the action or edits are not allowed. Locks the thread row, its
@@ -277,6 +357,8 @@ def decide(
     `options` are the resume run's (an API client's metadata, webhook, stream modes).
     """
     updates = dict(updates or {})
+    if actor is None and not actor_label:
+        raise InvalidDecision("A decision the system takes names itself (actor_label).")
     _refuse_unstorable(updates=updates, response=response, comment=comment)
     with transaction.atomic(durable=True):
         review = _locked_review(review)
@@ -293,6 +375,7 @@ def decide(
         decision = _record_decision(
             review,
             actor=actor,
+            actor_label=actor_label,
             action=action,
             checkpoint_id=checkpoint_id,
             stored_updates=stored_updates,
@@ -305,6 +388,7 @@ def decide(
         engine_services.record_event(
             action=AuditAction.REVIEW_DECIDED,
             actor=actor,
+            actor_label=actor_label,
             thread=review.thread,
             data={
                 **(data or {}),
@@ -321,12 +405,19 @@ def decide(
     return decision
 
 
-def _check_decidable(review: Review, *, actor: User, action: str, checkpoint_id: str) -> registry.Workflow:
-    """The review's workflow, if `actor` may take `action` on it now; DecisionRefused (with
-    the reason, nothing written) if not."""
+def _check_decidable(
+    review: Review, *, actor: User | None, action: str, checkpoint_id: str
+) -> registry.Workflow:
+    """The review's workflow, if `actor` (None: the system) may take `action` on it now;
+    DecisionRefused (with the reason, nothing written) if not."""
     thread = review.thread
     spec = _workflow_or_none(thread.workflow)
-    if not _is_reviewer(actor, spec):
+    if actor is not None and review.escalated_at is not None and not may_review(actor, review):
+        if review.status == Review.Status.DECIDED:
+            raise AlreadyDecided(Decision.objects.select_related("actor").get(review=review))
+        # The loser of a race with the sweep's escalation: a 409 that says what happened.
+        raise ReviewEscalated(review)
+    if actor is not None and review.escalated_at is None and not _is_reviewer(actor, spec):
         raise InvalidDecision("You are not a reviewer of this workflow.")
     if spec is None:
         raise WorkflowGone(unregistered_message(thread.workflow))
@@ -337,7 +428,7 @@ def _check_decidable(review: Review, *, actor: User, action: str, checkpoint_id:
     if checkpoint_id != review.checkpoint_id:
         raise StaleReview("The thread has moved on since this review was shown; reload it.")
     holder = claim_holder(review)
-    if holder is not None and holder.pk != actor.pk:
+    if actor is not None and holder is not None and holder.pk != actor.pk:
         raise ReviewClaimed(_claimed_message(review, holder))
     if action not in allowed_actions(review):
         raise InvalidDecision(
@@ -353,14 +444,16 @@ def _check_decidable(review: Review, *, actor: User, action: str, checkpoint_id:
 def _record_decision(
     review: Review,
     *,
-    actor: User,
+    actor: User | None,
+    actor_label: str = "",
     action: str,
     checkpoint_id: str,
     stored_updates: dict[str, Any],
     answer: Any,
     comment: str,
 ) -> Decision:
-    """Write the decision and close its review."""
+    """Write the decision and close its review. A system decision (the timeout) also marks
+    the review's due action applied, in this transaction: no sweep can apply it again."""
     try:
         # A savepoint: a second decision of the review (the unique constraint) is refused
         # as AlreadyDecided, and the transaction can still read who decided first.
@@ -368,6 +461,7 @@ def _record_decision(
             decision = Decision.objects.create(
                 review=review,
                 actor=actor,
+                actor_label="" if actor is not None else actor_label,
                 action=action,
                 updates={"after": canonical_json(stored_updates)} if stored_updates else {},
                 response=canonical_json(answer),
@@ -380,7 +474,11 @@ def _record_decision(
     review.closed_at = decision.created_at
     review.claimed_by = None
     review.claim_expires_at = None
-    review.save(update_fields=["status", "closed_at", "claimed_by", "claim_expires_at"])
+    fields = ["status", "closed_at", "claimed_by", "claim_expires_at"]
+    if actor is None:
+        review.due_applied_at = decision.created_at
+        fields.append("due_applied_at")
+    review.save(update_fields=fields)
     return decision
 
 
@@ -389,7 +487,7 @@ def _resume_or_cancel(
     decision: Decision,
     *,
     spec: registry.Workflow,
-    actor: User,
+    actor: User | None,
     comment: str,
     options: engine_services.RunOptions | None = None,
 ) -> None:
@@ -474,7 +572,7 @@ def _answer(review: Review, action: str, response: Any, comment: str) -> Any:
 def _sole_actor(decisions: list[Decision]) -> User | None:
     """Who the resume is credited to: the one reviewer who made all these decisions, or None
     (the worker, applying them at the pause) when several did; the event names each."""
-    actors = {decision.actor_id for decision in decisions}
+    actors = {(decision.actor_id, decision.actor_label) for decision in decisions}
     return decisions[0].actor if len(actors) == 1 else None
 
 
@@ -494,7 +592,7 @@ def _apply(
     decided_by: list[str] = []
     edited_by: list[str] = []
     for decision in decisions:
-        name = decision.actor.get_username()
+        name = decision.decided_by
         decided_by.append(name)
         if decision.updates.get("after") and name not in edited_by:
             edited_by.append(name)
@@ -543,7 +641,9 @@ def claim_review(*, review: Review | int, actor: User) -> Review:
     "being reviewed by ...". An expired claim is free to take."""
     with transaction.atomic(durable=True):
         locked = _locked_review(review)
-        if not can_review(actor, locked.thread.workflow):
+        if not may_review(actor, locked):
+            if locked.escalated_at is not None and locked.status == Review.Status.OPEN:
+                raise ReviewEscalated(locked)
             raise InvalidDecision("You are not a reviewer of this workflow.")
         if locked.status != Review.Status.OPEN:
             raise StaleReview(f"This review is {locked.status}; there is nothing to claim.")
@@ -581,6 +681,45 @@ def release_review(*, review: Review | int, actor: User) -> Review:
             actor=actor,
             thread=locked.thread,
             data={"review": locked.pk, "holder": holder.get_username()},
+        )
+    return locked
+
+
+# The furthest ahead a follow-up may be set: a date years away is a typo, not a plan.
+FOLLOW_UP_MAX_DAYS = 366
+
+
+def set_follow_up(*, review: Review | int, actor: User, at: datetime | None) -> Review:
+    """Set the date the claimant wants to be reminded of a review they hold ("remind me
+    tomorrow"), or clear it (`at` None; also for whoever set it once the claim lapsed). The
+    deadline sweep sends review_follow_up when it comes, once. Locks the thread, its run and
+    the review (the one order), then the audit lock."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        locked = _locked_review(review)
+        if not may_review(actor, locked):
+            raise InvalidDecision("You are not a reviewer of this review.")
+        if locked.status != Review.Status.OPEN:
+            raise StaleReview(f"This review is {locked.status}; there is nothing to follow up.")
+        holder = claim_holder(locked, now=now)
+        setter = locked.follow_up_by_id == actor.pk and at is None
+        if not setter and (holder is None or holder.pk != actor.pk):
+            if holder is not None:
+                raise ReviewClaimed(_claimed_message(locked, holder))
+            raise InvalidDecision("Claim the review first: a follow-up is for the reviewer who holds it.")
+        if at is not None:
+            if at <= now:
+                raise InvalidDecision("A follow-up date must be in the future.")
+            if at > now + timedelta(days=FOLLOW_UP_MAX_DAYS):
+                raise InvalidDecision(f"A follow-up date must be within {FOLLOW_UP_MAX_DAYS} days.")
+        locked.follow_up_at = at
+        locked.follow_up_by = actor if at is not None else None
+        locked.save(update_fields=["follow_up_at", "follow_up_by"])
+        engine_services.record_event(
+            action=AuditAction.REVIEW_FOLLOW_UP_SET,
+            actor=actor,
+            thread=locked.thread,
+            data={"review": locked.pk, "at": at},
         )
     return locked
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("reviews/<int:pk>/", views.review_detail, name="review"),
     path("reviews/<int:pk>/claim/", views.review_claim, name="claim"),
     path("reviews/<int:pk>/release/", views.review_release, name="release"),
+    path("reviews/<int:pk>/follow-up/", views.review_follow_up, name="follow_up"),
     path("reviews/<int:pk>/preview/", views.review_preview, name="preview"),
     path("reviews/<int:pk>/decide/", views.review_decide, name="decide"),
     path("threads/<uuid:public_id>/", views.thread_detail, name="thread"),

@@ -30,7 +30,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from langgraph.types import StateSnapshot
 
 from approvals import queries, services
-from approvals.forms import DecisionForm
+from approvals.forms import DecisionForm, FollowUpForm
 from approvals.http import HtmxHttpRequest, request_user
 from approvals.models import Decision, Review
 from workflows import engine, registry
@@ -178,7 +178,7 @@ def _approve_as_is(review: Review, user: User) -> str:
         services.decide(review=review, actor=user, action="approve", checkpoint_id=review.checkpoint_id)
     except services.AlreadyDecided as exc:
         when = timezone.localtime(exc.decision.created_at).strftime("%Y-%m-%d %H:%M")
-        return f"already decided by {exc.decision.actor} at {when}"
+        return f"already decided by {exc.decision.decided_by} at {when}"
     except services.DecisionRefused as exc:
         return str(exc)
     return "approved"
@@ -233,6 +233,8 @@ def _review_context_of(
         "request_info": request_info,
         "description": render_markdown(description or spec.description),
         "holder": services.claim_holder(review),
+        "overdue": review.due_at is not None and review.due_at < timezone.now(),
+        "follow_up_form": FollowUpForm(),
         **_history(request, thread),
         "decision": getattr(review, "decision", None) if review.status == Review.Status.DECIDED else None,
         "stale": review.status == Review.Status.OPEN
@@ -292,11 +294,52 @@ def review_claim(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             return render(request, "approvals/review.html#claim", _closed_claim_context(review))
         return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
     if request.htmx:
-        return render(
+        context = {"review": review, "holder": services.claim_holder(review)}
+        claim = render(request, "approvals/review.html#claim", context)
+        # The follow-up form is the holder's: it comes with the claim, out of band.
+        follow_up = render(
             request,
-            "approvals/review.html#claim",
-            {"review": review, "holder": services.claim_holder(review)},
+            "approvals/review.html#follow-up",
+            {**context, "follow_up_form": FollowUpForm(), "follow_up_oob": True},
         )
+        claim.content = claim.content + follow_up.content
+        return claim
+    return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+def review_follow_up(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Set or clear the holder's follow-up date ("remind me tomorrow"); the deadline sweep
+    sends review_follow_up when it comes."""
+    review = _review_or_404(request, pk)
+    form = FollowUpForm(request.POST)
+    error, status = "", 200
+    if form.is_valid():
+        try:
+            review = services.set_follow_up(review=review, actor=request_user(request), at=form.when())
+        except services.InvalidDecision as exc:
+            error, status = str(exc), 422
+        except services.DecisionRefused as exc:
+            error, status = str(exc), 409
+    else:
+        error, status = " ".join(str(message) for errors in form.errors.values() for message in errors), 422
+    if request.htmx:
+        context = {
+            "review": review,
+            "holder": services.claim_holder(review),
+            "follow_up_form": form,
+            "follow_up_error": error,
+        }
+        return render(request, "approvals/review.html#follow-up", context, status=status)
+    if error:
+        messages.error(request, error)
+    elif review.follow_up_at is not None:
+        when = timezone.localtime(review.follow_up_at).strftime("%b %-d, %H:%M")
+        messages.success(request, f"You will be reminded of this review at {when}.")
+    else:
+        messages.success(request, "The follow-up was cleared.")
     return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
 
 

@@ -525,6 +525,11 @@ SIGNOFF_BUSY_RETRIES = envint("SIGNOFF_BUSY_RETRIES", 5)
 
 # How long opening a review claims it for; others see "being reviewed by" until then.
 SIGNOFF_CLAIM_SECONDS = envfloat("SIGNOFF_CLAIM_SECONDS", 900.0)
+# Deadlines (approvals/deadlines.py): how often beat sweeps for reviews past due (escalate,
+# decide a default, remind) and follow-ups that have come, and how close to its due time a
+# claimed review's holder is told it is due soon.
+SIGNOFF_DEADLINE_SWEEP_SECONDS = envfloat("SIGNOFF_DEADLINE_SWEEP_SECONDS", 60.0)
+SIGNOFF_DUE_SOON_HOURS = envfloat("SIGNOFF_DUE_SOON_HOURS", 2.0)
 
 # Webhooks (api/webhooks.py): POSTs, signed the Standard Webhooks way, when a run ends or a
 # review opens. Only to the hosts and URL prefixes listed: none by default, so webhooks are off
@@ -676,6 +681,9 @@ CELERY_BEAT_SCHEDULE = {
     "audit-head": {"task": "workflows.tasks.save_audit_head", "schedule": SIGNOFF_AUDIT_HEAD_SECONDS},
     # Publishes again the webhook deliveries whose retry message was lost (api/tasks.py).
     "webhook-sweep": {"task": "api.tasks.sweep_webhooks", "schedule": SIGNOFF_SWEEP_SECONDS},
+    # Deadlines that act (approvals/deadlines.py): a task in the workers' queue, unlike the
+    # run sweep, since it decides and resumes threads like a reviewer does.
+    "deadline-sweep": {"task": "approvals.tasks.sweep_deadlines", "schedule": SIGNOFF_DEADLINE_SWEEP_SECONDS},
 }
 # Beat runs the sweep in its own process rather than queueing it behind the runs it
 # recovers (workflows/beat.py), so recovery takes lease + sweep whatever the backlog.

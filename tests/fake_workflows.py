@@ -568,3 +568,36 @@ def _tally(state: TallyState) -> dict[str, Any]:
 @register("test_tally", title="A step that adds one", reviewer_group="testers")
 def tally() -> StateGraph[TallyState]:
     return line(TallyState, add=_tally)
+
+
+# -- deadlines (tests/test_deadline_workers.py): a default decided by the sweep ----------------
+
+
+class DueState(TypedDict):
+    title: str
+    answer: NotRequired[str]
+
+
+def _due_ask(state: DueState) -> dict[str, Any]:
+    thread_id = str(get_config()["configurable"]["thread_id"])
+    answer = interrupt({"question": "Pay it?"})
+    # Counted after the interrupt returns: once per resume that reached this node.
+    _record(thread_id, "answered")
+    return {"answer": str(answer.get("action"))}
+
+
+def _due_after(state: DueState) -> dict[str, Any]:
+    _record(str(get_config()["configurable"]["thread_id"]), "after")
+    return {}
+
+
+# Due a second after its review opens; the sweep then approves it as "timeout".
+@register(
+    "test_due_default",
+    title="Approved by default when due",
+    reviewer_group="testers",
+    review_hours=1 / 3600,
+    on_due={"decide": "approve"},
+)
+def due_default() -> StateGraph[DueState]:
+    return line(DueState, ask=_due_ask, after=_due_after)

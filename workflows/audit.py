@@ -97,6 +97,14 @@ class Action(models.TextChoices):
     REVIEW_RELEASED = "review.released"
     REVIEW_DECIDED = "review.decided"
     REVIEW_CANCELLED = "review.cancelled"
+    # Deadlines (approvals/deadlines.py). A default decided at the due time is review.decided
+    # with the actor "timeout"; these are the other things a due time does.
+    REVIEW_ESCALATED = "review.escalated"
+    REVIEW_OVERDUE = "review.overdue"
+    REVIEW_REMINDED = "review.reminded"
+    REVIEW_DUE_SOON = "review.due_soon"
+    REVIEW_FOLLOW_UP_SET = "review.follow_up_set"
+    REVIEW_FOLLOWED_UP = "review.followed_up"
     # Written once, by migration 0006, which spells it out (a migration keeps its own copy).
     AUDIT_KEYED = "audit.keyed"
     CHECKPOINT_UNREADABLE = "checkpoint.unreadable"

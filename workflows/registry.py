@@ -29,6 +29,124 @@ from workflows.canonical import load_canonical_json
 
 Builder = Callable[[], StateGraph[Any, Any, Any, Any]]
 
+# What happens when a review's due time passes (Workflow.on_due, or an interrupt's "due").
+NOTIFY = "notify"
+ESCALATE = "escalate"
+DECIDE = "decide"
+REMIND = "remind"
+DUE_ACTIONS = (NOTIFY, ESCALATE, DECIDE, REMIND)
+# The answers a default decision may give (approvals.services checks each against the review's
+# kind when the review opens: a breakpoint cannot "respond").
+DEFAULT_DECISIONS = ("approve", "reject", "respond", "ignore")
+
+
+@dataclass(frozen=True)
+class DuePolicy:
+    """What the deadline sweep does once a review is past due (approvals/deadlines.py).
+
+    notify: tell the group once (review_overdue); escalate: move the review to `to_group`, once;
+    decide: answer it as the system actor `timeout` with `decision` (and `response`), once;
+    remind: tell the group at the due time and again every `every_hours` while it stays open.
+    """
+
+    action: str = NOTIFY
+    to_group: str = ""
+    decision: str = ""
+    response: Any = None
+    every_hours: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """The policy as a review stores it (its snapshot), without the unused fields."""
+        data: dict[str, Any] = {"action": self.action}
+        if self.action == ESCALATE:
+            data["to_group"] = self.to_group
+        elif self.action == DECIDE:
+            data["decision"] = self.decision
+            if self.response is not None:
+                data["response"] = self.response
+        elif self.action == REMIND:
+            data["every_hours"] = self.every_hours
+        return data
+
+
+def due_policy(spec: Mapping[str, Any] | DuePolicy | None) -> DuePolicy:
+    """A policy from how a workflow or a payload writes it: {"escalate": "managers"},
+    {"decide": "approve"}, {"decide": "respond", "response": "..."}, {"remind": 4} (hours),
+    {"notify": True} or None (tell the group once). ValueError says what is wrong."""
+    if spec is None:
+        return DuePolicy()
+    if isinstance(spec, DuePolicy):
+        spec = {spec.action: _policy_argument(spec)} | (
+            {"response": spec.response} if spec.response is not None else {}
+        )
+    if not isinstance(spec, Mapping):
+        raise ValueError(
+            f"a due policy is a dict such as {{'escalate': 'managers'}}, not {type(spec).__name__}"
+        )
+    actions = [action for action in DUE_ACTIONS if action in spec]
+    if len(actions) != 1:
+        raise ValueError(
+            "a due policy names exactly one of " + ", ".join(DUE_ACTIONS) + f" (got {sorted(map(str, spec))})"
+        )
+    action = actions[0]
+    allowed = {action} | ({"response"} if action == DECIDE else set())
+    extra = sorted(set(map(str, spec)) - allowed)
+    if extra:
+        raise ValueError(f"unknown due policy key(s) {', '.join(extra)} for {action!r}")
+    value = spec[action]
+    if action == ESCALATE:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("'escalate' names the group the review moves to, as a non-empty string")
+        return DuePolicy(action=ESCALATE, to_group=value.strip())
+    if action == DECIDE:
+        if value not in DEFAULT_DECISIONS:
+            raise ValueError(f"'decide' is one of {', '.join(DEFAULT_DECISIONS)}, not {value!r}")
+        response = spec.get("response")
+        if value == "respond" and (not isinstance(response, str) or not response.strip()):
+            raise ValueError("'decide': 'respond' needs a 'response' text")
+        try:
+            json.dumps(response)
+        except (TypeError, ValueError):
+            raise ValueError("'response' must be JSON data") from None
+        return DuePolicy(action=DECIDE, decision=value, response=response)
+    if action == REMIND:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 365:
+            raise ValueError(f"'remind' is the hours between reminders, a number above 0, not {value!r}")
+        return DuePolicy(action=REMIND, every_hours=float(value))
+    if value is not True:
+        raise ValueError("'notify' is written {'notify': True}")
+    return DuePolicy()
+
+
+def _policy_argument(policy: DuePolicy) -> Any:
+    return {ESCALATE: policy.to_group, DECIDE: policy.decision, REMIND: policy.every_hours}.get(
+        policy.action, True
+    )
+
+
+def payload_due(value: Any, workflow: Workflow) -> tuple[float, DuePolicy]:
+    """The due hours and policy an interrupt's payload asks for with a "due" key (a dict
+    payload: {"due": {"hours": 2, "escalate": "managers"}}; "hours" alone keeps the workflow's
+    policy, a policy alone its hours), else the workflow's. ValueError for a bad one."""
+    due = value.get("due") if isinstance(value, Mapping) else None
+    if due is None:
+        return workflow.review_hours, workflow.on_due
+    if not isinstance(due, Mapping):
+        raise ValueError(f'"due" is a dict such as {{"hours": 2, "escalate": "managers"}}, not {due!r}')
+    rest = {key: item for key, item in due.items() if key != "hours"}
+    hours = due_hours(due["hours"]) if "hours" in due else workflow.review_hours
+    policy = due_policy(rest) if rest else workflow.on_due
+    if policy.action == ESCALATE and policy.to_group == workflow.reviewer_group:
+        raise ValueError(f"it escalates to {policy.to_group!r}, the workflow's own reviewer group")
+    return hours, policy
+
+
+def due_hours(value: Any) -> float:
+    """Hours until a review is due, checked: a positive number of at most ten years."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 24 * 3650:
+        raise ValueError(f"due hours are a number above 0 (at most ten years), not {value!r}")
+    return float(value)
+
 
 @dataclass(frozen=True)
 class Workflow:
@@ -42,8 +160,10 @@ class Workflow:
     editable: tuple[str, ...] = ()
     interrupt_before: tuple[str, ...] | All = ()
     interrupt_after: tuple[str, ...] | All = ()
-    # How soon a review of this workflow is due, shown in the queue.
+    # How soon a review of this workflow is due, shown in the queue, and what happens when it
+    # passes (approvals/deadlines.py). An interrupt's payload may set its own: see `payload_due`.
     review_hours: float = 24.0
+    on_due: DuePolicy = field(default_factory=DuePolicy)
     # State a reviewer's approve / reject sets at a breakpoint (over their own edits of it).
     # Without on_reject, rejecting at a breakpoint cancels the thread.
     on_approve: dict[str, Any] = field(default_factory=dict)
@@ -223,6 +343,7 @@ def register(
     interrupt_before: Sequence[str] | All = (),
     interrupt_after: Sequence[str] | All = (),
     review_hours: float = 24.0,
+    on_due: Mapping[str, Any] | DuePolicy | None = None,
     on_approve: Mapping[str, Any] | None = None,
     on_reject: Mapping[str, Any] | None = None,
     summary_fields: Sequence[str] = (),
@@ -230,9 +351,18 @@ def register(
     """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`.
 
     `summary_fields` name the state fields that are not secret: their values stay searchable
-    in the review queue when an encryption key is set (see docs/operations.md)."""
+    in the review queue when an encryption key is set (see docs/operations.md).
+
+    `on_due` says what happens when a review is `review_hours` old and still open (`due_policy`
+    reads it): `{"escalate": "managers"}`, `{"decide": "approve"}`, `{"remind": 4}`; by default
+    the group is told once. An error names the workflow and the problem."""
 
     def decorate(builder: Builder) -> Builder:
+        try:
+            policy = due_policy(on_due)
+        except ValueError as exc:
+            where = getattr(builder, "__module__", "?")
+            raise ImproperlyConfigured(f"workflow {name!r} ({where}): on_due: {exc}") from None
         add(
             Workflow(
                 name=name,
@@ -244,6 +374,7 @@ def register(
                 interrupt_before=interrupt_before if interrupt_before == "*" else tuple(interrupt_before),
                 interrupt_after=interrupt_after if interrupt_after == "*" else tuple(interrupt_after),
                 review_hours=review_hours,
+                on_due=policy,
                 on_approve=dict(on_approve or {}),
                 on_reject=dict(on_reject) if on_reject is not None else None,
                 summary_fields=tuple(summary_fields),
@@ -285,6 +416,20 @@ def add(workflow: Workflow) -> Workflow:
             raise ImproperlyConfigured(
                 f"workflow {workflow.name!r} ({where}): {kind} names unknown node(s) {', '.join(unknown)}"
             )
+    try:
+        due_hours(workflow.review_hours)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"workflow {workflow.name!r} ({where}): review_hours: {exc}") from None
+    try:
+        # A Workflow built by hand may carry its policy as a dict, like register() takes it.
+        workflow.__dict__["on_due"] = due_policy(workflow.on_due)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"workflow {workflow.name!r} ({where}): on_due: {exc}") from None
+    if workflow.on_due.action == ESCALATE and workflow.on_due.to_group == workflow.reviewer_group:
+        raise ImproperlyConfigured(
+            f"workflow {workflow.name!r} ({where}): on_due escalates to {workflow.reviewer_group!r}, "
+            "which is already its reviewer group; name another group"
+        )
     workflow.field_types.update({name: fields[name] for name in workflow.editable})
     for kind, implied in (("on_approve", workflow.on_approve), ("on_reject", workflow.on_reject or {})):
         try:
