@@ -497,3 +497,18 @@ def test_remind_me_tomorrow_works_without_javascript_and_shows_in_the_queue(
 
     review.refresh_from_db()
     assert review.follow_up_at is None
+
+
+def test_the_api_shows_an_escalated_thread_to_the_new_group(staff: User, reviewer: User, manager: User):
+    from tests.clients import key_for
+
+    with paused(ask_workflow(on_due={"escalate": "managers"}), {"title": "Q3"}, staff) as thread:
+        url = f"/api/threads/{thread.public_id}"
+        as_max = {"x-api-key": key_for(manager)}
+        assert Client().get(url, headers=as_max).status_code == 404
+
+        sweep(hours=25)
+
+        assert Client().get(url, headers=as_max).status_code == 200
+        # Rita still reviews the workflow, so she still follows its threads.
+        assert Client().get(url, headers={"x-api-key": key_for(reviewer)}).status_code == 200
