@@ -97,6 +97,10 @@ class Action(models.TextChoices):
     REVIEW_RELEASED = "review.released"
     REVIEW_DECIDED = "review.decided"
     REVIEW_CANCELLED = "review.cancelled"
+    # Four-eyes and quorum: one partial approval of a review that needs several; and earlier
+    # approvals that stopped counting because a later approver changed the edits.
+    REVIEW_APPROVED = "review.approved"
+    REVIEW_APPROVALS_RESET = "review.approvals_reset"
     # Written once, by migration 0006, which spells it out (a migration keeps its own copy).
     AUDIT_KEYED = "audit.keyed"
     CHECKPOINT_UNREADABLE = "checkpoint.unreadable"
