@@ -736,7 +736,7 @@ def _record_approval(
                     "review": review.pk,
                     "approval": approval.pk,
                     "superseded": [old.pk for old in superseded],
-                    "superseded_by": [old.actor.get_username() for old in superseded],
+                    "superseded_approvers": [old.actor.get_username() for old in superseded],
                     "reason": "a later approver changed the edits",
                 },
             )

@@ -251,7 +251,7 @@ def test_a_later_approver_who_changes_the_edits_restarts_the_count(claim: Thread
     assert second.updates == {"after": {"amount": 90.0, "category": "meals"}}
     assert approvals.quorum_of(review, spec=registry.get("test_four_eyes")).progress == "1 of 2"
     [reset] = events(claim, "review.approvals_reset")
-    assert reset["superseded_by"] == ["quinn"]
+    assert reset["superseded_approvers"] == ["quinn"]
     assert [data["progress"] for data in events(claim, "review.approved")] == ["1 of 2", "1 of 2"]
 
     # Quinn's approval no longer counts, so she may approve again: the new edits, as shown.
@@ -526,3 +526,17 @@ def test_three_approvers_at_the_same_moment_one_resume_and_one_clean_refusal(
     assert kinds == ["AlreadyDecided", "Approval", "Decision"], results
     assert claim.runs.filter(kind=Run.Kind.RESUME).count() == 1
     assert Approval.objects.filter(review=review).count() == 2
+
+
+def test_the_admin_shows_a_reviews_approvals_read_only(claim: Thread, quinn: User, admin: User):
+    review = open_review(claim)
+    approve(review, quinn, comment="fine by me")
+
+    page = client_for(admin).get(reverse("admin:approvals_review_change", args=[review.pk]))
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "Approvals" in html
+    assert "quinn" in html
+    assert "fine by me" in html
+    assert 'name="approvals-0-comment"' not in html, "approvals are not editable in the admin"
