@@ -98,6 +98,13 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
 
 
+@api.exception_handler(runs.ApprovalPending)
+def approval_pending(request: HttpRequest, exc: runs.ApprovalPending) -> HttpResponse:
+    # 202: the answer was taken (an approval, audited) but nothing ran; the body says what is
+    # still needed. Not a run object: no run exists until the last approver answers.
+    return api.create_response(request, exc.body, status=202)
+
+
 @api.exception_handler(Throttled)
 def throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
     # Ninja adds Retry-After (whole seconds) to this response.

@@ -335,9 +335,11 @@ def _resume(
     # Every answer is read before any is decided, so a bad one refuses them all.
     decisions = [(review, *_decision(review, value)) for review, value in answers]
     user = request_user(request)
+    partial: list[tuple[Review, approvals.Quorum]] = []
+    decided = 0
     for review, action, response, comment in decisions:
         try:
-            approvals.decide(
+            outcome = approvals.decide(
                 review=review,
                 actor=user,
                 action=action,
@@ -352,9 +354,45 @@ def _resume(
             raise ValidationError([_problem(["command", "resume"], str(exc), body.command.resume)]) from None
         except approvals.DecisionRefused as exc:
             raise HttpError(409, str(exc)) from None
+        if isinstance(outcome, Decision):
+            decided += 1
+        else:
+            partial.append((review, approvals.quorum_of(review, spec=spec)))
+    if partial and not decided:
+        # No run was made: answering with the thread's last run would say the answer ran.
+        raise ApprovalPending(thread, partial)
     latest = thread.runs.filter(status__in=ACTIVE_RUN_STATUSES).first() or thread.runs.order_by("-id").first()
     assert latest is not None
     return latest
+
+
+class ApprovalPending(Exception):
+    """A resume that was a partial approval (the workflow needs more approvers): recorded, the
+    review still open, no run made. Answered 202 with `body` (api.main), not a run."""
+
+    def __init__(self, thread: Thread, partial: list[tuple[Review, approvals.Quorum]]) -> None:
+        first = partial[0][1]
+        detail = (
+            f"approval recorded ({first.progress}); {first.still_needed_text()} before the thread "
+            "resumes, so no run was created"
+        )
+        super().__init__(detail)
+        self.body = {
+            "detail": detail,
+            "thread_id": str(thread.public_id),
+            "run_id": None,
+            "status": "awaiting_approvals",
+            "approvals": [
+                {
+                    "interrupt_id": review.interrupt_id,
+                    "given": quorum.given,
+                    "needed": quorum.needed,
+                    "approved_by": [approval.actor.get_username() for approval in quorum.counting],
+                    "missing_groups": list(quorum.missing_groups),
+                }
+                for review, quorum in partial
+            ],
+        }
 
 
 def _match(resume: Any, reviews: list[Review]) -> list[tuple[Review, Any]]:

@@ -24,7 +24,7 @@ from django.utils.text import capfirst
 from approvals import queries
 from approvals.forms import CancelForm, RollbackForm
 from approvals.http import request_user
-from approvals.models import Decision, Review
+from approvals.models import Approval, Decision, Review
 from workflows import registry, services
 from workflows.admin import ReadOnly, ReadOnlyAdmin, RunInline
 from workflows.models import Thread
@@ -50,6 +50,23 @@ class DecisionInline(ReadOnly, admin.StackedInline[Decision, Review]):
         "comment",
         "created_at",
         "applied_at",
+    )
+
+
+class ApprovalInline(ReadOnly, admin.TabularInline[Approval, Review]):
+    """Partial approvals of a four-eyes review, superseded ones too (written by decide)."""
+
+    model = Approval
+    extra = 0
+    fields = readonly_fields = (
+        "actor",
+        "group",
+        "updates",
+        "edited",
+        "comment",
+        "created_at",
+        "superseded_at",
+        "superseded_by",
     )
 
 
@@ -88,7 +105,7 @@ class ReviewAdmin(ReadOnlyAdmin):
         "follow_up_at",
         "follow_up_by",
     )
-    inlines = [DecisionInline]
+    inlines = [ApprovalInline, DecisionInline]
 
 
 def _label(thread: Thread) -> str:

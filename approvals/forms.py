@@ -215,6 +215,23 @@ def _response_field() -> forms.CharField:
     )
 
 
+class _ActionChoice(forms.RadioSelect):
+    """Radio buttons where some choices show, disabled, with the reason beside them: a starter
+    sees approve and why it is not theirs to give (the service refuses it anyway)."""
+
+    def __init__(self, *args: Any, disabled: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.disabled = disabled or {}
+
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(name, value, *args, **kwargs)
+        reason = self.disabled.get(str(value))
+        if reason:
+            option["attrs"] = {**option["attrs"], "disabled": True, "title": reason}
+            option["label"] = f"{option['label']} (not available to you)"
+        return option
+
+
 class DecisionForm(forms.Form):
     comment = forms.CharField(
         label="Comment", required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 3})
@@ -227,19 +244,28 @@ class DecisionForm(forms.Form):
         review: Review,
         workflow: Workflow,
         values: dict[str, Any],
+        approve_refusal: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.review = review
         self.workflow = workflow
+        # For a review that needs several approvals, the state with the counting approvals'
+        # edits (approvals.services.proposed_values): what is left as shown is no edit.
         self.values = values
+        # Why this user may not approve (segregation of duties, an approval already given),
+        # "" if they may: approve shows disabled with it. A forged approve still reaches
+        # decide(), which refuses it with the same words.
+        self.approve_refusal = approve_refusal
         actions = allowed_actions(review)
+        disabled = {Decision.Action.APPROVE.value: approve_refusal} if approve_refusal else {}
         self.fields["action"] = forms.ChoiceField(
             label="Decision",
             choices=[(action, ACTION_LABELS[Decision.Action(action)]) for action in actions],
-            widget=forms.RadioSelect(),
+            widget=_ActionChoice(disabled=disabled),
         )
-        self.initial.setdefault("action", actions[0] if actions else "")
+        open_actions = [action for action in actions if action not in disabled]
+        self.initial.setdefault("action", open_actions[0] if open_actions else "")
         self.initial["pin"] = sign_pin(review)
         add_state_fields(self, workflow, values)
         if review.kind == Review.Kind.AGENT_INBOX:

@@ -197,3 +197,49 @@ class Decision(models.Model):
             return self.actor_label or "system"
         assert self.actor is not None
         return self.actor.get_username()
+
+
+class Approval(models.Model):
+    """One reviewer's approval of a review whose workflow needs several (four-eyes, quorum).
+
+    The review stays open, pinned to its checkpoint, until enough approvals count; then the
+    last approver's `Decision` closes it and the thread resumes once with the edits approved.
+    An approval stops counting (`superseded_at`) when a later approver changes the edits, and
+    is never deleted: the review page and the audit trail show it.
+    """
+
+    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="approvals")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # With approvals_required="all": the approval group this approval stands for.
+    group = models.CharField(max_length=150, blank=True, default="")
+    # Every edit this approver approved, as {"after": {...}} (Workflow.dump_updates's JSON),
+    # their own and the earlier approvers' they accepted; {} for none. Sealed like a decision's.
+    updates = SealedJSONField(default=dict, blank=True)
+    # Whether this approver changed the edits they were shown (which restarted the count).
+    edited = models.BooleanField(default=False)
+    comment = SealedTextField(blank=True)
+    checkpoint_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set when a later approver's edits restarted the count; who did it.
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            # The same person cannot count twice towards one review.
+            models.UniqueConstraint(
+                fields=["review", "actor"],
+                condition=models.Q(superseded_at__isnull=True),
+                name="approval_one_counting_per_actor",
+            )
+        ]
+        indexes = [models.Index(fields=["review", "created_at"], name="approval_review")]
+
+    def __str__(self) -> str:
+        return f"approval by {self.actor_id} of review {self.review_id}"
+
+    @property
+    def counts(self) -> bool:
+        return self.superseded_at is None

@@ -16,13 +16,23 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
-from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.db.models import (
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import Coalesce
 from django.http import QueryDict
 from django.utils import timezone
 from django_stubs_ext import WithAnnotations
 from langgraph.types import StateSnapshot
 
-from approvals.models import Review
+from approvals.models import Approval, Review
 from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.audit import Action as AuditAction
@@ -170,6 +180,8 @@ def _without_nul(label: str, text: str, errors: list[str]) -> str:
 class ClaimFlag(TypedDict):
     # The queue's reviews carry it: whether the claim is live at Queue.now (Review.live_claim).
     claim_live: bool
+    # How many approvals count towards its quorum (0 for a workflow that needs one).
+    approvals_given: int
 
 
 @dataclass
@@ -233,7 +245,11 @@ def queue(user: User, filters: QueueFilters) -> Queue:
         reviews = reviews.exclude(live_claim)
     # Each row says whether its claim is live by the same rule as the counts (the template
     # shows the holder only then).
-    flagged = reviews.annotate(claim_live=ExpressionWrapper(live_claim, output_field=BooleanField()))
+    flagged = reviews.annotate(
+        claim_live=ExpressionWrapper(live_claim, output_field=BooleanField()),
+        # The approvals that count so far, for "1 of 2" (four-eyes workflows).
+        approvals_given=Coalesce(Subquery(_approvals_given(), output_field=IntegerField()), 0),
+    )
     ordered = flagged.order_by(*SORTS[filters.sort])
     paginator = Paginator(ordered, filters.per_page)
     # The count is already known: spare the paginator its own COUNT query.
@@ -242,6 +258,46 @@ def queue(user: User, filters: QueueFilters) -> Queue:
     names = reviewable_workflows(user)
     workflows = [spec for spec in registry.all_workflows() if names is None or spec.name in names]
     return Queue(page=page, counts=counts, workflows=workflows, filters=filters, now=now)
+
+
+def _approvals_given() -> QuerySet[Any, Any]:
+    return (
+        Approval.objects.filter(review=OuterRef("pk"), superseded_at__isnull=True)
+        .order_by()
+        .values("review")
+        .annotate(given=Count("id"))
+        .values("given")
+    )
+
+
+# -- a review's approvals (four-eyes and quorum) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    """One approval as the review page shows it: who, when, the edits it approved as a diff
+    against the checkpoint, and whether it still counts."""
+
+    approval: Approval
+    changes: list[Change]
+    counts: bool
+
+
+def approval_rows(review: Review, spec: registry.Workflow, values: dict[str, Any]) -> list[ApprovalRow]:
+    """Every approval of the review, oldest first, superseded ones too (marked)."""
+    rows = []
+    for approval in Approval.objects.filter(review=review).select_related("actor").order_by("id"):
+        after = dict(approval.updates.get("after", {}))
+        before = {name: _as_stored(spec, name, values) for name in after if name in values}
+        rows.append(ApprovalRow(approval, diff(before, after), approval.superseded_at is None))
+    return rows
+
+
+def _as_stored(spec: registry.Workflow, name: str, values: dict[str, Any]) -> Any:
+    try:
+        return spec.dump_updates({name: values[name]})[name]
+    except registry.InvalidUpdate:
+        return values[name]
 
 
 # -- a thread's history ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from approvals.models import Decision, Review
+from approvals.models import Approval, Decision, Review
 from approvals.signals import review_opened
 from workflows import audit, engine, limits, registry
 from workflows import services as engine_services
@@ -39,6 +40,9 @@ AGENT_INBOX_ACTIONS = {
 }
 PLAIN_ACTIONS = (Decision.Action.APPROVE, Decision.Action.REJECT, Decision.Action.RESPOND)
 BREAKPOINT_ACTIONS = (Decision.Action.APPROVE, Decision.Action.REJECT)
+# The answers that say no: they end a review at once, whatever its quorum, and the thread's
+# starter may give them (segregation of duties forbids only saying yes to one's own thread).
+SAYS_NO = (Decision.Action.REJECT, Decision.Action.IGNORE)
 
 
 class DecisionRefused(Exception):
@@ -121,7 +125,13 @@ def _summary(thread: Thread, spec: registry.Workflow) -> dict[str, Any]:
 
 
 def allowed_actions(review: Review) -> list[str]:
-    return allowed_actions_for(review.kind, review.value)
+    actions = allowed_actions_for(review.kind, review.value)
+    spec = _workflow_or_none(review.workflow)
+    if spec is not None and spec.needs_quorum:
+        # Only an approve can be counted towards a quorum; an answer (respond, edit and accept)
+        # would carry one reviewer's yes past the others. Saying no stays open to everyone.
+        return [action for action in actions if action == Decision.Action.APPROVE or action in SAYS_NO]
+    return actions
 
 
 def allowed_actions_for(kind: str, value: Any) -> list[str]:
@@ -342,7 +352,7 @@ def decide(
     data: Mapping[str, Any] | None = None,
     options: engine_services.RunOptions | None = None,
     actor_label: str = "",
-) -> Decision:
+) -> Decision | Approval:
     """Record a reviewer's answer and resume the thread with it, once.
 
     `actor` None is the system deciding, named by `actor_label` (TIMEOUT: the deadline sweep
@@ -352,6 +362,10 @@ def decide(
     Refused (nothing written) when the review is no longer open, was rendered from
     another checkpoint, or the action or edits are not allowed. Locks the thread row, its
     active run and the review, in that order, and writes its audit event last.
+
+    In a workflow that needs several approvals (`Workflow.needs_quorum`) an approve is an
+    `Approval` (returned) until the one that reaches the quorum, which returns the Decision
+    and resumes the thread; a reject decides at once. See `_record_approval`.
 
     `data` joins the decision's audit event (the API key a decision came through) and
     `options` are the resume run's (an API client's metadata, webhook, stream modes).
@@ -367,6 +381,18 @@ def decide(
             updates = spec.validate_updates(updates)
         except registry.InvalidUpdate as exc:
             raise InvalidDecision(f"Some edits do not fit: {exc}.") from None
+        tally: Tally | None = None
+        # The system's default (actor None: a timeout) decides at once: nobody is left to count.
+        if action == Decision.Action.APPROVE and spec.needs_quorum and actor is not None:
+            tally = _record_approval(
+                review, spec=spec, actor=actor, checkpoint_id=checkpoint_id, updates=updates, comment=comment
+            )
+            if not tally.reached:
+                # The review stays open, pinned to its checkpoint, for the next approver.
+                _write_events(tally.events, actor=actor, thread=review.thread, data=data)
+                return tally.approval
+            # The quorum is reached: the thread resumes with the edits every counting approver approved.
+            updates = spec.load_updates(tally.updates)
         # What the workflow says approve / reject mean at its breakpoints (expense_approval:
         # approved=True / False). The button wins over a field edited the other way:
         # "reject" must never pay.
@@ -385,6 +411,8 @@ def decide(
         _resume_or_cancel(review, decision, spec=spec, actor=actor, comment=comment, options=options)
         # Last, after update_state: the audit lock serializes every audited write, so it is
         # held only for the append and the commit (the one lock order: thread, run, review, audit).
+        if tally is not None:
+            _write_events(tally.events, actor=actor, thread=review.thread, data=data)
         engine_services.record_event(
             action=AuditAction.REVIEW_DECIDED,
             actor=actor,
@@ -400,6 +428,7 @@ def decide(
                 "checkpoint_id": checkpoint_id,
                 "updates": stored_updates,
                 "comment": comment,
+                **({"approved_by": tally.approved_by} if tally is not None else {}),
             },
         )
     return decision
@@ -434,6 +463,10 @@ def _check_decidable(
         raise InvalidDecision(
             f"{action!r} is not allowed here; choose one of {', '.join(allowed_actions(review))}."
         )
+    if action not in SAYS_NO and actor is not None:
+        refusal = approval_refusal(review, spec=spec, actor=actor)
+        if refusal:
+            raise InvalidDecision(refusal)
     if thread.status not in (Thread.Status.INTERRUPTED, Thread.Status.QUEUED, Thread.Status.RUNNING):
         raise StaleReview(f"The thread is {thread.status}; this review no longer applies.")
     if engine.checkpoint_id_of(engine.head(spec.name, thread.thread_id)) != review.checkpoint_id:
@@ -622,6 +655,244 @@ def _apply(
         )
     now: datetime = timezone.now()
     Decision.objects.filter(pk__in=[decision.pk for decision in decisions]).update(applied_at=now)
+
+
+# -- four-eyes and quorum --------------------------------------------------------------------
+
+
+def starter_refusal(review: Review, *, spec: registry.Workflow, actor: User) -> str:
+    """Why `actor` may not say yes to this review because they started its thread
+    (segregation of duties, unless the workflow sets starter_may_approve); "" if they may."""
+    if spec.starter_may_approve or review.thread.created_by_id is None:
+        return ""
+    if review.thread.created_by_id != actor.pk:
+        return ""
+    return (
+        "You started this thread, so you may not approve it (segregation of duties): another "
+        "reviewer must. You may still reject it."
+    )
+
+
+def approval_refusal(review: Review, *, spec: registry.Workflow, actor: User) -> str:
+    """Why `actor` may not approve this review now, in words for them; "" if they may. The
+    review page disables its approve choice with this reason, and decide() refuses with it."""
+    refusal = starter_refusal(review, spec=spec, actor=actor)
+    if refusal or not spec.needs_quorum:
+        return refusal
+    quorum = quorum_of(review, spec=spec)
+    mine = next((approval for approval in quorum.counting if approval.actor_id == actor.pk), None)
+    if mine is not None:
+        when = timezone.localtime(mine.created_at).strftime("%Y-%m-%d %H:%M")
+        return (
+            f"You already approved this review at {when} ({quorum.progress}); "
+            f"{quorum.still_needed_text()}, from someone else."
+        )
+    if spec.approvals_required == "all" and not _group_for(actor, quorum.missing_groups):
+        return (
+            f"This review still needs an approval from a member of {_either(quorum.missing_groups)}, "
+            "and you are not in that group."
+        )
+    return ""
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """Where a review's approvals stand: those that count, in order, against what is needed."""
+
+    needed: int
+    counting: list[Approval]
+    # With approvals_required="all": the approval groups no counting approval stands for yet.
+    missing_groups: tuple[str, ...] = ()
+
+    @property
+    def given(self) -> int:
+        return len(self.counting)
+
+    @property
+    def progress(self) -> str:
+        return f"{self.given} of {self.needed}"
+
+    @property
+    def updates(self) -> dict[str, Any]:
+        """The edits the counting approvals approved (stored JSON): each counting approval
+        carries them all, since any change restarts the count."""
+        return dict(self.counting[-1].updates.get("after", {})) if self.counting else {}
+
+    def still_needed_text(self) -> str:
+        if self.missing_groups:
+            return f"it still needs an approval from a member of {_each(self.missing_groups)}"
+        left = max(self.needed - self.given, 0)
+        return f"it still needs {left} more approval{'s' if left != 1 else ''}"
+
+
+def quorum_of(review: Review, *, spec: registry.Workflow) -> Quorum:
+    counting = Approval.objects.filter(review=review, superseded_at__isnull=True)
+    return _quorum(spec, list(counting.select_related("actor").order_by("id")))
+
+
+def _quorum(spec: registry.Workflow, counting: list[Approval]) -> Quorum:
+    missing: tuple[str, ...] = ()
+    if spec.approvals_required == "all":
+        covered = {approval.group for approval in counting}
+        missing = tuple(group for group in spec.approval_groups if group not in covered)
+    return Quorum(needed=spec.approvals_needed, counting=counting, missing_groups=missing)
+
+
+def _group_for(actor: User, groups: tuple[str, ...]) -> str:
+    """The first of `groups` (in the workflow's order) that `actor` belongs to, or ""."""
+    if not groups:
+        return ""
+    mine = set(actor.groups.filter(name__in=groups).values_list("name", flat=True))
+    return next((group for group in groups if group in mine), "")
+
+
+def _either(groups: tuple[str, ...]) -> str:
+    return " or ".join(f"“{group}”" for group in groups)
+
+
+def _each(groups: tuple[str, ...]) -> str:
+    return " and ".join(f"“{group}”" for group in groups)
+
+
+def proposed_values(review: Review, *, spec: registry.Workflow, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The state as the next approver is asked to approve it: the checkpoint's values with the
+    edits of the approvals that count. The review form starts from these, so a field the
+    approver leaves as shown is no edit of theirs."""
+    if not spec.needs_quorum or review.status != Review.Status.OPEN:
+        return dict(values)
+    return {**values, **spec.load_updates(quorum_of(review, spec=spec).updates)}
+
+
+@dataclass
+class Tally:
+    """What `_record_approval` did: the new approval, whether the quorum is now reached (with
+    the edits to resume with), and the audit events to write last (after any resume)."""
+
+    approval: Approval
+    reached: bool
+    updates: dict[str, Any]
+    approved_by: list[str]
+    events: list[tuple[AuditAction, dict[str, Any]]] = field(default_factory=list)
+
+
+def _record_approval(
+    review: Review,
+    *,
+    spec: registry.Workflow,
+    actor: User,
+    checkpoint_id: str,
+    updates: dict[str, Any],
+    comment: str,
+) -> Tally:
+    """Record `actor`'s approval of a review that needs several, inside decide()'s
+    transaction and under its locks (thread, run, review), so two approvers at the same moment
+    are counted one after the other and only the one who completes the quorum resumes.
+
+    `updates` are the approver's changes to what they were shown (`proposed_values`). A change
+    restarts the count: the earlier approvals stop counting (recorded, audited) and this one is
+    the first of the new count, carrying the edits it accepted with its own."""
+    quorum = quorum_of(review, spec=spec)
+    shown = quorum.updates
+    values = engine.head(spec.name, review.thread.thread_id).values
+    state = values if isinstance(values, Mapping) else {}
+    changes = {
+        name: value
+        for name, value in spec.dump_updates(updates).items()
+        if (shown[name] if name in shown else _stored(spec, name, state)) != value
+    }
+    now = timezone.now()
+    events: list[tuple[AuditAction, dict[str, Any]]] = []
+    superseded = quorum.counting if changes else []
+    counting = [] if changes else list(quorum.counting)
+    group = ""
+    if spec.approvals_required == "all":
+        group = _group_for(actor, _quorum(spec, counting).missing_groups)
+    try:
+        with transaction.atomic():  # a savepoint: the constraint's refusal leaves the rest usable
+            approval = Approval.objects.create(
+                review=review,
+                actor=actor,
+                group=group,
+                updates={"after": canonical_json({**shown, **changes})} if shown or changes else {},
+                edited=bool(changes),
+                comment=comment,
+                checkpoint_id=checkpoint_id,
+            )
+    except IntegrityError:
+        raise InvalidDecision("You already approved this review; someone else must approve it too.") from None
+    if superseded:
+        Approval.objects.filter(pk__in=[old.pk for old in superseded]).update(
+            superseded_at=now, superseded_by=approval
+        )
+        events.append(
+            (
+                AuditAction.REVIEW_APPROVALS_RESET,
+                {
+                    "review": review.pk,
+                    "approval": approval.pk,
+                    "superseded": [old.pk for old in superseded],
+                    "superseded_approvers": [old.actor.get_username() for old in superseded],
+                    "reason": "a later approver changed the edits",
+                },
+            )
+        )
+    counting.append(approval)
+    after = _quorum(spec, counting)
+    reached = after.given >= after.needed and not after.missing_groups
+    events.append(
+        (
+            AuditAction.REVIEW_APPROVED,
+            {
+                "review": review.pk,
+                "approval": approval.pk,
+                "progress": after.progress,
+                "given": after.given,
+                "needed": after.needed,
+                "group": group,
+                "node": review.node,
+                "interrupt_id": review.interrupt_id,
+                "checkpoint_id": checkpoint_id,
+                "updates": changes,
+                "edited": bool(changes),
+                "comment": comment,
+            },
+        )
+    )
+    if not reached:
+        # Approved: the approver's claim ends, so the next approver can take the review.
+        review.claimed_by = None
+        review.claim_expires_at = None
+        review.save(update_fields=["claimed_by", "claim_expires_at"])
+    return Tally(
+        approval=approval,
+        reached=reached,
+        updates=after.updates,
+        approved_by=[counted.actor.get_username() for counted in counting],
+        events=events,
+    )
+
+
+def _stored(spec: registry.Workflow, name: str, state: Mapping[str, Any]) -> Any:
+    """A checkpoint value as an edit of it is stored (JSON), to tell an edit from no edit."""
+    if name not in state:
+        return None
+    try:
+        return spec.dump_updates({name: state[name]})[name]
+    except registry.InvalidUpdate:
+        return state[name]
+
+
+def _write_events(
+    events: list[tuple[AuditAction, dict[str, Any]]],
+    *,
+    actor: User | None,
+    thread: Thread,
+    data: Mapping[str, Any] | None,
+) -> None:
+    for action, event_data in events:
+        engine_services.record_event(
+            action=action, actor=actor, thread=thread, data={**(data or {}), **event_data}
+        )
 
 
 # -- claims ----------------------------------------------------------------------------------

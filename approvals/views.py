@@ -23,6 +23,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import capfirst
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -32,7 +33,7 @@ from langgraph.types import StateSnapshot
 from approvals import queries, services
 from approvals.forms import DecisionForm, FollowUpForm
 from approvals.http import HtmxHttpRequest, request_user
-from approvals.models import Decision, Review
+from approvals.models import Approval, Decision, Review
 from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.models import Thread
@@ -175,13 +176,24 @@ def _approve_as_is(review: Review, user: User) -> str:
     if review.status == Review.Status.OPEN and needs_input:
         return "needs input"
     try:
-        services.decide(review=review, actor=user, action="approve", checkpoint_id=review.checkpoint_id)
+        # decide() refuses what this user may not approve (their own thread, an approval they
+        # already gave) with the reason, which becomes this row's outcome.
+        outcome = services.decide(
+            review=review, actor=user, action="approve", checkpoint_id=review.checkpoint_id
+        )
     except services.AlreadyDecided as exc:
         when = timezone.localtime(exc.decision.created_at).strftime("%Y-%m-%d %H:%M")
         return f"already decided by {exc.decision.decided_by} at {when}"
     except services.DecisionRefused as exc:
-        return str(exc)
+        return f"not approved: {exc}"
+    if isinstance(outcome, Approval):
+        return _partial_message(outcome)
     return "approved"
+
+
+def _partial_message(approval: Approval) -> str:
+    quorum = services.quorum_of(approval.review, spec=registry.get(approval.review.workflow))
+    return f"approval recorded ({quorum.progress}); {quorum.still_needed_text()} before the thread resumes"
 
 
 # -- one review ------------------------------------------------------------------------------
@@ -218,7 +230,7 @@ def _review_context_of(
     thread = review.thread
     spec, values = head.spec, head.values
     if form is None:
-        form = DecisionForm(review=review, workflow=spec, values=values)
+        form = _form(review, head, request_user(request))
     request_info = review.value[0] if review.kind == Review.Kind.AGENT_INBOX else None
     description = (request_info or {}).get("description") or (
         review.value.get("question", "") if isinstance(review.value, dict) else ""
@@ -239,7 +251,39 @@ def _review_context_of(
         "decision": getattr(review, "decision", None) if review.status == Review.Status.DECIDED else None,
         "stale": review.status == Review.Status.OPEN
         and engine.checkpoint_id_of(head.snapshot) != review.checkpoint_id,
+        **_approvals_context(review, head, form),
     }
+
+
+def _approvals_context(review: Review, head: _Head, form: DecisionForm) -> dict[str, Any]:
+    """Four-eyes: the approvals so far (with their edits as diffs), what is still needed, and
+    why this user may not approve, if so."""
+    spec = head.spec
+    rows = queries.approval_rows(review, spec, head.values) if spec.needs_quorum else []
+    quorum = services.quorum_of(review, spec=spec) if spec.needs_quorum else None
+    return {
+        "quorum": quorum,
+        "approval_rows": rows,
+        "still_needed": quorum.still_needed_text() if quorum is not None else "",
+        "approve_refusal": form.approve_refusal,
+    }
+
+
+def _form(review: Review, head: _Head, user: User, data: Any = None) -> DecisionForm:
+    """The decision form, filled from the state the user is asked to approve (with the
+    counting approvals' edits), approve disabled with the reason if it is not theirs to give."""
+    refusal = (
+        services.approval_refusal(review, spec=head.spec, actor=user)
+        if review.status == Review.Status.OPEN and Decision.Action.APPROVE in services.allowed_actions(review)
+        else ""
+    )
+    return DecisionForm(
+        data,
+        review=review,
+        workflow=head.spec,
+        values=services.proposed_values(review, spec=head.spec, values=head.values),
+        approve_refusal=refusal,
+    )
 
 
 # The newest checkpoints a page shows at first, and at most on asking for all: a long
@@ -273,7 +317,11 @@ def review_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             return render(request, "approvals/review.html#history", _history(request, review.thread))
     # Opening the page claims the review (htmx, on load); the claim box a release swaps in
     # does not, or releasing would claim it straight back.
-    context = {**_review_context(request, review), "claim_on_load": True}
+    context = _review_context(request, review)
+    # Not for someone who may not approve it (they started the thread, or their approval is
+    # already counted): their claim would only keep away the approvers still needed. They
+    # can still claim it with the button, to reject.
+    context["claim_on_load"] = not context["approve_refusal"]
     return render(request, "approvals/review.html", context)
 
 
@@ -368,7 +416,7 @@ def review_release(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 def _bound_form(request: HtmxHttpRequest, review: Review, head: _Head) -> DecisionForm:
     # An oversized body never gets here: approvals.middleware refuses it with a 413 first.
-    return DecisionForm(request.POST, review=review, workflow=head.spec, values=head.values)
+    return _form(review, head, request_user(request), request.POST)
 
 
 def _previewed_changes(form: DecisionForm) -> list[queries.Change]:
@@ -416,7 +464,7 @@ def _decide(request: HtmxHttpRequest, review: Review, head: _Head) -> HttpRespon
     if not form.is_valid():
         return _form_errors(request, review, head, form)
     try:
-        services.decide(
+        outcome = services.decide(
             review=review,
             actor=request_user(request),
             action=form.cleaned_data["action"],
@@ -430,11 +478,19 @@ def _decide(request: HtmxHttpRequest, review: Review, head: _Head) -> HttpRespon
         return _form_errors(request, review, head, form)
     except services.DecisionRefused as exc:
         return _refused(request, review, exc)
-    url = reverse("approvals:thread", args=[review.thread.public_id])
+    # A partial approval leaves the review open for the next approver, so its page is where
+    # to go (it lists this approval and what is still needed).
+    if isinstance(outcome, Approval):
+        url = reverse("approvals:review", args=[review.pk])
+    else:
+        url = reverse("approvals:thread", args=[review.thread.public_id])
     if request.htmx:
         # 204: htmx follows HX-Redirect and swaps nothing, so no body is sent.
         return HttpResponseClientRedirect(url, status=204)
-    messages.success(request, "Decision recorded; the thread is resuming.")
+    if isinstance(outcome, Approval):
+        messages.success(request, capfirst(_partial_message(outcome)) + ".")
+    else:
+        messages.success(request, "Decision recorded; the thread is resuming.")
     return HttpResponseRedirect(url)
 
 

@@ -601,3 +601,36 @@ def _due_after(state: DueState) -> dict[str, Any]:
 )
 def due_default() -> StateGraph[DueState]:
     return line(DueState, ask=_due_ask, after=_due_after)
+
+
+# -- four-eyes and quorum (tests/test_quorum.py, test_browser.py): the expense claim, reviewed
+# by the "quorum" group only (no persona of the other tests is in it), registered at import so
+# worker processes know them too.
+
+QUORUM_EXPENSE = {
+    "reviewer_group": "quorum",
+    "editable": ["amount", "category", "approved"],
+    "interrupt_before": ["pay"],
+    "on_approve": {"approved": True},
+    "on_reject": {"approved": False},
+}
+
+
+@register("test_four_eyes", title="Expense claim, two approvers", approvals_required=2, **QUORUM_EXPENSE)
+def four_eyes() -> StateGraph[Any]:
+    from workflows.examples.expense_approval import build
+
+    return build()
+
+
+@register(
+    "test_all_groups",
+    title="Expense claim, one approver from each of finance and legal",
+    approvals_required="all",
+    approval_groups=["quorum_finance", "quorum_legal"],
+    **QUORUM_EXPENSE,
+)
+def all_groups() -> StateGraph[Any]:
+    from workflows.examples.expense_approval import build
+
+    return build()

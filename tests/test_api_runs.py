@@ -63,6 +63,13 @@ def rita_key(reviewer: User) -> str:
     return key_for(reviewer)
 
 
+@pytest.fixture
+def approver_key(other_reviewer: User) -> str:
+    """Oscar's: he reviews what Rita starts (the starter may not approve her own thread)."""
+    other_reviewer.groups.add(Group.objects.get_or_create(name="testers")[0])
+    return key_for(other_reviewer)
+
+
 def whole(response: Any) -> Any:
     """The answer read to its end: /wait and /join answer with a body awaited on the event loop
     (api.waiting), which the test client hands over as a stream."""
@@ -675,7 +682,9 @@ def test_new_input_continues_a_completed_thread_and_an_enqueued_run_takes_its_tu
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_runs_own_breakpoint_pauses_it_for_a_review(starter: User, starter_key: str) -> None:
+def test_a_runs_own_breakpoint_pauses_it_for_a_review(
+    starter: User, starter_key: str, approver_key: str
+) -> None:
     thread = new_thread(starter)
     created = post(
         starter_key,
@@ -692,7 +701,7 @@ def test_a_runs_own_breakpoint_pauses_it_for_a_review(starter: User, starter_key
     assert (review.kind, review.node) == (Review.Kind.BREAKPOINT, "add")
     assert paused == {"count": 1, "__interrupt__": [{"value": {"next": ["add"]}, "id": review.interrupt_id}]}
     resumed = post(
-        starter_key,
+        approver_key,
         f"/threads/{thread.thread_id}/runs",
         {"assistant_id": "test_tally", "command": {"resume": "approve"}},
     ).json()
@@ -849,9 +858,11 @@ def worker(tmp_path: Any) -> Iterator[Worker]:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_sync_sdk_runs_a_thread_to_its_interrupt_resumes_it_and_waits_until_done(
-    live_server: Any, worker: Worker, starter: User, starter_key: str
+    live_server: Any, worker: Worker, starter: User, starter_key: str, other_reviewer: User, approver_key: str
 ) -> None:
     client = get_sync_client(url=f"{live_server.url}/api", api_key=starter_key)
+    # The starter may not approve her own thread (segregation of duties): Oscar does.
+    approver = get_sync_client(url=f"{live_server.url}/api", api_key=approver_key)
     thread = new_thread(starter)
     created: list[Any] = []
 
@@ -864,16 +875,18 @@ def test_the_sync_sdk_runs_a_thread_to_its_interrupt_resumes_it_and_waits_until_
     assert created[0]["thread_id"] == thread.thread_id
     with pytest.raises(ConflictError):
         client.runs.create(thread.thread_id, "expense_approval", input=EXPENSE)
-    done = client.runs.wait(
+    with pytest.raises(httpx.HTTPStatusError, match="422"):
+        client.runs.wait(thread.thread_id, "expense_approval", command={"resume": {pause["id"]: "approve"}})
+    done = approver.runs.wait(
         thread.thread_id, "expense_approval", command={"resume": {pause["id"]: "approve"}}
     )
 
     assert done["outcome"] == "paid 120.00"
     assert "__interrupt__" not in done
     decision = Decision.objects.get(review__thread=thread)
-    assert decision.actor == starter
+    assert decision.actor == other_reviewer
     event = AuditEvent.objects.get(thread=thread, action=Action.REVIEW_DECIDED)
-    assert event.data["api_key"] == prefix_of(starter_key)
+    assert event.data["api_key"] == prefix_of(approver_key)
     runs = client.runs.list(thread.thread_id)
     assert [run["status"] for run in runs] == ["success", "success"]
     # runs.wait raises httpx's own error (it reads the answer as a stream); runs.create the SDK's.

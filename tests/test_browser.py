@@ -284,6 +284,57 @@ def test_two_reviewers_decide_the_same_review_one_wins_the_other_sees_who(
     assert decision.updates == {"after": {"approved": True}}
 
 
+def test_two_approvers_in_two_browsers_the_second_sees_the_first_ones_edits_and_completes_it(
+    new_page: Callable[[], Page],
+) -> None:
+    """Four-eyes (tests.fake_workflows.test_four_eyes needs two approvals): the first approval
+    keeps the review open ("1 of 2"), the second approver sees the first one's edit as a diff,
+    and their approval resumes the thread once, with that edit."""
+    make_user("quinn", groups=["quorum"])
+    make_user("fred", groups=["quorum"])
+    thread = start("test_four_eyes", expense("Ada", "Taxi to the airport", 120.0), "Four eyes: Ada's taxi")
+    review = review_of(thread)
+    url = f"/reviews/{review.pk}/"
+
+    quinn, fred = new_page(), new_page()
+    log_in(quinn, "quinn")
+    log_in(fred, "fred")
+    expect(queue_row(quinn, "Four eyes: Ada's taxi")).to_contain_text("0 of 2 approvals")
+    quinn.goto(url)
+    expect(quinn.locator("#claim")).to_contain_text("You are reviewing this")
+    expect(quinn.locator("#approvals")).to_contain_text("it still needs 2 more approvals")
+    quinn.locator("input[name=state__amount]").fill("99.5")
+    quinn.get_by_label("Comment").fill("the receipt says 99.50")
+    quinn.get_by_role("button", name="Submit decision").click()
+    # A partial approval comes back to the review, open, with the approval listed.
+    expect(quinn).to_have_url(re.compile(rf"/reviews/{review.pk}/$"))
+    expect(quinn.locator("#approvals [data-progress]")).to_have_text("1 of 2")
+    expect(quinn.locator("#approve-refusal")).to_contain_text("You already approved this review")
+    expect(quinn.locator("input[name=action][value=approve]")).to_be_disabled()
+    # Quinn's page did not claim the review again: Fred takes it.
+    expect(quinn.locator("#claim")).to_contain_text("Claim this review")
+
+    fred.goto("/")
+    expect(queue_row(fred, "Four eyes: Ada's taxi")).to_contain_text("1 of 2 approvals")
+    queue_row(fred, "Four eyes: Ada's taxi").get_by_role("link").click()
+    expect(fred.locator("#claim")).to_contain_text("You are reviewing this")
+    approval = fred.locator("#approvals li[data-approver=quinn]")
+    expect(approval).to_contain_text("the receipt says 99.50")
+    expect(approval.locator("tr", has_text="amount")).to_contain_text("120.0")
+    expect(approval.locator("tr", has_text="amount")).to_contain_text("99.5")
+    expect(fred.locator("input[name=state__amount]")).to_have_value("99.5")
+    fred.get_by_role("button", name="Submit decision").click()
+    expect(fred).to_have_url(re.compile(rf"/threads/{thread.public_id}/$"))
+    expect(fred.locator("#status [data-status]")).to_have_text("Completed")
+    expect(fred.locator("#status dl.values .field", has_text="outcome")).to_contain_text("paid 99.50")
+
+    decision = Decision.objects.get(review=review)
+    assert decision.actor.username == "fred"
+    assert decision.updates == {"after": {"amount": 99.5, "approved": True}}
+    assert [approval.actor.username for approval in review.approvals.order_by("id")] == ["quinn", "fred"]
+    assert thread.runs.filter(kind="resume").count() == 1
+
+
 def test_the_queue_shows_new_reviews_without_a_reload(new_page: Callable[[], Page]) -> None:
     make_user("rita", groups=["finance"])
     review_of(start("expense_approval", expense("Ada", "Train to Lyon", 120.0), "Expense: Ada, Lyon"))

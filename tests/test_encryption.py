@@ -102,10 +102,11 @@ def before_draft(thread: Thread) -> str:
 
 
 def live_thread(reviewer: User, admin: User) -> Thread:
-    """Start, run, review, a decision with edits, completion, a rollback with corrections, a
-    second review rejected with a comment, completion again."""
+    """Start (by the admin: the starter may not approve), run, review, a decision with edits,
+    completion, a rollback with corrections, a second review rejected with a comment,
+    completion again."""
     expense = {"employee": EMPLOYEE, "description": DESCRIPTION, "amount": AMOUNT, "category": "travel"}
-    thread = services.start_thread(workflow="expense_approval", input=expense, actor=reviewer, title=TITLE)
+    thread = services.start_thread(workflow="expense_approval", input=expense, actor=admin, title=TITLE)
     run_queued(thread)
     decide(open_review(thread), reviewer, "approve", updates={"amount": EDITED}, comment=COMMENT)
     run_queued(thread)

@@ -59,10 +59,11 @@ def test_the_inbox_with_a_bad_key_fails_with_the_servers_401(api_url: str) -> No
 
 
 def test_the_inbox_lists_reads_and_resumes_a_thread_with_a_human_response(
-    api_url: str, reviewer: User, worker: Worker
+    api_url: str, reviewer: User, other_reviewer: User, worker: Worker
 ) -> None:
-    key = key_for(reviewer, "start_thread")
-    thread_id = interrupted_thread(api_url, key)
+    # Oscar starts the thread and Rita accepts it: the starter may not approve his own thread.
+    thread_id = interrupted_thread(api_url, key_for(other_reviewer, "start_thread"))
+    key = key_for(reviewer)
 
     seen = run_node(
         "inbox.mjs",

@@ -24,15 +24,22 @@ def readme_example() -> str:
 
 
 def test_the_readmes_sdk_example_runs_a_thread_through_its_review(
-    api_url: str, reviewer: User, worker: Worker
+    api_url: str, reviewer: User, other_reviewer: User, worker: Worker
 ) -> None:
     code = readme_example()
     assert "http://127.0.0.1:8000/api" in code
-    assert '"signoff_…"' in code
-    key = key_for(reviewer, "start_thread")
+    assert '"signoff_requester…"' in code
+    assert '"signoff_reviewer…"' in code
+    # Two people: the one who starts a thread may not approve it (segregation of duties).
+    keys = {
+        '"signoff_requester…"': repr(key_for(other_reviewer, "start_thread")),
+        '"signoff_reviewer…"': repr(key_for(reviewer)),
+    }
+    for placeholder, key in keys.items():
+        code = code.replace(placeholder, key)
     names: dict[str, Any] = {}
 
-    exec(code.replace("http://127.0.0.1:8000/api", api_url).replace('"signoff_…"', repr(key)), names)  # noqa: S102
+    exec(code.replace("http://127.0.0.1:8000/api", api_url), names)  # noqa: S102
 
     assert names["paused"]["__interrupt__"]
     assert names["done"]["outcome"] == "paid 42.00"

@@ -129,9 +129,11 @@ def test_update_state_writes_a_new_checkpoint(api_url: str, key: str, worker: Wo
 
 
 def test_stream_yields_each_step_and_resumes_an_agent_inbox_interrupt(
-    api_url: str, key: str, worker: Worker
+    api_url: str, key: str, other_reviewer: User, worker: Worker
 ) -> None:
     graph = remote(api_url, key, "content_review")
+    # Rita starts the thread; Oscar accepts it (the starter may not approve her own thread).
+    approver = remote(api_url, key_for(other_reviewer), "content_review")
     thread_id = str(uuid.uuid4())
 
     first = list(graph.stream(TOPIC, on(thread_id), stream_mode="updates"))
@@ -145,7 +147,9 @@ def test_stream_yields_each_step_and_resumes_an_agent_inbox_interrupt(
     }
 
     resumed = list(
-        graph.stream(Command(resume=[{"type": "accept", "args": None}]), on(thread_id), stream_mode="updates")
+        approver.stream(
+            Command(resume=[{"type": "accept", "args": None}]), on(thread_id), stream_mode="updates"
+        )
     )
 
     assert resumed == [{"review": {"published": DRAFT}}, {"publish": {"status": "published"}}]

@@ -105,6 +105,10 @@ class Action(models.TextChoices):
     REVIEW_DUE_SOON = "review.due_soon"
     REVIEW_FOLLOW_UP_SET = "review.follow_up_set"
     REVIEW_FOLLOWED_UP = "review.followed_up"
+    # Four-eyes and quorum: one partial approval of a review that needs several; and earlier
+    # approvals that stopped counting because a later approver changed the edits.
+    REVIEW_APPROVED = "review.approved"
+    REVIEW_APPROVALS_RESET = "review.approvals_reset"
     # Written once, by migration 0006, which spells it out (a migration keeps its own copy).
     AUDIT_KEYED = "audit.keyed"
     CHECKPOINT_UNREADABLE = "checkpoint.unreadable"

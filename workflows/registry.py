@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import import_module
-from typing import Any
+from typing import Any, Literal
 
 from django.core.exceptions import ImproperlyConfigured
 from langgraph.graph import StateGraph
@@ -172,6 +172,26 @@ class Workflow:
     # State fields that are not secret: the queue searches their values even with
     # SIGNOFF_ENCRYPTION_KEY set (when everything else a thread carries is encrypted).
     summary_fields: tuple[str, ...] = ()
+    # Four-eyes and quorum: how many distinct reviewers must approve a review before the
+    # thread resumes (an int >= 1), or "all": one approval from a member of each of
+    # `approval_groups`, a different person for each group. Any reject ends the review at once.
+    approvals_required: int | Literal["all"] = 1
+    approval_groups: tuple[str, ...] = ()
+    # Segregation of duties: the user who started a thread may not approve its reviews (they
+    # may still reject them). True lets them.
+    starter_may_approve: bool = False
+
+    @property
+    def approvals_needed(self) -> int:
+        """How many approvals close a review: the quorum, or one per approval group."""
+        if self.approvals_required == "all":
+            return len(self.approval_groups)
+        return self.approvals_required
+
+    @property
+    def needs_quorum(self) -> bool:
+        """Whether an approve may be a partial approval (more than one approval is needed)."""
+        return self.approvals_required == "all" or self.approvals_needed > 1
 
     @cached_property
     def graph(self) -> StateGraph[Any, Any, Any, Any]:
@@ -347,6 +367,9 @@ def register(
     on_approve: Mapping[str, Any] | None = None,
     on_reject: Mapping[str, Any] | None = None,
     summary_fields: Sequence[str] = (),
+    approvals_required: int | Literal["all"] = 1,
+    approval_groups: Sequence[str] = (),
+    starter_may_approve: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`.
 
@@ -355,7 +378,10 @@ def register(
 
     `on_due` says what happens when a review is `review_hours` old and still open (`due_policy`
     reads it): `{"escalate": "managers"}`, `{"decide": "approve"}`, `{"remind": 4}`; by default
-    the group is told once. An error names the workflow and the problem."""
+    the group is told once. An error names the workflow and the problem.
+
+    `approvals_required` (an int, or "all" with `approval_groups`) and `starter_may_approve`
+    are the four-eyes rules (docs/architecture.md, Four-eyes and quorum)."""
 
     def decorate(builder: Builder) -> Builder:
         try:
@@ -378,6 +404,9 @@ def register(
                 on_approve=dict(on_approve or {}),
                 on_reject=dict(on_reject) if on_reject is not None else None,
                 summary_fields=tuple(summary_fields),
+                approvals_required=approvals_required,
+                approval_groups=tuple(approval_groups),
+                starter_may_approve=starter_may_approve,
             )
         )
         return builder
@@ -430,6 +459,7 @@ def add(workflow: Workflow) -> Workflow:
             f"workflow {workflow.name!r} ({where}): on_due escalates to {workflow.reviewer_group!r}, "
             "which is already its reviewer group; name another group"
         )
+    _check_quorum(workflow, where)
     workflow.field_types.update({name: fields[name] for name in workflow.editable})
     for kind, implied in (("on_approve", workflow.on_approve), ("on_reject", workflow.on_reject or {})):
         try:
@@ -442,6 +472,51 @@ def add(workflow: Workflow) -> Workflow:
     workflow.__dict__["graph"] = graph
     _registry[workflow.name] = workflow
     return workflow
+
+
+def _check_quorum(workflow: Workflow, where: str) -> None:
+    """ImproperlyConfigured for four-eyes settings that cannot be met or mean nothing."""
+    prefix = f"workflow {workflow.name!r} ({where})"
+    required = workflow.approvals_required
+    groups = workflow.approval_groups
+    if not isinstance(workflow.starter_may_approve, bool):
+        raise ImproperlyConfigured(f"{prefix}: starter_may_approve must be True or False")
+    if isinstance(groups, str):
+        raise ImproperlyConfigured(
+            f"{prefix}: approval_groups must be a sequence of group names, not the string {groups!r}"
+        )
+    if required == "all":
+        if not groups:
+            raise ImproperlyConfigured(
+                f'{prefix}: approvals_required="all" needs approval_groups, the groups whose members '
+                "must each approve"
+            )
+        bad = [group for group in groups if not isinstance(group, str) or not group.strip()]
+        if bad:
+            raise ImproperlyConfigured(
+                f"{prefix}: approval_groups must be non-empty group names, not {bad!r}"
+            )
+        doubled = sorted({group for group in groups if groups.count(group) > 1})
+        if doubled:
+            raise ImproperlyConfigured(f"{prefix}: approval_groups names {', '.join(doubled)} more than once")
+        if not workflow.reviewer_group:
+            raise ImproperlyConfigured(
+                f'{prefix}: approvals_required="all" needs a reviewer_group (who sees the reviews); '
+                "approvers must belong to it and to one of the approval_groups"
+            )
+        return
+    if isinstance(required, bool) or not isinstance(required, int):
+        raise ImproperlyConfigured(
+            f'{prefix}: approvals_required must be a whole number of approvals (1 or more) or "all", '
+            f"not {required!r}"
+        )
+    if required < 1:
+        raise ImproperlyConfigured(f"{prefix}: approvals_required must be 1 or more, not {required}")
+    if groups:
+        raise ImproperlyConfigured(
+            f'{prefix}: approval_groups is only for approvals_required="all" (one approval from each '
+            f"group); with approvals_required={required} leave it out"
+        )
 
 
 def remove(name: str) -> None:

@@ -43,6 +43,19 @@ def workflow_title(name: str) -> str:
 
 
 @register.filter
+def approval_progress(review: Any) -> str:
+    """ "1 of 2" for a queue row of a workflow that needs several approvals (the row carries
+    `approvals_given`), "" for any other."""
+    try:
+        spec = registry.get(review.workflow)
+    except LookupError:
+        return ""
+    if not spec.needs_quorum:
+        return ""
+    return f"{getattr(review, 'approvals_given', 0)} of {spec.approvals_needed}"
+
+
+@register.filter
 def can_read_audit(user: Any) -> bool:
     """`{% if user|can_read_audit %}`: the one rule for showing audit trail links."""
     return _can_read_audit(user)
