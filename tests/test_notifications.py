@@ -31,7 +31,7 @@ from approvals.signals import (
     review_reassigned,
 )
 from notifications import messages, queries, services
-from notifications.models import Preference, Send
+from notifications.models import ChatEndpoint, Preference, Send
 from tests.factories import EXPENSE, make_user, open_review, run_queued
 from tests.html import form_fields
 from tests.mailserver import MailServer
@@ -771,3 +771,36 @@ def test_a_worker_emails_the_group_when_a_review_opens_and_retries_after_an_smtp
         assert "employee: Zelda Quux" in mail.text
         assert_no_secret(mail)
     assert smtp.to(tester.email) == []
+
+
+@pytest.mark.django_db
+def test_the_admin_marks_an_endpoint_for_chat_notifications_and_refuses_a_turned_off_one(
+    admin: User, receiver: Receiver
+) -> None:
+    on = webhooks.create_endpoint(workflow="expense_approval", url=receiver.url, actor=admin)
+    off = webhooks.create_endpoint(workflow="content_review", url=receiver.url, actor=admin)
+    webhooks.change_endpoint(
+        endpoint=off.endpoint, url=receiver.url, run_ended=True, review_opened=True, active=False, actor=admin
+    )
+    client = client_for(admin)
+    add = reverse("admin:notifications_chatendpoint_add")
+
+    refused = client.post(add, {"endpoint": off.endpoint.pk, "active": "on"})
+    added = client.post(add, {"endpoint": on.endpoint.pk, "active": "on"})
+
+    assert refused.status_code == 200
+    assert "That webhook endpoint is turned off: turn it on first." in refused.text
+    assert added.status_code == 302
+    [chat] = ChatEndpoint.objects.all()
+    assert (chat.endpoint_id, chat.active) == (on.endpoint.pk, True)
+    [event] = AuditEvent.objects.filter(action=Action.NOTIFICATION_ENDPOINT_CHANGED)
+    assert event.actor == admin
+    assert event.data == {"endpoint_id": on.endpoint.pk, "workflow": "expense_approval", "active": True}
+    change = reverse("admin:notifications_chatendpoint_change", args=[chat.pk])
+    assert client.get(change).status_code == 200
+    # Turned off (the box unticked); the endpoint posted is ignored: the row's stays.
+    assert client.post(change, {"endpoint": off.endpoint.pk}).status_code == 302
+    chat.refresh_from_db()
+    assert (chat.endpoint_id, chat.active) == (on.endpoint.pk, False)
+    assert AuditEvent.objects.filter(action=Action.NOTIFICATION_ENDPOINT_CHANGED).count() == 2
+    assert client.get(reverse("admin:notifications_send_changelist")).status_code == 200
