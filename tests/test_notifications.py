@@ -5,6 +5,9 @@ chat webhooks; the settings page."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -804,3 +807,62 @@ def test_the_admin_marks_an_endpoint_for_chat_notifications_and_refuses_a_turned
     assert (chat.endpoint_id, chat.active) == (on.endpoint.pk, False)
     assert AuditEvent.objects.filter(action=Action.NOTIFICATION_ENDPOINT_CHANGED).count() == 2
     assert client.get(reverse("admin:notifications_send_changelist")).status_code == 200
+
+
+# -- settings from the environment -------------------------------------------------------------------------
+
+
+def _mailer(**env: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import django, json; django.setup(); from django.conf import settings; "
+        "print(json.dumps(settings.MAILERS['default']))"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("EMAIL_")}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_smtp_comes_from_the_environment_and_the_password_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "smtp-password"
+    secret.write_text("s3cret\n")
+
+    started = _mailer(
+        EMAIL_HOST="smtp.example.com",
+        EMAIL_PORT="587",
+        EMAIL_HOST_USER="signoff",
+        EMAIL_HOST_PASSWORD_FILE=str(secret),
+        EMAIL_USE_TLS="true",
+    )
+
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout) == {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": "smtp.example.com",
+            "port": 587,
+            "username": "signoff",
+            "password": "s3cret",
+            "use_tls": True,
+            "use_ssl": False,
+            "timeout": 10.0,
+        },
+    }
+
+
+def test_debug_without_an_smtp_host_prints_emails_to_the_console() -> None:
+    started = _mailer(DJANGO_DEBUG="true", SIGNOFF_AUDIT_KEY="", DJANGO_SECRET_KEY="dev")
+
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout) == {"BACKEND": "django.core.mail.backends.console.EmailBackend"}
+
+
+def test_tls_and_ssl_together_stop_start_up() -> None:
+    started = _mailer(EMAIL_HOST="smtp.example.com", EMAIL_USE_TLS="on", EMAIL_USE_SSL="on")
+
+    assert started.returncode != 0
+    assert "EMAIL_USE_TLS and EMAIL_USE_SSL are both on: set one of them" in started.stderr
