@@ -395,8 +395,9 @@ class InvalidPreferences(InvalidState):
 def set_preferences(*, user: User, choices: Mapping[str, str]) -> dict[str, str]:
     """Set how `user` hears of each workflow in `choices` (immediately, digest, off), only for
     workflows they review. All or nothing: a bad entry raises InvalidPreferences naming it and
-    changes nothing. Audited with what changed; returns the choices now. Locks the user's
-    preference rows."""
+    changes nothing. Audited with what changed; returns the choices now. Locks the user's row
+    (then the audit lock): two saves at once take turns, so neither finds a row missing that
+    the other is inserting."""
     allowed = {spec.name for spec in queries.reviewed_workflows(user)}
     values = set(Preference.Delivery.values)
     errors = {name: "you do not review this workflow" for name in choices if name not in allowed} | {
@@ -407,7 +408,8 @@ def set_preferences(*, user: User, choices: Mapping[str, str]) -> dict[str, str]
     if errors:
         raise InvalidPreferences(errors)
     with transaction.atomic(durable=True):
-        existing = {row.workflow: row for row in Preference.objects.select_for_update().filter(user=user)}
+        User.objects.select_for_update().filter(pk=user.pk).exists()
+        existing = {row.workflow: row for row in Preference.objects.filter(user=user)}
         before: dict[str, str] = {}
         after: dict[str, str] = {}
         now = timezone.now()

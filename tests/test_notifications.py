@@ -866,3 +866,36 @@ def test_tls_and_ssl_together_stop_start_up() -> None:
 
     assert started.returncode != 0
     assert "EMAIL_USE_TLS and EMAIL_USE_SSL are both on: set one of them" in started.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_saves_of_a_users_first_preferences_at_once_both_succeed_one_after_the_other(
+    reviewer: User,
+) -> None:
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def save(choice: str) -> None:
+        from django.db import connection
+
+        start.wait()
+        try:
+            services.set_preferences(user=reviewer, choices={"expense_approval": choice})
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=save, args=(choice,)) for choice in ("digest", "off")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    [row] = Preference.objects.filter(user=reviewer)
+    events = AuditEvent.objects.filter(action=Action.NOTIFICATION_PREFERENCES_CHANGED).order_by("id")
+    assert [event.data["after"]["expense_approval"] for event in events][-1] == row.delivery
+    assert len(events) == 2
+    assert events[1].data["before"]["expense_approval"] == events[0].data["after"]["expense_approval"]
