@@ -438,11 +438,13 @@ def set_preferences(*, user: User, choices: Mapping[str, str]) -> dict[str, str]
 
 def set_chat_notifications(*, endpoint: WebhookEndpoint, active: bool, actor: User | None) -> ChatEndpoint:
     """Whether an admin's webhook endpoint also gets its workflow's review notifications (opened,
-    escalated, overdue) as chat messages. Audited. Locks the endpoint's chat row."""
+    escalated, overdue) as chat messages. Audited. Locks the endpoint's row (then the audit
+    lock), so two admins saving at once take turns."""
     if active and not endpoint.active:
         raise InvalidState("the webhook endpoint is turned off: turn it on first")
     with transaction.atomic(durable=True):
-        chat = ChatEndpoint.objects.select_for_update().filter(endpoint=endpoint).first()
+        WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk).exists()
+        chat = ChatEndpoint.objects.filter(endpoint=endpoint).first()
         before = chat.active if chat is not None else False
         if chat is None:
             chat = ChatEndpoint.objects.create(endpoint=endpoint, active=active)

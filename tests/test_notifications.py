@@ -899,3 +899,34 @@ def test_two_saves_of_a_users_first_preferences_at_once_both_succeed_one_after_t
     assert [event.data["after"]["expense_approval"] for event in events][-1] == row.delivery
     assert len(events) == 2
     assert events[1].data["before"]["expense_approval"] == events[0].data["after"]["expense_approval"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_turning_chat_notifications_on_at_once_make_one_row(
+    admin: User, receiver: Receiver
+) -> None:
+    new = webhooks.create_endpoint(workflow="expense_approval", url=receiver.url, actor=admin)
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def turn_on() -> None:
+        from django.db import connection
+
+        start.wait()
+        try:
+            services.set_chat_notifications(endpoint=new.endpoint, active=True, actor=admin)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=turn_on) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert ChatEndpoint.objects.filter(endpoint=new.endpoint, active=True).count() == 1
+    assert AuditEvent.objects.filter(action=Action.NOTIFICATION_ENDPOINT_CHANGED).count() == 1
