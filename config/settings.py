@@ -308,6 +308,8 @@ INSTALLED_APPS = [
     "workflows",
     "approvals",
     "api",
+    # On top of approvals and api: it listens to their signals and reuses the API's webhooks.
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -633,6 +635,50 @@ if SIGNOFF_WEBHOOK_MAX_ATTEMPTS < 1:
 # unset, a payload carries the review page's path alone.
 SIGNOFF_BASE_URL = os.getenv("SIGNOFF_BASE_URL", "").rstrip("/")
 
+# -- Notifications (notifications/): email through Django's mailers (MAILERS) ---------------
+# SMTP once EMAIL_HOST is set, and always without DEBUG (production); under DEBUG with no
+# EMAIL_HOST (`make run`) the console backend prints each email in the worker's log. The
+# variables keep Django's familiar EMAIL_* names; they fill MAILERS["default"], which Django
+# 6.1 reads instead of the EMAIL_* settings it deprecates.
+_email_host = os.getenv("EMAIL_HOST", "")
+# How long an SMTP server may take to answer before the try counts as failed and is retried.
+SIGNOFF_EMAIL_TIMEOUT_SECONDS = envfloat("EMAIL_TIMEOUT", 10.0)
+if _email_host or not DEBUG:
+    if envbool("EMAIL_USE_TLS", False) and envbool("EMAIL_USE_SSL", False):
+        raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are both on: set one of them")
+    MAILERS: dict[str, dict[str, Any]] = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {
+                "host": _email_host or "localhost",
+                "port": envint("EMAIL_PORT", 25),
+                "username": os.getenv("EMAIL_HOST_USER", ""),
+                "password": envsecret("EMAIL_HOST_PASSWORD"),
+                "use_tls": envbool("EMAIL_USE_TLS", False),
+                "use_ssl": envbool("EMAIL_USE_SSL", False),
+                "timeout": SIGNOFF_EMAIL_TIMEOUT_SECONDS,
+            },
+        }
+    }
+else:
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "Signoff <signoff@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# How long to wait before each retry of a notification that could not be sent (the last delay
+# repeats), up to SIGNOFF_NOTIFY_MAX_ATTEMPTS tries in all.
+SIGNOFF_NOTIFY_RETRY_SECONDS = webhook_retry_seconds("SIGNOFF_NOTIFY_RETRY_SECONDS")
+SIGNOFF_NOTIFY_MAX_ATTEMPTS = envint("SIGNOFF_NOTIFY_MAX_ATTEMPTS", 5)
+if SIGNOFF_NOTIFY_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        f"SIGNOFF_NOTIFY_MAX_ATTEMPTS must be 1 or more, got {SIGNOFF_NOTIFY_MAX_ATTEMPTS}"
+    )
+# The daily digest goes out at the first notification sweep from this hour on (TIME_ZONE),
+# once per user and day.
+SIGNOFF_DIGEST_HOUR = envint("SIGNOFF_DIGEST_HOUR", 7)
+if not 0 <= SIGNOFF_DIGEST_HOUR <= 23:
+    raise ImproperlyConfigured(f"SIGNOFF_DIGEST_HOUR must be from 0 to 23, got {SIGNOFF_DIGEST_HOUR}")
+SIGNOFF_NOTIFY_SWEEP_SECONDS = envfloat("SIGNOFF_NOTIFY_SWEEP_SECONDS", 300.0)
+
 # Celery: the database is the truth, a message only rings the bell (docs/architecture.md).
 # Redis in production (CELERY_BROKER_URL=redis://...); by default an on-disk broker under
 # var/ that needs no server (it never redelivers: the sweeper makes up for that).
@@ -684,6 +730,8 @@ CELERY_BEAT_SCHEDULE = {
     # Deadlines that act (approvals/deadlines.py): a task in the workers' queue, unlike the
     # run sweep, since it decides and resumes threads like a reviewer does.
     "deadline-sweep": {"task": "approvals.tasks.sweep_deadlines", "schedule": SIGNOFF_DEADLINE_SWEEP_SECONDS},
+    # The daily digests (once per user and day) and the notifications whose message was lost.
+    "notifications": {"task": "notifications.tasks.sweep", "schedule": SIGNOFF_NOTIFY_SWEEP_SECONDS},
 }
 # Beat runs the sweep in its own process rather than queueing it behind the runs it
 # recovers (workflows/beat.py), so recovery takes lease + sweep whatever the backlog.

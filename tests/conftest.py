@@ -10,6 +10,9 @@ from django.test import Client
 from approvals.models import Review
 from tests.factories import capture_doorbell, make_user, open_review, paused, run_queued
 from tests.fake_workflows import TYPED_INPUT, build_typed
+
+# A real SMTP server (aiosmtpd) with the email settings pointed at it (tests/mailserver.py).
+from tests.mailserver import smtp  # noqa: F401
 from tests.pages import client_for, expense_thread, grant
 
 # The app under uvicorn, for any test that streams (tests/servers.py).

@@ -1,6 +1,6 @@
-"""The apps' modules import one another without a circle, and only downwards: api on top of
-approvals on top of workflows, the write layer knowing nothing of Celery's tasks (the doorbell
-publishes them by name)."""
+"""The apps' modules import one another without a circle, and only downwards: notifications on
+top of api on top of approvals on top of workflows, the write layer knowing nothing of Celery's
+tasks (the doorbell publishes them by name)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("workflows", "approvals", "api")
+APPS = ("workflows", "approvals", "api", "notifications")
 
 
 def _modules() -> dict[str, Path]:
@@ -158,15 +158,16 @@ def test_the_private_name_finder_finds_one(tmp_path: Path) -> None:
     assert _private_uses(source) == ["workflows.x._y", "s._ring"]
 
 
-def test_nothing_imports_the_api_but_the_root_urls() -> None:
+def test_nothing_imports_the_api_but_the_root_urls_and_notifications() -> None:
     # include("api.urls") names the module in a string, which counts as importing it; so do the
     # settings, which list the API's middleware (its JSON 405) and beat's webhook sweep.
-    # Config sits on top of every app.
+    # Config sits on top of every app, and notifications on top of the API (it reuses its
+    # signed webhooks).
     files = [path for top in (*APPS, "config") for path in (ROOT / top).rglob("*.py")]
     importers = sorted(
         str(path.relative_to(ROOT))
         for path in files
-        if path.parts[len(ROOT.parts)] != "api"
+        if path.parts[len(ROOT.parts)] not in ("api", "notifications")
         and (any(name.split(".")[0] == "api" for name in _imports(path)) or '"api.' in _text(path))
     )
 
@@ -177,3 +178,19 @@ def test_the_api_uses_no_private_name_of_workflows() -> None:
     used = {name: _private_uses(path) for name, path in _modules().items() if name.startswith("api")}
 
     assert {name: names for name, names in used.items() if names} == {}
+
+
+def test_nothing_imports_notifications_but_the_root_urls() -> None:
+    # Notifications hear of reviews through approvals' signals; nothing below asks them anything.
+    files = [path for top in (*APPS, "config") for path in (ROOT / top).rglob("*.py")]
+    importers = sorted(
+        str(path.relative_to(ROOT))
+        for path in files
+        if path.parts[len(ROOT.parts)] != "notifications"
+        and (
+            any(name.split(".")[0] == "notifications" for name in _imports(path))
+            or '"notifications.' in _text(path)
+        )
+    )
+
+    assert importers == ["config/settings.py", "config/urls.py"]

@@ -121,6 +121,9 @@ class Action(models.TextChoices):
     # Webhook endpoints (api.webhooks): the data names the endpoint by id, never its secret.
     WEBHOOK_CREATED = "webhook.created"
     WEBHOOK_CHANGED = "webhook.changed"
+    # Notifications (notifications.services): a user's choices, and an endpoint's chat messages.
+    NOTIFICATION_PREFERENCES_CHANGED = "notification.preferences_changed"
+    NOTIFICATION_ENDPOINT_CHANGED = "notification.endpoint_changed"
 
 
 # What verify reports, by name.
