@@ -7,7 +7,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -266,6 +266,7 @@ def decide(
     comment: str = "",
     data: Mapping[str, Any] | None = None,
     options: engine_services.RunOptions | None = None,
+    on_decided: Callable[[Decision], None] | None = None,
 ) -> Decision:
     """Record a reviewer's answer and resume the thread with it, once.
 
@@ -275,6 +276,10 @@ def decide(
 
     `data` joins the decision's audit event (the API key a decision came through) and
     `options` are the resume run's (an API client's metadata, webhook, stream modes).
+    `on_decided(decision)` runs inside the transaction once the decision is written, before
+    the resume and the audit lock (lock order: thread, run, review, its rows, audit), so
+    what it writes (a one-click link marked used) commits with the decision or not at all;
+    it may raise DecisionRefused to refuse the decision.
     """
     updates = dict(updates or {})
     _refuse_unstorable(updates=updates, response=response, comment=comment)
@@ -299,6 +304,8 @@ def decide(
             answer=_answer(review, action, response, comment),
             comment=comment,
         )
+        if on_decided is not None:
+            on_decided(decision)
         _resume_or_cancel(review, decision, spec=spec, actor=actor, comment=comment, options=options)
         # Last, after update_state: the audit lock serializes every audited write, so it is
         # held only for the append and the commit (the one lock order: thread, run, review, audit).

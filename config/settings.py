@@ -627,6 +627,8 @@ if SIGNOFF_WEBHOOK_MAX_ATTEMPTS < 1:
 # Where this app is served (https://signoff.example.com), for the links in webhook payloads;
 # unset, a payload carries the review page's path alone.
 SIGNOFF_BASE_URL = os.getenv("SIGNOFF_BASE_URL", "").rstrip("/")
+# How long an emailed one-click link (approve, reject, open) stays valid (approvals.links).
+SIGNOFF_LINK_HOURS = envfloat("SIGNOFF_LINK_HOURS", 72.0)
 
 # Celery: the database is the truth, a message only rings the bell (docs/architecture.md).
 # Redis in production (CELERY_BROKER_URL=redis://...); by default an on-disk broker under

@@ -109,6 +109,10 @@ class Action(models.TextChoices):
     # Webhook endpoints (api.webhooks): the data names the endpoint by id, never its secret.
     WEBHOOK_CREATED = "webhook.created"
     WEBHOOK_CHANGED = "webhook.changed"
+    # One-click links (approvals.links): issued for a recipient, or refused (tampered, expired,
+    # used, someone else's). The data names the link by id, never its token.
+    LINK_ISSUED = "link.issued"
+    LINK_REFUSED = "link.refused"
 
 
 # What verify reports, by name.

@@ -52,6 +52,9 @@ class Workflow:
     # State fields that are not secret: the queue searches their values even with
     # SIGNOFF_ENCRYPTION_KEY set (when everything else a thread carries is encrypted).
     summary_fields: tuple[str, ...] = ()
+    # Whether an emailed one-click link (approvals.links) may decide without a session: its
+    # confirmation page then works for whoever holds the link. Off, the link asks to sign in.
+    email_decisions: bool = False
 
     @cached_property
     def graph(self) -> StateGraph[Any, Any, Any, Any]:
@@ -226,11 +229,13 @@ def register(
     on_approve: Mapping[str, Any] | None = None,
     on_reject: Mapping[str, Any] | None = None,
     summary_fields: Sequence[str] = (),
+    email_decisions: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`.
 
     `summary_fields` name the state fields that are not secret: their values stay searchable
-    in the review queue when an encryption key is set (see docs/operations.md)."""
+    in the review queue when an encryption key is set (see docs/operations.md).
+    `email_decisions` lets an emailed one-click link decide without signing in first."""
 
     def decorate(builder: Builder) -> Builder:
         add(
@@ -247,6 +252,7 @@ def register(
                 on_approve=dict(on_approve or {}),
                 on_reject=dict(on_reject) if on_reject is not None else None,
                 summary_fields=tuple(summary_fields),
+                email_decisions=email_decisions,
             )
         )
         return builder
