@@ -205,6 +205,8 @@ def conflict(link: Link) -> str | None:
     """Why the link's decision cannot apply now (the 409 page's message), or None. Names who
     decided and when, or who withdrew the review and when."""
     review = link.review
+    if not _registered(review.workflow):
+        return services.unregistered_message(review.workflow)
     if link.used_at is not None and link.decision is not None:
         return f"This link was already used. {services.AlreadyDecided(link.decision)}"
     if review.status == Review.Status.DECIDED:
@@ -221,6 +223,14 @@ def conflict(link: Link) -> str | None:
     if not queries.visible_reviews(link.recipient).filter(pk=review.pk).exists():
         return f"{link.recipient.get_username()} is no longer a reviewer of this workflow."
     return _moved_on(link)
+
+
+def _registered(workflow: str) -> bool:
+    try:
+        registry.get(workflow)
+    except LookupError:
+        return False
+    return True
 
 
 def _moved_on(link: Link) -> str | None:
@@ -298,6 +308,7 @@ class Effect:
     verb: str
     text: str
     sets: dict[str, Any]
+    workflow: str = ""
 
 
 def effect(link: Link) -> Effect:
@@ -308,11 +319,12 @@ def effect(link: Link) -> Effect:
     sets = services.implied_updates(review, action, spec)
     if review.kind == Review.Kind.BREAKPOINT:
         if action == Link.Action.REJECT and spec.on_reject is None:
-            return Effect(verb, "Rejecting cancels the thread; it will not go on.", {})
-        return Effect(verb, f"The thread goes on from “{review.node}”.", sets)
+            return Effect(verb, "Rejecting cancels the thread; it will not go on.", {}, spec.title)
+        return Effect(verb, f"The thread goes on from “{review.node}”.", sets, spec.title)
     if review.kind == Review.Kind.AGENT_INBOX:
-        return Effect(verb, "Accepts the request as it stands; the thread goes on.", {})
-    return Effect(verb, f"Answers “{review.node}” with {action}, without a comment; the thread goes on.", {})
+        return Effect(verb, "Accepts the request as it stands; the thread goes on.", {}, spec.title)
+    text = f"Answers “{review.node}” with {action}, without a comment; the thread goes on."
+    return Effect(verb, text, {}, spec.title)
 
 
 # -- refusals -------------------------------------------------------------------------------

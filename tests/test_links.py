@@ -176,6 +176,7 @@ def test_following_a_link_only_shows_a_confirmation_page(rita: Client, reviewer:
     assert page.status_code == 200
     assert "Train to Lyon" in page.text
     assert "<dd data-node>pay</dd>" in page.text
+    assert "<dd>Expense approval</dd>" in page.text
     assert "The thread goes on from “pay”." in page.text
     assert "<code>approved</code> = True" in page.text
     assert 'method="post"' in page.text
@@ -322,6 +323,18 @@ def test_a_link_for_a_review_escalated_to_another_group_is_a_409(
         assert response.status_code == 409
         assert "escalated to board" in response.text
     assert not Decision.objects.exists()
+
+
+def test_a_link_for_a_workflow_no_longer_registered_says_so(
+    monkeypatch: pytest.MonkeyPatch, rita: Client, reviewer: User, review: Review
+):
+    urls = links.links_for(recipient=reviewer, review=review)
+    monkeypatch.delitem(registry._registry, "expense_approval")
+
+    page = rita.get(path(urls["approve"]))
+
+    assert page.status_code == 409
+    assert "is no longer registered on this server" in page.text
 
 
 def test_a_recipient_no_longer_in_the_group_cannot_decide_by_link(
