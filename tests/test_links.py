@@ -24,6 +24,7 @@ from approvals.models import Decision, Link, Review
 from tests.factories import decide, head, run_queued
 from tests.html import form_fields
 from tests.pages import LOGIN, expense_thread, snapshot
+from tests.test_lock_order import no_errors, side_by_side
 from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.models import AuditEvent, Thread
@@ -579,3 +580,27 @@ def test_the_decision_checks_the_group_again_under_the_reviews_lock(
 
     assert snapshot(review.thread) == before
     assert Link.objects.get(pk=link.pk).used_at is None
+
+
+@pytest.mark.postgres
+def test_a_refusal_audited_while_the_link_decides_does_not_deadlock(
+    reviewer: User, other_reviewer: User, staff: User
+):
+    review = expense_thread(staff).reviews.get()
+    links.links_for(recipient=reviewer, review=review)
+    link = Link.objects.select_related("review__thread", "recipient").get(action="approve")
+
+    results = side_by_side(
+        # Holds the link row, then waits for the audit lock...
+        lambda: links.record_refusal(
+            link=link, reason=links.Reason.OTHER_USER, user=other_reviewer, ip_address=""
+        ),
+        r"FROM \"approvals_link\".*FOR UPDATE",
+        # ...while the decision holds thread, run and review and waits for the link row.
+        lambda: links.decide(link=link, signed_in=True),
+    )
+
+    no_errors(results)
+    assert results[0] is True
+    assert isinstance(results[1], Decision)
+    assert engine_services.verify_audit_chain()[1] is None
