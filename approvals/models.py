@@ -243,3 +243,41 @@ class Approval(models.Model):
     @property
     def counts(self) -> bool:
         return self.superseded_at is None
+
+
+class Link(models.Model):
+    """One emailed one-click link (approvals.links): approve, reject or open one review, for
+    one recipient, pinned to the checkpoint the review was raised at, until `expires_at`.
+
+    The token in the URL is signed and carries a random secret; only the secret's SHA-256 is
+    kept here, so this table cannot be read back into a working link. Written only by
+    approvals.links.
+    """
+
+    class Action(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        OPEN = "open"
+
+    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="links")
+    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    action = models.CharField(max_length=20, choices=Action)
+    checkpoint_id = models.CharField(max_length=64)
+    # The group the review was with when the link was issued: a link does not follow an
+    # escalation to another group.
+    reviewer_group = models.CharField(max_length=150, blank=True, default="")
+    secret_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    # Set in the decision's own transaction: a link decides once.
+    used_at = models.DateTimeField(null=True, blank=True)
+    decision = models.ForeignKey(Decision, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The refusal reasons already written to the audit trail, space-separated: each reason is
+    # audited once per link, so replaying a link cannot grow the chain without bound.
+    refusals_logged = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["review", "recipient"], name="link_review_recipient")]
+
+    def __str__(self) -> str:
+        return f"{self.action} link {self.pk} for {self.recipient_id} on review {self.review_id}"

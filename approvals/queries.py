@@ -32,7 +32,7 @@ from django.utils import timezone
 from django_stubs_ext import WithAnnotations
 from langgraph.types import StateSnapshot
 
-from approvals.models import Approval, Review
+from approvals.models import Approval, Link, Review
 from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.audit import Action as AuditAction
@@ -774,3 +774,22 @@ def audit_export(filters: AuditFilters, *, chunk_size: int = 2000) -> Iterator[t
         .values_list(*EXPORT_FIELDS.values())
         .iterator(chunk_size=chunk_size)
     )
+
+
+# -- one-click links (approvals.links) -------------------------------------------------------
+
+
+def link(pk: int) -> Link | None:
+    """An issued link with what following it reads: its review, thread, recipient and, once
+    used, the decision and who made it."""
+    return Link.objects.select_related("review__thread", "recipient", "decision__actor").filter(pk=pk).first()
+
+
+def review_cancellation(review: Review) -> AuditEvent | None:
+    """The event that withdrew a review: who, when and why. Its data may be sealed (a text
+    column), so the thread's few cancellation events are read and matched here."""
+    events = AuditEvent.objects.filter(thread_id=review.thread_id, action=AuditAction.REVIEW_CANCELLED)
+    for event in events.order_by("-id")[:200]:
+        if isinstance(event.data, dict) and event.data.get("review") == review.pk:
+            return event
+    return None

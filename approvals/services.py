@@ -7,7 +7,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -352,6 +352,7 @@ def decide(
     data: Mapping[str, Any] | None = None,
     options: engine_services.RunOptions | None = None,
     actor_label: str = "",
+    on_decided: Callable[[Decision | Approval], None] | None = None,
 ) -> Decision | Approval:
     """Record a reviewer's answer and resume the thread with it, once.
 
@@ -369,6 +370,11 @@ def decide(
 
     `data` joins the decision's audit event (the API key a decision came through) and
     `options` are the resume run's (an API client's metadata, webhook, stream modes).
+    `on_decided(decision)` runs inside the transaction once the decision (or a partial
+    approval) is written, before
+    the resume and the audit lock (lock order: thread, run, review, its rows, audit), so
+    what it writes (a one-click link marked used) commits with the decision or not at all;
+    it may raise DecisionRefused to refuse the decision.
     """
     updates = dict(updates or {})
     if actor is None and not actor_label:
@@ -388,6 +394,8 @@ def decide(
                 review, spec=spec, actor=actor, checkpoint_id=checkpoint_id, updates=updates, comment=comment
             )
             if not tally.reached:
+                if on_decided is not None:
+                    on_decided(tally.approval)
                 # The review stays open, pinned to its checkpoint, for the next approver.
                 _write_events(tally.events, actor=actor, thread=review.thread, data=data)
                 return tally.approval
@@ -408,6 +416,8 @@ def decide(
             answer=_answer(review, action, response, comment),
             comment=comment,
         )
+        if on_decided is not None:
+            on_decided(decision)
         _resume_or_cancel(review, decision, spec=spec, actor=actor, comment=comment, options=options)
         # Last, after update_state: the audit lock serializes every audited write, so it is
         # held only for the append and the commit (the one lock order: thread, run, review, audit).

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import views
+from approvals import link_views, views
 
 app_name = "approvals"
 
@@ -14,6 +14,8 @@ urlpatterns = [
     path("reviews/<int:pk>/preview/", views.review_preview, name="preview"),
     path("reviews/<int:pk>/decide/", views.review_decide, name="decide"),
     path("threads/<uuid:public_id>/", views.thread_detail, name="thread"),
+    # One-click links from emails; the signed token is in the query string (approvals.links).
+    path("links/", link_views.follow_link, name="link"),
     path("audit/", views.audit_log, name="audit_log"),
     path("audit/export.csv", views.audit_export_csv, name="audit_export_csv"),
     path("audit/export.jsonl", views.audit_export_jsonl, name="audit_export_jsonl"),

@@ -634,6 +634,8 @@ if SIGNOFF_WEBHOOK_MAX_ATTEMPTS < 1:
 # Where this app is served (https://signoff.example.com), for the links in webhook payloads;
 # unset, a payload carries the review page's path alone.
 SIGNOFF_BASE_URL = os.getenv("SIGNOFF_BASE_URL", "").rstrip("/")
+# How long an emailed one-click link (approve, reject, open) stays valid (approvals.links).
+SIGNOFF_LINK_HOURS = envfloat("SIGNOFF_LINK_HOURS", 72.0)
 
 # -- Notifications (notifications/): email through Django's mailers (MAILERS) ---------------
 # SMTP once EMAIL_HOST is set, and always without DEBUG (production); under DEBUG with no

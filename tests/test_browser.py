@@ -15,6 +15,7 @@ ones the README shows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -28,11 +29,12 @@ from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, Dialog, Locator, Page, expect, sync_playwright
 
+from approvals import links
 from approvals import services as approvals
 from approvals.models import Decision, Review
 from tests.factories import make_user
 from tests.workers import ROOT, Worker, wait_for
-from workflows import services
+from workflows import registry, services
 from workflows.management.commands.seed_demo_threads import DEMO_THREADS
 from workflows.models import Thread
 
@@ -398,3 +400,37 @@ def test_screenshots_of_the_queue_and_a_review(new_page: Callable[[], Page]) -> 
 
     for name in ("queue.png", "review.png"):
         assert (directory / name).stat().st_size > 10_000, name
+
+
+def test_a_one_click_link_decides_in_a_browser_without_javascript_or_a_session(
+    browser: Browser, live_server: Any, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rita = make_user("rita", groups=["finance"])
+    spec = registry.get("expense_approval")
+    # The web side (live_server's thread) reads the flag; the worker only resumes the thread.
+    monkeypatch.setitem(registry._registry, spec.name, dataclasses.replace(spec, email_decisions=True))
+    monkeypatch.setattr(settings, "SIGNOFF_BASE_URL", live_server.url)
+    claim = start("expense_approval", expense("Ada", "Train to Lyon", 120.0), "Expense: Ada, train to Lyon")
+    review = review_of(claim)
+    urls = links.links_for(recipient=rita, review=review)
+
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(urls["approve"])
+        expect(page.get_by_role("heading", name="Approve “Expense: Ada, train to Lyon”?")).to_be_visible()
+        assert Decision.objects.filter(review=review).count() == 0
+        page.get_by_role("button", name="Approve").click()
+        expect(page.get_by_role("heading", name="Approved: “Expense: Ada, train to Lyon”")).to_be_visible()
+        page.goto(urls["approve"])
+        expect(page.get_by_role("alert")).to_contain_text("already decided (approve) by rita")
+    finally:
+        context.close()
+
+    decision = Decision.objects.get(review=review)
+    assert (decision.action, decision.actor.username) == ("approve", "rita")
+    wait_for(
+        lambda: Thread.objects.filter(pk=claim.pk, status=Thread.Status.COMPLETED).first(),
+        timeout=60,
+        what="the thread to complete",
+    )

@@ -124,6 +124,10 @@ class Action(models.TextChoices):
     # Notifications (notifications.services): a user's choices, and an endpoint's chat messages.
     NOTIFICATION_PREFERENCES_CHANGED = "notification.preferences_changed"
     NOTIFICATION_ENDPOINT_CHANGED = "notification.endpoint_changed"
+    # One-click links (approvals.links): issued for a recipient, or refused (tampered, expired,
+    # used, someone else's). The data names the link by id, never its token.
+    LINK_ISSUED = "link.issued"
+    LINK_REFUSED = "link.refused"
 
 
 # What verify reports, by name.

@@ -193,6 +193,10 @@ class Workflow:
         """Whether an approve may be a partial approval (more than one approval is needed)."""
         return self.approvals_required == "all" or self.approvals_needed > 1
 
+    # Whether an emailed one-click link (approvals.links) may decide without a session: its
+    # confirmation page then works for whoever holds the link. Off, the link asks to sign in.
+    email_decisions: bool = False
+
     @cached_property
     def graph(self) -> StateGraph[Any, Any, Any, Any]:
         return self.builder()
@@ -370,6 +374,7 @@ def register(
     approvals_required: int | Literal["all"] = 1,
     approval_groups: Sequence[str] = (),
     starter_may_approve: bool = False,
+    email_decisions: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`.
 
@@ -381,7 +386,9 @@ def register(
     the group is told once. An error names the workflow and the problem.
 
     `approvals_required` (an int, or "all" with `approval_groups`) and `starter_may_approve`
-    are the four-eyes rules (docs/architecture.md, Four-eyes and quorum)."""
+    are the four-eyes rules (docs/architecture.md, Four-eyes and quorum).
+
+    `email_decisions` lets an emailed one-click link decide without signing in first."""
 
     def decorate(builder: Builder) -> Builder:
         try:
@@ -407,6 +414,7 @@ def register(
                 approvals_required=approvals_required,
                 approval_groups=tuple(approval_groups),
                 starter_may_approve=starter_may_approve,
+                email_decisions=email_decisions,
             )
         )
         return builder
