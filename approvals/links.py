@@ -143,14 +143,8 @@ def _digest(secret: str) -> str:
 
 
 def reviewer_group(review: Review) -> str:
-    """The group reviewing `review` now: its own (an escalation moves it) or its workflow's."""
-    own = getattr(review, "reviewer_group", "")
-    if own:
-        return str(own)
-    try:
-        return registry.get(review.workflow).reviewer_group
-    except LookupError:
-        return ""
+    """The group reviewing `review` now: its workflow's, or the one it was escalated to."""
+    return review.responsible_group
 
 
 # -- following ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from approvals import links
 from approvals.models import Review
 from notifications import queries
 from notifications.models import Send
@@ -42,9 +43,10 @@ def absolute(path: str) -> str:
 
 
 def review_links(*, recipient: User, review: Review) -> dict[str, str]:
-    """The links an email about `review` carries for `recipient`, by name ("open"; "approve"
-    and "reject" once signed one-click links exist). The templates render whatever is here."""
-    return {"open": absolute(reverse("approvals:review", args=[review.pk]))}
+    """The signed one-click links an email about `review` carries for `recipient`, by name:
+    "open" always, "approve" and "reject" when they may decide it now (approvals.links). The
+    templates render whatever is here."""
+    return links.links_for(recipient=recipient, review=review)
 
 
 def summary_values(review: Review) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from approvals import queries as approvals_queries
+from approvals import services as approvals_services
 from approvals.models import Review
 from notifications.models import Preference
 from workflows import registry
@@ -18,24 +19,17 @@ Delivery = Preference.Delivery
 
 
 def review_group(review: Review) -> str:
-    """The group whose members review `review` now: the workflow's reviewer group. (Once a
-    review can be escalated to another group, this returns the group it is with.)"""
-    try:
-        return registry.get(review.workflow).reviewer_group
-    except LookupError:
-        return ""
+    """The group whose members review `review` now: the workflow's reviewer group, or the
+    group it was escalated to (`Review.responsible_group`)."""
+    return review.responsible_group
 
 
 def may_see(user: User, review: Review) -> bool:
-    """Whether `user` may see `review`'s state now: active, and a superuser or a member of the
-    group the review is with. Asked when each email is written, not when it was queued, so a
-    group the review was escalated away from, or a member who left, gets no values."""
-    if not user.is_active:
-        return False
-    if user.is_superuser:
-        return True
-    group = review_group(review)
-    return bool(group) and user.groups.filter(name=group).exists()
+    """Whether `user` may see `review`'s state now: the one rule of the review pages
+    (`approvals.services.may_review`: an active superuser, or a member of the group the review
+    is with). Asked when each email is written, not when it was queued, so a group the review
+    was escalated away from, or a member who left, gets no values."""
+    return approvals_services.may_review(user, review)
 
 
 def group_members(name: str) -> QuerySet[User]:

@@ -47,6 +47,13 @@ def _no_refusal_throttled_yet() -> Iterator[None]:
     caches["throttle"].delete(links.UNKNOWN_REFUSAL_KEY)
 
 
+def escalate(review: Review, *, to: str) -> None:
+    """Move the review to group `to` as the deadline sweep's escalation does."""
+    Review.objects.filter(pk=review.pk).update(
+        reviewer_group=to, escalated_from=review.responsible_group, escalated_at=timezone.now()
+    )
+
+
 def _with(monkeypatch: pytest.MonkeyPatch, **changes: object) -> None:
     """The expense workflow with some registry fields changed, for one test."""
     spec = registry.get("expense_approval")
@@ -315,7 +322,7 @@ def test_a_link_for_a_review_escalated_to_another_group_is_a_409(
     urls = links.links_for(recipient=reviewer, review=review)
     fields = confirm(rita, urls["approve"])
     reviewer.groups.create(name="board")
-    _with(monkeypatch, reviewer_group="board")
+    escalate(review, to="board")
 
     page = rita.get(path(urls["approve"]))
     post = rita.post(reverse("approvals:link"), fields)
@@ -572,7 +579,7 @@ def test_the_decision_checks_the_group_again_under_the_reviews_lock(
     # Escalated after the page was shown: rita reviews for the new group too, so only the
     # link's own check stands in the way.
     reviewer.groups.create(name="board")
-    _with(monkeypatch, reviewer_group="board")
+    escalate(review, to="board")
     before = snapshot(review.thread)
 
     with pytest.raises(links.LinkEscalated):

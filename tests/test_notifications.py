@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from django.contrib.auth.models import User
@@ -24,7 +26,8 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from api import webhooks
-from approvals.models import Review
+from approvals import links
+from approvals.models import Link, Review
 from approvals.signals import (
     review_due_soon,
     review_escalated,
@@ -49,6 +52,18 @@ BASE = "https://signoff.example.com"
 # description and the amount are not and must never reach an email.
 CLAIM = {**EXPENSE, "employee": "Zelda Quux", "description": "Dinner at Chez Secret", "amount": 987.65}
 SECRETS = ("Chez Secret", "987.65", "987,65")
+
+
+def links_in(text: str) -> list[Link]:
+    """The signed one-click links (approvals.links) an email carries, as issued."""
+    return [
+        links.verify(unquote(token))
+        for token in re.findall(re.escape(BASE) + r"/links/\?t=([^\s\"<>&]+)", text)
+    ]
+
+
+def actions_in(text: str) -> set[str]:
+    return {link.action for link in links_in(text)}
 
 
 @pytest.fixture
@@ -166,9 +181,8 @@ def test_the_reviewer_group_is_emailed_when_a_review_opens_with_links_and_summar
     [mail] = smtp.to("rita@example.com")
     assert mail.subject == "A review is waiting: Team offsite (Expense approval)"
     assert mail.message["from"] == "Signoff <signoff@example.com>"
-    link = f"{BASE}/reviews/{review.pk}/"
-    assert f"Open: {link}" in mail.text
-    assert f'href="{link}"' in mail.html
+    assert actions_in(mail.text) == actions_in(mail.html) == {"approve", "reject", "open"}
+    assert {(link.recipient_id, link.review_id) for link in links_in(mail.text)} == {(reviewer.pk, review.pk)}
     assert "Step: pay" in mail.text
     assert "employee: Zelda Quux" in mail.text
     assert "travel" in mail.html
@@ -260,8 +274,11 @@ def test_an_escalation_tells_both_groups_and_only_the_group_it_went_to_gets_stat
     review = open_review(claim_thread(staff))
     Send.objects.all().delete()
     auditor = make_user("aude", groups=["auditors"])
-    # Escalated: the review is now with the auditors (what Review.reviewer_group will say).
-    monkeypatch.setattr(queries, "review_group", lambda review: "auditors")
+    # Escalated, as the deadline sweep does: the review is now with the auditors.
+    Review.objects.filter(pk=review.pk).update(
+        reviewer_group="auditors", escalated_from="finance", escalated_at=timezone.now()
+    )
+    review.refresh_from_db()
 
     emitted(
         review_escalated, review=review, from_group="finance", to_group="auditors", previous_holder=reviewer
@@ -276,6 +293,7 @@ def test_an_escalation_tells_both_groups_and_only_the_group_it_went_to_gets_stat
     [to_auditor] = smtp.to(auditor.email)
     assert "It moved from finance to auditors." in to_auditor.text
     assert "employee: Zelda Quux" in to_auditor.text
+    assert actions_in(to_auditor.text) == {"approve", "reject", "open"}
     for finance in (reviewer, other_reviewer):
         [mail] = smtp.to(finance.email)
         assert mail.subject == "A review was escalated: Team offsite (Expense approval)"
@@ -283,7 +301,8 @@ def test_an_escalation_tells_both_groups_and_only_the_group_it_went_to_gets_stat
         assert "Zelda Quux" not in mail.text
         assert "Zelda Quux" not in mail.html
         assert "travel" not in mail.html
-        assert f"{BASE}/reviews/{review.pk}/" in mail.text
+        # Finance may no longer decide it: an open link only.
+        assert actions_in(mail.text) == {"open"}
     for mail in smtp.received:
         assert_no_secret(mail)
 
@@ -495,8 +514,8 @@ def test_the_digest_lists_the_open_reviews_a_user_can_act_on_once_a_day(
     [mail] = smtp.received
     assert mail.recipients == [reviewer.email]
     assert mail.subject == f"Your reviews for {timezone.localdate().isoformat()}: 2 open"
-    assert f"{BASE}/reviews/{first.pk}/" in mail.text
-    assert f"{BASE}/reviews/{second.pk}/" in mail.html
+    assert {link.review_id for link in links_in(mail.text)} == {first.pk, second.pk}
+    assert {link.review_id for link in links_in(mail.html)} == {first.pk, second.pk}
     assert "Held by Oscar" not in mail.text
     assert "Zelda Quux" not in mail.text
     assert_no_secret(mail)
@@ -528,9 +547,9 @@ def test_celery_finds_the_notification_tasks_and_beat_schedules_the_sweep() -> N
 
 @pytest.mark.django_db(transaction=True)
 def test_review_links_are_absolute_on_the_base_url(review: Review, reviewer: User, base_url: str) -> None:
-    assert messages.review_links(recipient=reviewer, review=review) == {
-        "open": f"{BASE}/reviews/{review.pk}/"
-    }
+    urls = messages.review_links(recipient=reviewer, review=review)
+    assert set(urls) == {"approve", "reject", "open"}
+    assert all(url.startswith(f"{BASE}/links/?t=") for url in urls.values())
 
 
 @pytest.mark.django_db(transaction=True)
@@ -770,7 +789,8 @@ def test_a_worker_emails_the_group_when_a_review_opens_and_retries_after_an_smtp
     ]
     for mail in smtp.received:
         assert mail.subject == "A review is waiting: Team offsite (Expense approval)"
-        assert f"Open: {BASE}/reviews/{review.pk}/" in mail.text
+        assert actions_in(mail.text) == {"approve", "reject", "open"}
+        assert {link.review_id for link in links_in(mail.text)} == {review.pk}
         assert "employee: Zelda Quux" in mail.text
         assert_no_secret(mail)
     assert smtp.to(tester.email) == []
