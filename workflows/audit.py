@@ -97,6 +97,11 @@ class Action(models.TextChoices):
     REVIEW_RELEASED = "review.released"
     REVIEW_DECIDED = "review.decided"
     REVIEW_CANCELLED = "review.cancelled"
+    # Claims moved by someone other than the claimant's own release (approvals.services):
+    # a lead or an admin took it, or gave it to a reviewer; the holder gave it to a colleague.
+    REVIEW_TAKEN_OVER = "review.taken_over"
+    REVIEW_REASSIGNED = "review.reassigned"
+    REVIEW_HANDED_ON = "review.handed_on"
     # Written once, by migration 0006, which spells it out (a migration keeps its own copy).
     AUDIT_KEYED = "audit.keyed"
     CHECKPOINT_UNREADABLE = "checkpoint.unreadable"
