@@ -54,6 +54,8 @@ class Review(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     claim_expires_at = models.DateTimeField(null=True, blank=True)
+    # When someone first claimed it (the metrics' time to first claim); kept through releases.
+    first_claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # When the workflow wants an answer by (its review_hours after the review opened, or the
     # hours the interrupt's payload asked for).

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from approvals.models import Approval, Decision, Review
-from approvals.signals import review_opened
+from approvals.signals import review_opened, review_reassigned
 from workflows import audit, engine, limits, registry
 from workflows import services as engine_services
 from workflows.audit import Action as AuditAction
@@ -931,9 +931,7 @@ def claim_review(*, review: Review | int, actor: User) -> Review:
         holder = claim_holder(locked)
         if holder is not None and holder.pk != actor.pk:
             raise ReviewClaimed(_claimed_message(locked, holder))
-        locked.claimed_by = actor
-        locked.claim_expires_at = timezone.now() + timedelta(seconds=settings.SIGNOFF_CLAIM_SECONDS)
-        locked.save(update_fields=["claimed_by", "claim_expires_at"])
+        _give_claim(locked, actor)
         if holder is None:
             # Extending one's own claim changes only its expiry, which is not worth an event.
             engine_services.record_event(
@@ -1003,6 +1001,159 @@ def set_follow_up(*, review: Review | int, actor: User, at: datetime | None) -> 
             data={"review": locked.pk, "at": at},
         )
     return locked
+
+
+def _give_claim(review: Review, holder: User) -> None:
+    """Make `holder` the review's claimant for SIGNOFF_CLAIM_SECONDS (the first claim is kept
+    for the metrics' time to first claim). The review is locked by the caller."""
+    now = timezone.now()
+    review.claimed_by = holder
+    review.claim_expires_at = now + timedelta(seconds=settings.SIGNOFF_CLAIM_SECONDS)
+    review.first_claimed_at = review.first_claimed_at or now
+    review.save(update_fields=["claimed_by", "claim_expires_at", "first_claimed_at"])
+
+
+# -- claims moved by others (issue 12, item 5) ----------------------------------------------
+
+
+class ClaimRefused(DecisionRefused):
+    """A take-over, reassignment or hand-on cannot be done now (the review is not open, or not
+    claimed as the asker thought); nothing was written."""
+
+
+class NotAllowed(ClaimRefused):
+    """The asker may not move this review's claim."""
+
+
+class BadColleague(ClaimRefused):
+    """The person named to receive the review cannot take it."""
+
+
+def review_group(review: Review, spec: registry.Workflow | None) -> str:
+    """The group whose members review this review now: the workflow's reviewer group, or the
+    one a deadline escalated the review to (`Review.reviewer_group`, when that field exists)."""
+    return review.responsible_group
+
+
+def may_direct(user: User | None, workflow: str) -> bool:
+    """Who may take over or reassign another's claim on the workflow's reviews: active
+    superusers, and active members of the workflow's lead group."""
+    if user is None or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    spec = _workflow_or_none(workflow)
+    lead = spec.lead_group if spec else ""
+    return bool(lead) and user.groups.filter(name=lead).exists()
+
+
+def colleagues(review: Review, *, exclude: User | None = None) -> QuerySet[User]:
+    """The active members of the review's group, by name: who it can be given to."""
+    group = review_group(review, _workflow_or_none(review.workflow))
+    people = User.objects.filter(is_active=True, groups__name=group) if group else User.objects.none()
+    if exclude is not None:
+        people = people.exclude(pk=exclude.pk)
+    return people.order_by("username").distinct()
+
+
+def take_over_review(*, review: Review | int, actor: User) -> Review:
+    """A lead or an admin takes a review another reviewer holds: the claim becomes theirs.
+
+    Locks the thread, its active run, then the review (`_locked_review`), then the audit
+    lock: the order every service keeps, so a take-over racing the holder's decision waits
+    for it and is then refused (the review is no longer open), or wins and the holder's
+    decision is refused as claimed by someone else."""
+    with transaction.atomic(durable=True):
+        locked = _locked_review(review)
+        if not may_direct(actor, locked.workflow):
+            raise NotAllowed("Only an administrator or a lead of this workflow can take over a review.")
+        if not may_review(actor, locked):
+            raise NotAllowed(
+                "You do not review this workflow, so you cannot hold its reviews; reassign it instead."
+            )
+        _check_open(locked, "take over")
+        holder = claim_holder(locked)
+        if holder is None:
+            raise ClaimRefused("Nobody holds this review; claim it instead of taking it over.")
+        if holder.pk == actor.pk:
+            raise ClaimRefused("You already hold this review.")
+        return _move_claim(locked, actor=actor, holder=holder, to=actor, action=AuditAction.REVIEW_TAKEN_OVER)
+
+
+def reassign_review(*, review: Review | int, actor: User, to: User | str) -> Review:
+    """A lead or an admin gives a review (claimed or not) to a named active member of its
+    group; the claim becomes theirs. Locks as `take_over_review`."""
+    with transaction.atomic(durable=True):
+        locked = _locked_review(review)
+        if not may_direct(actor, locked.workflow):
+            raise NotAllowed("Only an administrator or a lead of this workflow can reassign a review.")
+        _check_open(locked, "reassign")
+        holder = claim_holder(locked)
+        colleague = _colleague(locked, to)
+        if holder is not None and holder.pk == colleague.pk:
+            raise BadColleague(f"{colleague.get_username()} already holds this review.")
+        return _move_claim(
+            locked, actor=actor, holder=holder, to=colleague, action=AuditAction.REVIEW_REASSIGNED
+        )
+
+
+def hand_review(*, review: Review | int, actor: User, to: User | str) -> Review:
+    """The holder of a review hands it to a named active colleague in its group; the claim
+    becomes theirs. Locks as `take_over_review`."""
+    with transaction.atomic(durable=True):
+        locked = _locked_review(review)
+        _check_open(locked, "hand on")
+        holder = claim_holder(locked)
+        if holder is None or holder.pk != actor.pk:
+            raise NotAllowed("Only the reviewer who holds this review can hand it on.")
+        colleague = _colleague(locked, to)
+        if colleague.pk == actor.pk:
+            raise BadColleague("You already hold this review; name a colleague.")
+        return _move_claim(
+            locked, actor=actor, holder=holder, to=colleague, action=AuditAction.REVIEW_HANDED_ON
+        )
+
+
+def _check_open(review: Review, what: str) -> None:
+    if review.status == Review.Status.DECIDED:
+        decision = Decision.objects.select_related("actor").get(review=review)
+        raise ClaimRefused(f"There is nothing to {what}: {AlreadyDecided(decision)}")
+    if review.status != Review.Status.OPEN:
+        raise ClaimRefused(f"This review is {review.status}; there is nothing to {what}.")
+
+
+def _colleague(review: Review, to: User | str) -> User:
+    """`to` (a user or a user name), if they can take the review: active, in its group."""
+    name = to.get_username() if isinstance(to, User) else str(to).strip()
+    if not name:
+        raise BadColleague("Name the colleague to give the review to.")
+    user = User.objects.filter(username=name).first()
+    group = review_group(review, _workflow_or_none(review.workflow))
+    if user is None:
+        raise BadColleague(f"There is no user named {name!r}.")
+    if not user.is_active:
+        raise BadColleague(f"{name} cannot take reviews: their account is inactive.")
+    if not group or not user.groups.filter(name=group).exists():
+        raise BadColleague(f"{name} is not in this review's group ({group or 'none'}), so cannot take it.")
+    return user
+
+
+def _move_claim(review: Review, *, actor: User, holder: User | None, to: User, action: AuditAction) -> Review:
+    _give_claim(review, to)
+    previous = holder.get_username() if holder else None
+    review_reassigned.send(sender=Review, review=review, previous_holder=holder, new_holder=to, actor=actor)
+    engine_services.record_event(
+        action=action,
+        actor=actor,
+        thread=review.thread,
+        data={
+            "review": review.pk,
+            "from": previous,
+            "to": to.get_username(),
+            "until": review.claim_expires_at,
+        },
+    )
+    return review
 
 
 def _locked_review(review: Review | int) -> Review:

@@ -14,6 +14,10 @@ urlpatterns = [
     path("reviews/<int:pk>/preview/", views.review_preview, name="preview"),
     path("reviews/<int:pk>/decide/", views.review_decide, name="decide"),
     path("threads/<uuid:public_id>/", views.thread_detail, name="thread"),
+    path("reviews/<int:pk>/take-over/", views.review_take_over, name="take_over"),
+    path("reviews/<int:pk>/reassign/", views.review_reassign, name="reassign"),
+    path("reviews/<int:pk>/hand-on/", views.review_hand_on, name="hand_on"),
+    path("metrics/", views.metrics_page, name="metrics"),
     # One-click links from emails; the signed token is in the query string (approvals.links).
     path("links/", link_views.follow_link, name="link"),
     path("audit/", views.audit_log, name="audit_log"),

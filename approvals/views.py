@@ -30,7 +30,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from langgraph.types import StateSnapshot
 
-from approvals import queries, services
+from approvals import metrics, queries, services
 from approvals.forms import DecisionForm, FollowUpForm
 from approvals.http import HtmxHttpRequest, request_user
 from approvals.models import Approval, Decision, Review
@@ -244,7 +244,7 @@ def _review_context_of(
         "form": form,
         "request_info": request_info,
         "description": render_markdown(description or spec.description),
-        "holder": services.claim_holder(review),
+        **_claim_context(request, review),
         "overdue": review.due_at is not None and review.due_at < timezone.now(),
         "follow_up_form": FollowUpForm(),
         **_history(request, thread),
@@ -342,7 +342,7 @@ def review_claim(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             return render(request, "approvals/review.html#claim", _closed_claim_context(review))
         return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
     if request.htmx:
-        context = {"review": review, "holder": services.claim_holder(review)}
+        context = _claim_context(request, review)
         claim = render(request, "approvals/review.html#claim", context)
         # The follow-up form is the holder's: it comes with the claim, out of band.
         follow_up = render(
@@ -391,6 +391,26 @@ def review_follow_up(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
 
 
+def _claim_context(request: HtmxHttpRequest, review: Review) -> dict[str, Any]:
+    """The claim box: who holds the review, and which of take over / reassign / hand on the
+    user may do, with the colleagues the review can go to."""
+    user = request_user(request)
+    holder = services.claim_holder(review)
+    context: dict[str, Any] = {"review": review, "holder": holder}
+    if review.status != Review.Status.OPEN:
+        return context
+    directs = services.may_direct(user, review.workflow)
+    holds = holder is not None and holder.pk == user.pk
+    context["can_take_over"] = (
+        directs and holder is not None and not holds and services.may_review(user, review)
+    )
+    context["can_reassign"] = directs
+    context["can_hand_on"] = holds
+    if directs or holds:
+        context["colleagues"] = list(services.colleagues(review, exclude=holder))
+    return context
+
+
 def _closed_claim_context(review: Review) -> dict[str, Any]:
     decision = (
         Decision.objects.select_related("actor").filter(review=review).first()
@@ -410,8 +430,52 @@ def review_release(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     except services.DecisionRefused as exc:
         return _refused(request, review, exc)
     if request.htmx:
-        return render(request, "approvals/review.html#claim", {"review": review, "holder": None})
+        return render(request, "approvals/review.html#claim", _claim_context(request, review))
     return HttpResponseRedirect(reverse("approvals:queue"))
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+def review_take_over(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    review = _review_or_404(request, pk)
+    return _moved(request, review, lambda user: services.take_over_review(review=review, actor=user))
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+def review_reassign(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    review = _review_or_404(request, pk)
+    to = request.POST.get("to", "")[:150]
+    return _moved(request, review, lambda user: services.reassign_review(review=review, actor=user, to=to))
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+def review_hand_on(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    review = _review_or_404(request, pk)
+    to = request.POST.get("to", "")[:150]
+    return _moved(request, review, lambda user: services.hand_review(review=review, actor=user, to=to))
+
+
+def _moved(request: HtmxHttpRequest, review: Review, move: Callable[[User], Review]) -> HttpResponse:
+    """Move the claim and show the claim box again; a refusal is 403 (not allowed), 422 (the
+    colleague named cannot take it) or 409 (the review changed), and writes nothing."""
+    try:
+        review = move(request_user(request))
+    except services.NotAllowed as exc:
+        return _refused(request, review, exc, status=403)
+    except services.BadColleague as exc:
+        return _refused(request, review, exc, status=422)
+    except services.DecisionRefused as exc:
+        return _refused(request, review, exc)
+    holder = review.claimed_by.get_username() if review.claimed_by else "nobody"
+    if request.htmx:
+        return render(request, "approvals/review.html#claim", _claim_context(request, review))
+    messages.success(request, f"The review is now held by {holder}.")
+    return HttpResponseRedirect(reverse("approvals:review", args=[review.pk]))
 
 
 def _bound_form(request: HtmxHttpRequest, review: Review, head: _Head) -> DecisionForm:
@@ -500,11 +564,11 @@ def _form_errors(request: HtmxHttpRequest, review: Review, head: _Head, form: De
     return render(request, template, context, status=422)
 
 
-def _refused(request: HtmxHttpRequest, review: Review, exc: Exception) -> HttpResponse:
+def _refused(request: HtmxHttpRequest, review: Review, exc: Exception, *, status: int = 409) -> HttpResponse:
     """409: the decision or claim cannot apply (decided by someone, stale, claimed); nothing changed."""
     context = {"review": review, "thread": review.thread, "message": str(exc)}
     template = "approvals/conflict.html#conflict" if request.htmx else "approvals/conflict.html"
-    response = render(request, template, context, status=409)
+    response = render(request, template, context, status=status)
     if request.htmx:
         # Show the conflict where the form was, whichever element asked.
         reswap(retarget(response, "#decision"), "innerHTML")
@@ -544,6 +608,43 @@ def _thread_page(request: HtmxHttpRequest, thread: Thread, spec: registry.Workfl
         return render(request, "approvals/thread.html#status", context)
     context.update(_history(request, thread))
     return render(request, "approvals/thread.html", context)
+
+
+# -- metrics (staff) -------------------------------------------------------------------------
+
+
+def staff_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """403 unless the user is active staff: the same rule as the navigation's link."""
+
+    @functools.wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not (request.user.is_active and request.user.is_staff):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@require_GET
+@login_required
+@staff_required
+@vary_on_headers("HX-Request")
+def metrics_page(request: HtmxHttpRequest) -> HttpResponse:
+    """Reviews opened and decided, times to claim and decide, overdue, escalations and timeouts;
+    a bad range is a 422 that says what is wrong, with the form kept as typed."""
+    filters = metrics.MetricsFilters.from_query(request.GET)
+    context: dict[str, Any] = {
+        "filters": filters,
+        "workflows": list(registry.all_workflows()),
+        "entered": {
+            "since": request.GET.get("since", "")[:40] or filters.since.isoformat(),
+            "until": request.GET.get("until", "")[:40] or filters.until.isoformat(),
+        },
+    }
+    if not filters.errors:
+        context["metrics"] = metrics.metrics(filters)
+    template = "approvals/metrics.html#results" if request.htmx else "approvals/metrics.html"
+    return render(request, template, context, status=422 if filters.errors else 200)
 
 
 # -- the audit trail (staff) -----------------------------------------------------------------

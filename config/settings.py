@@ -633,6 +633,9 @@ if SIGNOFF_WEBHOOK_MAX_ATTEMPTS < 1:
     )
 # Where this app is served (https://signoff.example.com), for the links in webhook payloads;
 # unset, a payload carries the review page's path alone.
+# The bearer token Prometheus scrapes /prometheus/metrics with (api/prometheus.py); unset, the
+# endpoint answers 404.
+SIGNOFF_METRICS_TOKEN = envsecret("SIGNOFF_METRICS_TOKEN") or ""
 SIGNOFF_BASE_URL = os.getenv("SIGNOFF_BASE_URL", "").rstrip("/")
 # How long an emailed one-click link (approve, reject, open) stays valid (approvals.links).
 SIGNOFF_LINK_HOURS = envfloat("SIGNOFF_LINK_HOURS", 72.0)

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from api.prometheus import prometheus_metrics
+
 admin.site.site_header = "Signoff administration"
 admin.site.site_title = "Signoff"
 admin.site.index_title = "Threads, checkpoints and people"
@@ -14,6 +16,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
+    path("prometheus/metrics", prometheus_metrics, name="prometheus_metrics"),
     path("", include("notifications.urls")),
     path("", include("approvals.urls")),
 ]

@@ -109,6 +109,11 @@ class Action(models.TextChoices):
     # approvals that stopped counting because a later approver changed the edits.
     REVIEW_APPROVED = "review.approved"
     REVIEW_APPROVALS_RESET = "review.approvals_reset"
+    # Claims moved by someone other than the claimant's own release (approvals.services):
+    # a lead or an admin took it, or gave it to a reviewer; the holder gave it to a colleague.
+    REVIEW_TAKEN_OVER = "review.taken_over"
+    REVIEW_REASSIGNED = "review.reassigned"
+    REVIEW_HANDED_ON = "review.handed_on"
     # Written once, by migration 0006, which spells it out (a migration keeps its own copy).
     AUDIT_KEYED = "audit.keyed"
     CHECKPOINT_UNREADABLE = "checkpoint.unreadable"

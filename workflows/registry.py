@@ -156,6 +156,8 @@ class Workflow:
     description: str = ""
     # Members of this group (and superusers) review the workflow's interrupts.
     reviewer_group: str = ""
+    # Members of this group (and superusers) may take over or reassign a claimed review.
+    lead_group: str = ""
     # State fields a reviewer may change, with their types read from the state schema.
     editable: tuple[str, ...] = ()
     interrupt_before: tuple[str, ...] | All = ()
@@ -363,6 +365,7 @@ def register(
     title: str,
     description: str = "",
     reviewer_group: str = "",
+    lead_group: str = "",
     editable: Sequence[str] = (),
     interrupt_before: Sequence[str] | All = (),
     interrupt_after: Sequence[str] | All = (),
@@ -403,6 +406,7 @@ def register(
                 builder=builder,
                 description=description,
                 reviewer_group=reviewer_group,
+                lead_group=lead_group,
                 editable=tuple(editable),
                 interrupt_before=interrupt_before if interrupt_before == "*" else tuple(interrupt_before),
                 interrupt_after=interrupt_after if interrupt_after == "*" else tuple(interrupt_after),

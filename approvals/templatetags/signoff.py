@@ -7,6 +7,7 @@ from typing import Any
 
 from django import template
 
+from approvals import metrics
 from approvals.services import can_read_audit as _can_read_audit
 from workflows import registry
 
@@ -59,3 +60,9 @@ def approval_progress(review: Any) -> str:
 def can_read_audit(user: Any) -> bool:
     """`{% if user|can_read_audit %}`: the one rule for showing audit trail links."""
     return _can_read_audit(user)
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """Seconds as people read them (approvals.metrics.duration): "12 min", "3 h 20 min"."""
+    return metrics.duration(seconds)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("approvals", "0003_quorum"),
+        ("approvals", "0004_quorum"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
