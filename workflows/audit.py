@@ -194,11 +194,23 @@ def record_event(
     Takes the audit lock (PostgreSQL), held until the transaction ends."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit events are written inside the transaction of the change they record")
+    last: str | None
     if connection.vendor == "postgresql":
+        # The lock and the read of the last hash in one round trip: two statements, each with a
+        # snapshot of its own (READ COMMITTED), so the read sees the event of whoever held the
+        # lock before us. This runs while the lock is held, by every change that is audited.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_LOCK])
-    # SQLite needs no lock: every transaction starts with BEGIN IMMEDIATE, one writer at a time.
-    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+            cursor.execute(
+                f"SELECT pg_advisory_xact_lock(%s); SELECT hash FROM {AuditEvent._meta.db_table}"
+                " ORDER BY id DESC LIMIT 1",
+                [_AUDIT_LOCK],
+            )
+            cursor.nextset()
+            row = cursor.fetchone()
+            last = row[0] if row else None
+    else:
+        # SQLite needs no lock: every transaction starts with BEGIN IMMEDIATE, one writer at a time.
+        last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
     label = actor_label or (actor.get_username() if actor is not None else WORKER)
     payload = canonical_json(dict(data or {}))
     event = AuditEvent(

@@ -34,6 +34,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -126,18 +127,33 @@ class Backend(Protocol):
 READER_CLIENT_NAME = "signoff-stream-reader"
 
 
+# The writers' clients, one per URL and process: a worker publishes every run it executes
+# through one connection pool instead of connecting to Redis for each run. Keyed by pid too, so
+# a forked child (a Celery prefork worker) never writes on its parent's sockets.
+_sync_clients: dict[tuple[str, int], Any] = {}
+_sync_clients_lock = threading.Lock()
+
+
+def _sync_client(url: str) -> Any:
+    import redis
+
+    key = (url, os.getpid())
+    with _sync_clients_lock:
+        client = _sync_clients.get(key)
+        if client is None:
+            client = _sync_clients[key] = redis.Redis.from_url(
+                url, socket_timeout=5, socket_connect_timeout=5
+            )
+        return client
+
+
 class RedisBackend:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._sync: Any = None
         self._async: Any = None
 
     def append(self, stream: str, lines: list[str]) -> None:
-        import redis
-
-        if self._sync is None:
-            self._sync = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
-        with self._sync.pipeline(transaction=False) as pipe:
+        with _sync_client(self.url).pipeline(transaction=False) as pipe:
             for line in lines:
                 pipe.xadd(stream, {"e": line}, maxlen=settings.SIGNOFF_STREAM_MAXLEN, approximate=True)
             # Every append pushes the expiry on, so a stream whose worker died expires too.
