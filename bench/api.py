@@ -17,7 +17,8 @@ own client, running loops back to back), and p50/p95 of resume -> done (the seco
 - Signoff: PostgreSQL (database `signoff_bench_api`, **dropped and created anew**), Redis
   (db 14, **emptied**) as the broker, `celery worker -P prefork -c 2` (2 worker processes, as
   `make run`) and the web server: uvicorn (config.asgi) when it is installed in .venv, else
-  `manage.py runserver`; DEBUG off. A superuser's key (`manage.py create_api_key`).
+  `manage.py runserver`; DEBUG off. Two superusers' keys (`manage.py create_api_key`): one
+  starts each thread, the other approves it, as segregation of duties wants.
 - `langgraph dev`: PyPI `langgraph-cli[inmem]`, installed by this script into its own venv,
   var/bench-venv (never into .venv), serving bench/langgraph_dev/langgraph.json with
   `--no-browser --no-reload`. In memory, not durable.
@@ -81,9 +82,11 @@ def log(message: str) -> None:
 # -- the script both servers run ------------------------------------------------------------
 
 
-def loop(client: Any) -> tuple[float, float]:
+def loop(client: Any, reviewer: Any = None) -> tuple[float, float]:
     """One human-in-the-loop round trip; returns the seconds from the start to the interrupt
-    and from the resume to done."""
+    and from the resume to done. `reviewer` (another user's client) resumes: on Signoff the
+    user who started a thread may not approve it (segregation of duties)."""
+    reviewer = reviewer or client
     thread = client.threads.create(graph_id=GRAPH)
     thread_id = thread["thread_id"]
     started = time.perf_counter()
@@ -94,7 +97,7 @@ def loop(client: Any) -> tuple[float, float]:
     if request["action_request"]["args"]["body"] != DRAFT or state["next"] != ["review"]:
         raise AssertionError(f"unexpected state at the interrupt: {state}")
     started = time.perf_counter()
-    done = client.runs.wait(thread_id, GRAPH, command={"resume": ACCEPT})
+    done = reviewer.runs.wait(thread_id, GRAPH, command={"resume": ACCEPT})
     to_done = time.perf_counter() - started
     if done.get("status") != "published" or done.get("published") != DRAFT:
         raise AssertionError(f"unexpected values after the resume: {done}")
@@ -126,33 +129,37 @@ def quantile_ms(seconds: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(url: str, api_key: str | None, concurrency: int, loops: int) -> Measured:
+def measure(url: str, api_keys: tuple[str | None, str | None], concurrency: int, loops: int) -> Measured:
     """`loops` loops spread over `concurrency` threads (each its own client), after a warm-up."""
     # Imported here, after the path is fixed: concurrent.futures imports the standard queue.
     from concurrent.futures import ThreadPoolExecutor
 
-    clients = [get_sync_client(url=url, api_key=api_key, timeout=120) for _ in range(concurrency)]
-    for client in clients[:1]:
+    # Each thread: the starter's client and the reviewer's.
+    clients = [
+        tuple(get_sync_client(url=url, api_key=key, timeout=120) for key in api_keys)
+        for _ in range(concurrency)
+    ]
+    for pair in clients[:1]:
         for _ in range(WARMUP):
-            loop(client)
+            loop(*pair)
     remaining = loops
     lock = threading.Lock()
     results: list[tuple[float, float]] = []
 
-    def work(client: Any) -> None:
+    def work(pair: tuple[Any, ...]) -> None:
         nonlocal remaining
         while True:
             with lock:
                 if remaining == 0:
                     return
                 remaining -= 1
-            took = loop(client)
+            took = loop(*pair)
             with lock:
                 results.append(took)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        for future in [pool.submit(work, client) for client in clients]:
+        for future in [pool.submit(work, pair) for pair in clients]:
             future.result()
     elapsed = time.perf_counter() - started
     return Measured(
@@ -293,7 +300,7 @@ def langgraph_dev(tmp: Path) -> Iterator[tuple[str, None, str]]:
     with processes([(command, logfile)], cwd=tmp, env=env) as started:
         url = f"http://127.0.0.1:{port}"
         wait_ok(url, "langgraph dev", started, [logfile])
-        yield url, None, f"`langgraph dev --no-browser --no-reload` ({version}, in memory)"
+        yield url, (None, None), f"`langgraph dev --no-browser --no-reload` ({version}, in memory)"
 
 
 def signoff_env(tmp: Path) -> dict[str, str]:
@@ -340,9 +347,14 @@ def signoff(tmp: Path) -> Iterator[tuple[str, str, str]]:
         env,
         "shell",
         "-c",
-        "from django.contrib.auth.models import User; User.objects.create_superuser('bench', '', None)",
+        "from django.contrib.auth.models import User; User.objects.create_superuser('bench', '', None); "
+        "User.objects.create_superuser('bench_reviewer', '', None)",
     )
-    api_key = manage(env, "create_api_key", "bench", "--name", "bench/api.py").strip()
+    # One user starts each thread and another approves it (segregation of duties).
+    api_keys = tuple(
+        manage(env, "create_api_key", user, "--name", "bench/api.py").strip()
+        for user in ("bench", "bench_reviewer")
+    )
     port = free_port()
     try:
         import uvicorn  # noqa: F401
@@ -359,7 +371,7 @@ def signoff(tmp: Path) -> Iterator[tuple[str, str, str]]:
     with processes(commands, cwd=ROOT, env=env) as started:
         url = f"http://127.0.0.1:{port}/api"
         wait_ok(url, "Signoff", started, [logfile for _, logfile in commands])
-        yield url, api_key, f"Signoff: {server}, `celery worker -P prefork -c 2`, PostgreSQL, Redis"
+        yield url, api_keys, f"Signoff: {server}, `celery worker -P prefork -c 2`, PostgreSQL, Redis"
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -368,11 +380,11 @@ def signoff(tmp: Path) -> Iterator[tuple[str, str, str]]:
 def run_target(name: str, tmp: Path, concurrencies: list[int], loops: int) -> tuple[str, dict[int, Measured]]:
     server = signoff if name == "signoff" else langgraph_dev
     results: dict[int, Measured] = {}
-    with server(tmp) as (url, api_key, described):
+    with server(tmp) as (url, api_keys, described):
         for concurrency in concurrencies:
             count = max(loops, loops * concurrency // 2)
             log(f"==> {name}: {count} loops at concurrency {concurrency}")
-            results[concurrency] = measured = measure(url, api_key, concurrency, count)
+            results[concurrency] = measured = measure(url, api_keys, concurrency, count)
             log(
                 f"    {measured.per_second:.2f} loops/s, resume -> done p50 {measured.resume_ms(0.5):.0f} ms,"
                 f" p95 {measured.resume_ms(0.95):.0f} ms"

@@ -15,10 +15,13 @@ pytest_plugins = ["tests.client_fixtures"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_the_benchmarks_loop_runs_against_signoff(api_url: str, admin: User, worker: Worker) -> None:
+def test_the_benchmarks_loop_runs_against_signoff(
+    api_url: str, admin: User, reviewer: User, worker: Worker
+) -> None:
     client = get_sync_client(url=api_url, api_key=key_for(admin))
+    approver = get_sync_client(url=api_url, api_key=key_for(reviewer))
 
-    to_interrupt, to_done = loop(client)
+    to_interrupt, to_done = loop(client, approver)
 
     assert 0 < to_interrupt < 60
     assert 0 < to_done < 60
