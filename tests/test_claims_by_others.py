@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -21,6 +19,7 @@ from approvals.signals import review_reassigned
 from tests.factories import decide, make_user, row_counts
 from tests.html import form_fields
 from tests.pages import HX, client_for, expense_thread, review_url
+from tests.races import race
 from workflows import registry
 from workflows.models import AuditEvent
 
@@ -332,28 +331,6 @@ def test_a_reviewer_of_another_workflow_gets_a_404(review: Review, reviewer: Use
 # -- a take-over racing the holder's decision (PostgreSQL) -----------------------------------
 
 
-def _race(**calls: Callable[[], Any]) -> dict[str, Any]:
-    """Run the calls at once, each on its own thread and connection; what each returned or raised."""
-    barrier = threading.Barrier(len(calls))
-    results: dict[str, Any] = {}
-
-    def run(name: str, call: Callable[[], Any]) -> None:
-        try:
-            barrier.wait()
-            results[name] = call()
-        except Exception as exc:  # noqa: BLE001 - the loser's refusal is the point
-            results[name] = exc
-        finally:
-            connection.close()
-
-    racers = [threading.Thread(target=run, args=item) for item in calls.items()]
-    for racer in racers:
-        racer.start()
-    for racer in racers:
-        racer.join()
-    return results
-
-
 @pytest.mark.postgres
 def test_a_take_over_racing_the_holders_decision_ends_with_one_winner_and_a_clear_refusal(
     staff: User, reviewer: User, lead: User
@@ -362,12 +339,10 @@ def test_a_take_over_racing_the_holders_decision_ends_with_one_winner_and_a_clea
     for round_ in range(4):
         review = Review.objects.get(thread=expense_thread(staff, f"Race {round_}"), status=Review.Status.OPEN)
         claimed_by(review, reviewer)
-        results = _race(
-            decide=lambda r=review: decide(r, reviewer, "approve"),
-            take=lambda r=review: services.take_over_review(review=r, actor=lead),
+        decided, took = race(
+            lambda r=review: decide(r, reviewer, "approve"),
+            lambda r=review: services.take_over_review(review=r, actor=lead),
         )
-
-        decided, took = results["decide"], results["take"]
         review.refresh_from_db()
         if isinstance(decided, Decision):
             assert isinstance(took, services.ClaimRefused)

@@ -5,7 +5,6 @@ or loses cleanly, never both; a sweep never waits on a thread someone holds."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from approvals import services as approvals
 from approvals.models import Decision, Review
 from tests.factories import make_user, open_review, paused, run_queued
 from tests.fake_workflows import build_ask
+from tests.races import race
 from workflows import registry
 from workflows import services as engine_services
 from workflows.models import AuditEvent, Thread
@@ -32,29 +32,6 @@ def workflow(on_due: dict[str, Any]) -> registry.Workflow:
     return registry.Workflow(
         name="due_race", title="Race", builder=build_ask, reviewer_group="finance", on_due=on_due
     )
-
-
-def race(*calls: Callable[[], Any]) -> list[Any]:
-    """Each call in its own thread (its own connection), released together by a barrier;
-    what each returned or raised."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = calls[index]()
-        except Exception as exc:  # noqa: BLE001 - the loser reports its refusal
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def past_due(review: Review) -> None:

@@ -6,13 +6,11 @@ thread may not approve it. On SQLite and PostgreSQL; the race on PostgreSQL only
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 from django.urls import reverse
 
 from api import services as keys
@@ -30,6 +28,7 @@ from tests.factories import (
 from tests.fake_workflows import four_eyes
 from tests.html import form_fields
 from tests.pages import client_for
+from tests.races import race
 from workflows import registry
 from workflows.models import AuditEvent, Run, Thread
 
@@ -475,27 +474,6 @@ def test_a_partial_approval_through_the_api_is_a_202_that_creates_no_run(
 # -- two approvers at the same moment ----------------------------------------------------------
 
 
-def _race(calls: list[Any]) -> list[Any]:
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = calls[index]()
-        except Exception as exc:  # noqa: BLE001 - a loser reports its refusal
-            results[index] = exc
-        finally:
-            connection.close()
-
-    workers = [threading.Thread(target=worker, args=(index,)) for index in range(len(calls))]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("rounds", range(3))
 def test_two_approvers_at_the_same_moment_resume_the_thread_exactly_once(
@@ -503,7 +481,7 @@ def test_two_approvers_at_the_same_moment_resume_the_thread_exactly_once(
 ):
     review = open_review(claim)
 
-    results = _race([lambda: approve(review, quinn), lambda: approve(review, fred)])
+    results = race(lambda: approve(review, quinn), lambda: approve(review, fred))
 
     assert sorted(type(result).__name__ for result in results) == ["Approval", "Decision"], results
     assert Approval.objects.filter(review=review, superseded_at__isnull=True).count() == 2
@@ -518,8 +496,8 @@ def test_three_approvers_at_the_same_moment_one_resume_and_one_clean_refusal(
 ):
     review = open_review(claim)
 
-    results = _race(
-        [lambda: approve(review, quinn), lambda: approve(review, fred), lambda: approve(review, lena)]
+    results = race(
+        lambda: approve(review, quinn), lambda: approve(review, fred), lambda: approve(review, lena)
     )
 
     kinds = sorted(type(result).__name__ for result in results)
