@@ -1029,12 +1029,6 @@ class BadColleague(ClaimRefused):
     """The person named to receive the review cannot take it."""
 
 
-def review_group(review: Review, spec: registry.Workflow | None) -> str:
-    """The group whose members review this review now: the workflow's reviewer group, or the
-    one a deadline escalated the review to (`Review.reviewer_group`, when that field exists)."""
-    return review.responsible_group
-
-
 def may_direct(user: User | None, workflow: str) -> bool:
     """Who may take over or reassign another's claim on the workflow's reviews: active
     superusers, and active members of the workflow's lead group."""
@@ -1049,7 +1043,7 @@ def may_direct(user: User | None, workflow: str) -> bool:
 
 def colleagues(review: Review, *, exclude: User | None = None) -> QuerySet[User]:
     """The active members of the review's group, by name: who it can be given to."""
-    group = review_group(review, _workflow_or_none(review.workflow))
+    group = review.responsible_group
     people = User.objects.filter(is_active=True, groups__name=group) if group else User.objects.none()
     if exclude is not None:
         people = people.exclude(pk=exclude.pk)
@@ -1128,7 +1122,7 @@ def _colleague(review: Review, to: User | str) -> User:
     if not name:
         raise BadColleague("Name the colleague to give the review to.")
     user = User.objects.filter(username=name).first()
-    group = review_group(review, _workflow_or_none(review.workflow))
+    group = review.responsible_group
     if user is None:
         raise BadColleague(f"There is no user named {name!r}.")
     if not user.is_active:
