@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +43,34 @@ def _checkpoint_connections_closed_at_the_end(django_db_setup: None) -> Iterator
     # drop the test database while the saver's write connections are open.
     yield
     close_write_connections()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_outlasts_a_busy_worker() -> Iterator[None]:
+    """A transactional test ends with a flush (TRUNCATE on PostgreSQL). A real worker or the
+    uvicorn server may still be finishing the test's last task (a notification's delivery after
+    the thread paused), and PostgreSQL can pick the TRUNCATE as the victim of the deadlock between
+    them; the test's data then stays and the next test fails on it (CI, once). The flush is
+    retried, since the worker's transaction ends in moments."""
+    from django.core.management.base import CommandError
+    from django.db import OperationalError
+    from django.test import TransactionTestCase
+
+    flush = TransactionTestCase._fixture_teardown
+
+    def patient_flush(self: TransactionTestCase) -> None:
+        for attempt in range(1, 6):
+            try:
+                return flush(self)
+            except CommandError as error:
+                if not isinstance(error.__cause__, OperationalError) or attempt == 5:
+                    raise
+                print(f"flush failed ({error.__cause__}); retrying", file=sys.stderr)
+                time.sleep(0.5 * attempt)
+
+    TransactionTestCase._fixture_teardown = patient_flush  # type: ignore[method-assign]
+    yield
+    TransactionTestCase._fixture_teardown = flush  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)
