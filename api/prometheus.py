@@ -6,6 +6,7 @@ a bearer token from SIGNOFF_METRICS_TOKEN. No token configured: the endpoint doe
 from __future__ import annotations
 
 import hmac
+import itertools
 from collections.abc import Iterator
 
 from django.apps import apps
@@ -22,6 +23,8 @@ from prometheus_client.registry import Collector
 from api.models import WebhookDelivery
 from approvals.models import Decision, Review
 from workflows.models import Run
+from workflows.timings import BUCKETS as WRITE_BUCKETS
+from workflows.timings import WriteTimings
 
 # Run durations (finished - started), seconds: from a quick step to a long human-paced run.
 RUN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
@@ -34,6 +37,24 @@ def email_failures() -> int:
         return 0
     send = apps.get_model("notifications", "Send")
     return int(send.objects.filter(channel="email", status="failed").count())
+
+
+def write_latency() -> HistogramMetricFamily:
+    """The runs' checkpoint writes as their workers timed them (workflows.timings), per workflow."""
+    family = HistogramMetricFamily(
+        "signoff_checkpoint_write_seconds",
+        "Checkpoint writes of runs (statements and commit), as timed in the workers.",
+        labels=["workflow"],
+    )
+    totals: dict[str, WriteTimings] = {}
+    tallies = Run.objects.exclude(checkpoint_writes={}).values_list("thread__workflow", "checkpoint_writes")
+    for workflow, tally in tallies.iterator():
+        totals.setdefault(workflow, WriteTimings()).add(WriteTimings.from_json(tally))
+    for workflow, total in sorted(totals.items()):
+        cumulative = list(itertools.accumulate(total.buckets))
+        buckets = [(str(bound), count) for bound, count in zip(WRITE_BUCKETS, cumulative, strict=False)]
+        family.add_metric([workflow], [*buckets, ("+Inf", total.count)], total.seconds)
+    return family
 
 
 class SignoffCollector(Collector):
@@ -70,6 +91,8 @@ class SignoffCollector(Collector):
             buckets=[*buckets, ("+Inf", len(durations))],
             sum_value=sum(durations),
         )
+
+        yield write_latency()
 
         decisions = CounterMetricFamily("signoff_decisions", "Decisions by outcome.", labels=["action"])
         for action, count in (

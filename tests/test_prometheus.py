@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.models import WebhookDelivery
 from approvals.models import Decision, Review
-from tests.factories import EXPENSE, make_user
+from tests.factories import EXPENSE, decide, make_user, open_review, run_queued
 from workflows import services as engine_services
 from workflows.models import Run, Thread
+from workflows.timings import WriteTimings
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("doorbell")]
 
@@ -112,3 +113,59 @@ def test_the_figures_come_from_the_database(token: str, staff: Any, reviewer: An
     assert figures[("signoff_webhook_failures_total", ())] == 1
     assert figures[("signoff_webhook_retrying", ())] == 1
     assert figures[("signoff_email_failures_total", ())] == 0
+
+
+@pytest.mark.django_db(transaction=True)  # the run's checkpoint writes commit on their own connections
+def test_checkpoint_writes_are_timed_by_the_run_that_made_them(token: str, staff: Any, reviewer: Any):
+    thread = engine_services.start_thread(workflow="expense_approval", input=EXPENSE, actor=staff)
+    run_queued(thread)
+    first = Run.objects.get(thread=thread)
+    writes = first.checkpoint_writes
+    # Input, the draft step and the pause at the review: a put and put_writes each, at least.
+    assert writes["count"] >= 3
+    assert writes["seconds"] > 0
+    assert sum(writes["buckets"]) == writes["count"]
+    decide(open_review(thread), reviewer, "approve")
+    run_queued(thread)
+    resumed = Run.objects.exclude(pk=first.pk).get(thread=thread)
+    total = writes["count"] + resumed.checkpoint_writes["count"]
+
+    figures = samples(Client().get(URL, HTTP_AUTHORIZATION=f"Bearer {TOKEN}").text)
+
+    labels = (("workflow", "expense_approval"),)
+    assert figures[("signoff_checkpoint_write_seconds_count", labels)] == total
+    assert figures[("signoff_checkpoint_write_seconds_sum", labels)] == pytest.approx(
+        writes["seconds"] + resumed.checkpoint_writes["seconds"]
+    )
+    assert figures[("signoff_checkpoint_write_seconds_bucket", (("le", "+Inf"), *labels))] == total
+    bounds = [key for key in figures if key[0] == "signoff_checkpoint_write_seconds_bucket"]
+    counts = [figures[key] for key in sorted(bounds, key=lambda key: float(dict(key[1])["le"]))]
+    assert counts == sorted(counts), "buckets are cumulative"
+
+
+def test_a_write_is_counted_in_the_bucket_of_its_duration():
+    timed = WriteTimings()
+    for seconds in (0.0005, 0.001, 0.003, 2.0):
+        timed.observe(seconds)
+
+    assert timed.count == 4
+    assert timed.buckets[:3] == [2, 0, 1]
+    assert timed.buckets[-1] == 1
+    assert WriteTimings.from_json(timed.as_json()) == timed
+    # A tally stored with other buckets (an older release) is not mixed into these.
+    assert WriteTimings.from_json({"count": 3, "seconds": 1.0, "buckets": [3]}) == WriteTimings()
+
+
+def test_a_run_that_failed_keeps_the_time_of_the_writes_it_made(staff: Any):
+    thread = engine_services.start_thread(workflow="expense_approval", input=EXPENSE, actor=staff)
+    run = Run.objects.get(thread=thread)
+    claim = engine_services.claim_run(run_id=run.pk, holder=engine_services.lease_holder())
+    assert claim.token is not None
+    timed = WriteTimings()
+    timed.observe(0.004)
+
+    assert engine_services.fail_run(run_id=run.pk, token=claim.token, error="boom", writes=timed)
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED
+    assert WriteTimings.from_json(run.checkpoint_writes) == timed

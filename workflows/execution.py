@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
 from langgraph.types import Command, StateSnapshot
 
-from workflows import engine, registry, services, streams
+from workflows import engine, registry, services, streams, timings
 from workflows.checkpointer import Lease, LeaseLost
 from workflows.models import Run
 
@@ -91,6 +91,7 @@ def execute_run(run_id: int) -> Outcome:
             interrupts=engine.pending_interrupts(thread.workflow, snapshot, breakpoints),
             checkpoint_id=engine.checkpoint_id_of(snapshot),
             values=_summary(snapshot.values),
+            writes=timings.take(run.pk),
         )
         if recorded:
             publisher.end()
@@ -114,6 +115,7 @@ def execute_run(run_id: int) -> Outcome:
                 token=token,
                 error=_describe(exc),
                 countdown=settings.SIGNOFF_RETRY_DELAY_SECONDS,
+                writes=timings.take(run.pk),
             )
         except DatabaseError:
             # Still down: the lease runs out and the sweeper takes the run back.
@@ -125,6 +127,8 @@ def execute_run(run_id: int) -> Outcome:
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
+        # What no outcome recorded (lease lost, the outcome's own write failed) is dropped.
+        timings.take(run.pk)
 
 
 # The database errors that may pass. Django wraps the driver's errors by their DB-API class:
@@ -145,7 +149,9 @@ def _fail(run_id: int, token: str, exc: BaseException, publisher: streams.Publis
         # The connection may be unusable after the driver's error: record on a sound one.
         close_old_connections()
     try:
-        failed = services.fail_run(run_id=run_id, token=token, error=_describe(exc))
+        failed = services.fail_run(
+            run_id=run_id, token=token, error=_describe(exc), writes=timings.take(run_id)
+        )
     except DatabaseError:
         # Not even the failure can be written: the lease runs out and the sweeper retries.
         logger.exception("run %s: could not record its failure", run_id)

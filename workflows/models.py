@@ -16,6 +16,7 @@ from django.db import models
 from django.db.models.functions import Now
 
 from workflows.sealed import SealedJSONField, SealedTextField
+from workflows.timings import WriteTimings
 
 
 def error_summary(error: str) -> str:
@@ -142,6 +143,8 @@ class Run(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # How long this run's checkpoint writes took in its workers (workflows.timings).
+    checkpoint_writes = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [
@@ -200,6 +203,15 @@ class Run(models.Model):
         self.lease_expires_at = None
         self.finished_at = now
         return ["status", "error", "lease_token", "lease_expires_at", "finished_at"]
+
+    def count_writes(self, timed: WriteTimings | None) -> list[str]:
+        """Add a delivery's timed checkpoint writes to the run's tally."""
+        if timed is None or not timed.count:
+            return []
+        total = WriteTimings.from_json(self.checkpoint_writes)
+        total.add(timed)
+        self.checkpoint_writes = total.as_json()
+        return ["checkpoint_writes"]
 
     def gave_up_error(self) -> str:
         """Why a run that used up its attempts fails (the claim and the sweeper both give up)."""

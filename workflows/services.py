@@ -47,6 +47,7 @@ from workflows.canonical import canonical_json as canonical_json
 from workflows.canonical import load_canonical_json as load_canonical_json
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Checkpoint, Run, Thread
 from workflows.signals import PendingInterrupt, interrupts_withdrawn, run_ended, thread_interrupted
+from workflows.timings import WriteTimings
 
 logger = logging.getLogger(__name__)
 
@@ -1142,15 +1143,19 @@ def finish_run(
     interrupts: list[PendingInterrupt],
     checkpoint_id: str,
     values: Mapping[str, Any] | None = None,
+    writes: WriteTimings | None = None,
 ) -> bool:
-    """Record where the graph stopped: at interrupts (reviews open) or at its end.
-    False, with nothing written, when the run lost its lease meanwhile."""
+    """Record where the graph stopped: at interrupts (reviews open) or at its end, adding the
+    delivery's timed checkpoint `writes` to the run. False, with nothing written, when the run
+    lost its lease meanwhile."""
     with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
         if interrupts:
-            run.save(update_fields=run.close(Run.Status.INTERRUPTED, now=timezone.now()))
+            run.save(
+                update_fields=run.close(Run.Status.INTERRUPTED, now=timezone.now()) + run.count_writes(writes)
+            )
             _set_thread(run.thread, status=Thread.Status.INTERRUPTED)
             thread_interrupted.send(sender=Thread, thread=run.thread, run=run, interrupts=interrupts)
             record_event(
@@ -1161,7 +1166,9 @@ def finish_run(
                 data={"checkpoint_id": checkpoint_id, "interrupts": [i.as_json() for i in interrupts]},
             )
         else:
-            run.save(update_fields=run.close(Run.Status.SUCCEEDED, now=timezone.now()))
+            run.save(
+                update_fields=run.close(Run.Status.SUCCEEDED, now=timezone.now()) + run.count_writes(writes)
+            )
             _set_thread(run.thread, status=Thread.Status.COMPLETED)
             interrupts_withdrawn.send(sender=Thread, thread=run.thread, actor=None, reason="thread completed")
             record_event(
@@ -1179,23 +1186,27 @@ def finish_run(
     return True
 
 
-def fail_run(*, run_id: int, token: str, error: str) -> bool:
+def fail_run(*, run_id: int, token: str, error: str, writes: WriteTimings | None = None) -> bool:
     """A node raised: the thread fails now, keeping the error; `retry_thread` resumes it."""
     with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
+        if fields := run.count_writes(writes):
+            run.save(update_fields=fields)
         _fail(run, error, actor_label=WORKER)
     return True
 
 
-def release_run(*, run_id: int, token: str, error: str, countdown: float) -> bool:
+def release_run(
+    *, run_id: int, token: str, error: str, countdown: float, writes: WriteTimings | None = None
+) -> bool:
     """Give a run back to the queue after a transient failure (the database went away)."""
     with transaction.atomic(durable=True):
         run = _own_run(run_id, token)
         if run is None:
             return False
-        run.save(update_fields=run.requeue(now=timezone.now(), error=error))
+        run.save(update_fields=run.requeue(now=timezone.now(), error=error) + run.count_writes(writes))
         _set_thread(run.thread, status=Thread.Status.QUEUED)
         record_event(
             action=Action.RUN_RELEASED,

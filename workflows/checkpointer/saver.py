@@ -7,6 +7,7 @@ import builtins
 import copy
 import functools
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from workflows import timings
 from workflows.checkpointer import codec, list_deltas, maintenance, sql
 from workflows.checkpointer.connections import Statement, execute, select, write_connection
 from workflows.checkpointer.fence import Fence, NoFence, lease_of
@@ -141,6 +143,8 @@ class DjangoSaver(BaseCheckpointSaver[str]):
 
     def _write(self, config: RunnableConfig, statements: Callable[[str], Sequence[Statement]]) -> None:
         lease = lease_of(config)
+        # A run's writes are timed, commit included (workflows.timings); a refused one is not.
+        started = time.perf_counter()
         with write_connection(self.using) as conn:
             fence = None
             if lease is not None:
@@ -151,6 +155,8 @@ class DjangoSaver(BaseCheckpointSaver[str]):
                     )
                 fence = self.fence.statement(conn, lease)
             execute(conn, statements(conn.vendor), fence)
+        if lease is not None:
+            timings.observe(lease.run_id, time.perf_counter() - started)
 
     # -- reads ---------------------------------------------------------------------
 
