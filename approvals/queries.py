@@ -88,14 +88,22 @@ def review_scope(user: User | AnonymousUser) -> Q | None:
     )
 
 
+def led_workflows(user: User | AnonymousUser) -> list[str]:
+    """Names of the workflows whose lead group the user is in (`Workflow.lead_group`): they
+    may read those reviews and threads and move their claims, not decide them."""
+    groups = set(_group_names(user))
+    return [spec.name for spec in registry.all_workflows() if spec.lead_group and spec.lead_group in groups]
+
+
 def thread_scope(user: User | AnonymousUser) -> Q | None:
-    """The threads the user may see (None: all): those of the workflows they review, and those
-    with a review escalated to one of their groups (they decide it, and follow the thread)."""
+    """The threads the user may see (None: all): those of the workflows they review or lead,
+    and those with a review escalated to one of their groups (they decide it, and follow the
+    thread)."""
     names = reviewable_workflows(user)
     if names is None:
         return None
     groups = _group_names(user)
-    scope = Q(workflow__in=names)
+    scope = Q(workflow__in=[*names, *led_workflows(user)])
     if groups:
         escalated = Review.objects.filter(escalated_at__isnull=False, reviewer_group__in=groups)
         scope |= Q(pk__in=escalated.values("thread_id"))
@@ -112,6 +120,18 @@ def visible_reviews(user: User | AnonymousUser) -> QuerySet[Review]:
     scope = review_scope(user)
     reviews = Review.objects.select_related("thread", "claimed_by")
     return reviews if scope is None else reviews.filter(scope)
+
+
+def readable_reviews(user: User | AnonymousUser) -> QuerySet[Review]:
+    """The reviews the user may open: those they review (`visible_reviews`) and those of the
+    workflows they lead, which they may reassign (the queue lists only the first)."""
+    scope = review_scope(user)
+    reviews = Review.objects.select_related("thread", "claimed_by")
+    if scope is None:
+        return reviews
+    if led := led_workflows(user):
+        scope |= Q(workflow__in=led)
+    return reviews.filter(scope)
 
 
 @dataclass(frozen=True)

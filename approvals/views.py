@@ -200,7 +200,8 @@ def _partial_message(approval: Approval) -> str:
 
 
 def _review_or_404(request: HtmxHttpRequest, pk: int) -> Review:
-    return get_object_or_404(queries.visible_reviews(request_user(request)), pk=pk)
+    # Leads read their workflows' reviews to move them; the services refuse them the rest.
+    return get_object_or_404(queries.readable_reviews(request_user(request)), pk=pk)
 
 
 @dataclass(frozen=True)
@@ -396,7 +397,11 @@ def _claim_context(request: HtmxHttpRequest, review: Review) -> dict[str, Any]:
     user may do, with the colleagues the review can go to."""
     user = request_user(request)
     holder = services.claim_holder(review)
-    context: dict[str, Any] = {"review": review, "holder": holder}
+    context: dict[str, Any] = {
+        "review": review,
+        "holder": holder,
+        "may_decide": services.may_review(user, review),
+    }
     if review.status != Review.Status.OPEN:
         return context
     directs = services.may_direct(user, review.workflow)

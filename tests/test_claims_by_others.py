@@ -187,6 +187,39 @@ def test_a_lead_who_does_not_review_the_workflow_may_reassign_but_not_take_over(
     assert review.claimed_by == other_reviewer
 
 
+def test_a_lead_who_does_not_review_the_workflow_reassigns_from_the_review_page_but_cannot_decide(
+    review: Review, reviewer: User, other_reviewer: User
+):
+    manager = make_user("max", groups=["finance-leads"])
+    claimed_by(review, reviewer)
+    max_ = client_for(manager)
+
+    page = max_.get(review_url(review))
+
+    assert page.status_code == 200
+    assert "Reassign" in page.text
+    assert "Take over this review" not in page.text
+    assert "Only the reviewers of this workflow decide its reviews." in page.text
+    assert 'id="decision-form"' not in page.text
+    assert f"review-{review.pk}" not in max_.get(reverse("approvals:queue")).text
+    assert max_.get(reverse("approvals:thread", args=[review.thread.public_id])).status_code == 200
+
+    data = form_fields(page.text, "reassign-form")
+    response = max_.post(reverse("approvals:reassign", args=[review.pk]), {**data, "to": "oscar"})
+
+    assert response.status_code == 302
+    review.refresh_from_db()
+    assert review.claimed_by == other_reviewer
+    before = row_counts()
+    refused = max_.post(
+        reverse("approvals:decide", args=[review.pk]),
+        {"action": "approve", "checkpoint_id": review.checkpoint_id},
+    )
+    assert refused.status_code in (403, 409, 422)
+    assert row_counts() == before
+    assert not Decision.objects.filter(review=review).exists()
+
+
 def test_an_unclaimed_review_cannot_be_taken_over_but_can_be_assigned(
     review: Review, lead: User, other_reviewer: User
 ):
