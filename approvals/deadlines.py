@@ -7,7 +7,8 @@ SIGNOFF_DEADLINE_SWEEP_SECONDS (`approvals.tasks.sweep_deadlines`), then:
 - notify: tells the group once (review_overdue, audited review.overdue);
 - remind: the same at the due time, then again every `every_hours` (review.reminded);
 - escalate: moves the review to the target group, ends the claim and any follow-up
-  (review_escalated with from/to, audited review.escalated);
+  (review_escalated with from/to, audited review.escalated), and gives the new group a due
+  time as far off as the first group's (an hour at least), with a plain notify policy;
 - decide: answers it through `approvals.services.decide` as the system actor "timeout", with
   the same pinning to the review's checkpoint and the same review.decided event.
 
@@ -190,15 +191,29 @@ def _notify(review: Review, now: datetime, reason: str = "") -> str | None:
     return "overdue" if first else "reminded"
 
 
+MIN_ESCALATED_WINDOW = timedelta(hours=1)
+
+
+def _window(review: Review, due_at: datetime | None) -> timedelta:
+    """How long the review's first group had to decide it."""
+    return due_at - review.created_at if due_at is not None else timedelta(0)
+
+
 def _escalate(review: Review, now: datetime) -> str | None:
     if not _is_owed(review, now):
         return None
     from_group = review.responsible_group
     to_group = str(review.due_policy["to_group"])
     previous_holder = review.claim_holder(now)
+    missed = review.due_at
     review.reviewer_group = to_group
     review.escalated_from = from_group
-    review.escalated_at = review.due_applied_at = now
+    review.escalated_at = now
+    # The new group gets the time the first one had (an hour at least), and is told when that
+    # passes too; escalation itself happened, once: the policy is now only to notify.
+    review.due_at = now + max(_window(review, missed), MIN_ESCALATED_WINDOW)
+    review.due_policy = registry.DuePolicy(action=registry.NOTIFY).as_json()
+    review.due_applied_at = review.due_soon_notified_at = None
     # The old group's claim and follow-up end with it: the review is the new group's to take.
     review.claimed_by = review.follow_up_by = None
     review.claim_expires_at = review.follow_up_at = None
@@ -207,7 +222,10 @@ def _escalate(review: Review, now: datetime) -> str | None:
             "reviewer_group",
             "escalated_from",
             "escalated_at",
+            "due_at",
+            "due_policy",
             "due_applied_at",
+            "due_soon_notified_at",
             "claimed_by",
             "claim_expires_at",
             "follow_up_by",
@@ -229,7 +247,8 @@ def _escalate(review: Review, now: datetime) -> str | None:
             "review": review.pk,
             "from": from_group,
             "to": to_group,
-            "due_at": review.due_at,
+            "due_at": missed,
+            "new_due_at": review.due_at,
             "previous_holder": previous_holder.get_username() if previous_holder else None,
         },
     )

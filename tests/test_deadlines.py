@@ -247,7 +247,7 @@ def test_escalation_moves_the_review_ends_the_claim_and_tells_both_groups(
         Review.objects.filter(pk=review.pk).update(due_at=timezone.now() - timedelta(minutes=1))
 
         result = deadlines.sweep_deadlines()
-        again = sweep(hours=50)
+        again = sweep(minutes=50)
 
     assert (result.escalated, again) == (1, deadlines.DeadlineSweep())
     review.refresh_from_db()
@@ -267,6 +267,34 @@ def test_escalation_moves_the_review_ends_the_claim_and_tells_both_groups(
     assert event.data["from"] == "finance"
     assert event.data["to"] == "managers"
     assert event.data["previous_holder"] == "rita"
+
+
+def test_the_new_group_gets_a_due_time_of_its_own_and_is_told_once_when_it_passes(
+    staff: User, reviewer: User, sent: dict[str, list[Any]]
+):
+    with paused(ask_workflow(on_due={"escalate": "managers"}), {"title": "Q3"}, staff) as thread:
+        review = open_review(thread)
+        # The first group had three hours, and missed them.
+        Review.objects.filter(pk=review.pk).update(
+            created_at=timezone.now() - timedelta(hours=3, minutes=1),
+            due_at=timezone.now() - timedelta(minutes=1),
+        )
+
+        assert deadlines.sweep_deadlines().escalated == 1
+        review.refresh_from_db()
+        assert timedelta(hours=2, minutes=59) < review.due_at - timezone.now() <= timedelta(hours=3)
+        assert review.due_policy == {"action": "notify"}
+        assert sweep(hours=2) == deadlines.DeadlineSweep()
+        later = sweep(hours=3, minutes=1)
+        last = sweep(hours=9)
+
+    assert (later.escalated, later.overdue) == (0, 1)
+    assert last == deadlines.DeadlineSweep()
+    [notice] = sent["overdue"]
+    assert notice["review"].responsible_group == "managers"
+    escalated = AuditEvent.objects.get(thread=thread, action="review.escalated")
+    assert escalated.data["new_due_at"].startswith(review.due_at.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert AuditEvent.objects.filter(thread=thread, action="review.overdue").count() == 1
 
 
 def test_after_escalation_only_the_new_group_sees_and_decides_it(
@@ -309,7 +337,7 @@ def test_an_old_decision_form_after_escalation_is_a_409_naming_the_new_group(
     with paused(ask_workflow(on_due={"escalate": "managers"}), {"title": "Q3"}, staff) as thread:
         review = open_review(thread)
         form = review_form(rita, review, action="approve")
-        real = queries.visible_reviews
+        real = queries.readable_reviews
 
         def seen_before(user: Any) -> Any:
             # Rita's request finds the review, then the sweep moves it: decide() is the judge.
@@ -317,7 +345,7 @@ def test_an_old_decision_form_after_escalation_is_a_409_naming_the_new_group(
             deadlines.sweep_deadlines(now=timezone.now() + LATER)
             return Review.objects.select_related("thread", "claimed_by").filter(pk__in=found)
 
-        monkeypatch.setattr(queries, "visible_reviews", seen_before)
+        monkeypatch.setattr(queries, "readable_reviews", seen_before)
         refused = rita.post(reverse("approvals:decide", args=[review.pk]), form)
 
     assert refused.status_code == 409
