@@ -27,6 +27,7 @@ from api import services, webhooks
 from api.models import NAME_MAX_LENGTH, URL_MAX_LENGTH, ApiKey, WebhookDelivery, WebhookEndpoint
 from approvals.http import request_user
 from workflows import registry
+from workflows.admin import ReadOnly
 from workflows.services import ServiceError
 
 
@@ -277,7 +278,7 @@ DELIVERY_COLUMNS = (
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
+class WebhookDeliveryAdmin(ReadOnly, admin.ModelAdmin[WebhookDelivery]):
     """Every delivery and how it went, read-only: the worker alone writes them."""
 
     list_display = DELIVERY_COLUMNS
@@ -296,12 +297,3 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
         "last_error",
         "body",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
-        return False

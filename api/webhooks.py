@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -386,16 +386,21 @@ def signed_headers(*, message_id: str, body: str, secret: str, now: datetime | N
 
 @dataclass(frozen=True)
 class Attempt:
-    """What one delivery message did: the delivery's status after it, and when to try again."""
+    """What one delivery message did (a webhook's here, a notification's in
+    notifications.services): the record's status after it, and when to try again."""
 
     status: str
     retry_in: float | None = None
 
 
-def retry_delay(attempts: int) -> float:
-    """Seconds to wait after the `attempts`-th failed POST (the last delay repeats)."""
-    delays: list[float] = settings.SIGNOFF_WEBHOOK_RETRY_SECONDS
+def backoff(attempts: int, delays: Sequence[float]) -> float:
+    """Seconds to wait after the `attempts`-th failed try: the `delays` in turn, the last repeating."""
     return delays[min(attempts, len(delays)) - 1]
+
+
+def retry_delay(attempts: int) -> float:
+    """After the `attempts`-th failed POST (SIGNOFF_WEBHOOK_RETRY_SECONDS)."""
+    return backoff(attempts, settings.SIGNOFF_WEBHOOK_RETRY_SECONDS)
 
 
 def attempt_delivery(*, delivery_id: int) -> Attempt:

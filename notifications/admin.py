@@ -16,6 +16,7 @@ from api.models import WebhookEndpoint
 from approvals.http import request_user
 from notifications import services
 from notifications.models import ChatEndpoint, Send
+from workflows.admin import ReadOnly
 from workflows.services import ServiceError
 
 SEND_COLUMNS = (
@@ -31,7 +32,7 @@ SEND_COLUMNS = (
 
 
 @admin.register(Send)
-class SendAdmin(admin.ModelAdmin[Send]):
+class SendAdmin(ReadOnly, admin.ModelAdmin[Send]):
     """Every notification and how it went, read-only: the worker alone writes them."""
 
     list_display = SEND_COLUMNS
@@ -49,15 +50,6 @@ class SendAdmin(admin.ModelAdmin[Send]):
         "details",
         "last_error",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Send | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Send | None = None) -> bool:
-        return False
 
 
 class ChatEndpointForm(forms.Form):

@@ -18,12 +18,6 @@ from workflows import registry
 Delivery = Preference.Delivery
 
 
-def review_group(review: Review) -> str:
-    """The group whose members review `review` now: the workflow's reviewer group, or the
-    group it was escalated to (`Review.responsible_group`)."""
-    return review.responsible_group
-
-
 def may_see(user: User, review: Review) -> bool:
     """Whether `user` may see `review`'s state now: the one rule of the review pages
     (`approvals.services.may_review`: an active superuser, or a member of the group the review

@@ -17,7 +17,6 @@ import logging
 import smtplib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -139,9 +138,7 @@ def _never_fails_the_change(queue: Callable[..., None]) -> Callable[..., None]:
 @receiver(review_opened, dispatch_uid="notifications.opened")
 @_never_fails_the_change
 def on_opened(*, review: Review, **_: Any) -> None:
-    queue_review_sends(
-        kind=Kind.OPENED, review=review, users=queries.group_members(queries.review_group(review))
-    )
+    queue_review_sends(kind=Kind.OPENED, review=review, users=queries.group_members(review.responsible_group))
 
 
 @receiver(review_escalated, dispatch_uid="notifications.escalated")
@@ -160,7 +157,7 @@ def on_escalated(
 @_never_fails_the_change
 def on_overdue(*, review: Review, **_: Any) -> None:
     queue_review_sends(
-        kind=Kind.OVERDUE, review=review, users=queries.group_members(queries.review_group(review))
+        kind=Kind.OVERDUE, review=review, users=queries.group_members(review.responsible_group)
     )
 
 
@@ -195,18 +192,13 @@ def on_reassigned(
 # -- sending (the worker) ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """What one delivery message did: the send's status after it, and when to try again."""
-
-    status: str
-    retry_in: float | None = None
+# One delivery's outcome, as a webhook's (api.webhooks).
+Attempt = webhooks.Attempt
 
 
 def retry_delay(attempts: int) -> float:
-    """Seconds to wait after the `attempts`-th failed try (the last delay repeats)."""
-    delays: list[float] = settings.SIGNOFF_NOTIFY_RETRY_SECONDS
-    return delays[min(attempts, len(delays)) - 1]
+    """After the `attempts`-th failed try (SIGNOFF_NOTIFY_RETRY_SECONDS)."""
+    return webhooks.backoff(attempts, settings.SIGNOFF_NOTIFY_RETRY_SECONDS)
 
 
 def deliver(*, send_id: int) -> Attempt:
