@@ -308,12 +308,13 @@ def test_seed_demo_threads_starts_threads_of_each_example_workflow_once(settings
         "expense_approval": 3,
         "content_review": 2,
         "parallel_approval": 1,
+        "purchase_order": 1,
         "seed_demo": 1,
     }
-    assert Run.objects.filter(kind="start", status="queued").count() == 7
-    assert first.count("demo thread: ") == 7
-    assert second == "demo threads: none seeded, the database already has 7 thread(s)\n"
-    assert Thread.objects.count() == 7
+    assert Run.objects.filter(kind="start", status="queued").count() == 8
+    assert first.count("demo thread: ") == 8
+    assert second == "demo threads: none seeded, the database already has 8 thread(s)\n"
+    assert Thread.objects.count() == 8
 
 
 @pytest.mark.django_db
@@ -339,6 +340,7 @@ def test_seeded_threads_reach_their_reviews_and_the_seed_demo_fails_at_step_3(se
         ("expense_approval", "interrupted"): 3,
         ("content_review", "interrupted"): 2,
         ("parallel_approval", "interrupted"): 1,
+        ("purchase_order", "interrupted"): 1,
         ("seed_demo", "failed"): 1,
     }
     contract = Thread.objects.get(workflow="parallel_approval")

@@ -69,14 +69,15 @@ def test_reviewers_join_the_groups_the_example_workflows_name(settings):
     users = get_user_model().objects
     reviewer = users.get(username="reviewer")
     other = users.get(username="other_reviewer")
-    assert sorted(reviewer.groups.values_list("name", flat=True)) == ["editors", "finance"]
-    assert sorted(other.groups.values_list("name", flat=True)) == ["contracts", "operators"]
+    # Both purchasing: a purchase order needs two approvers.
+    assert sorted(reviewer.groups.values_list("name", flat=True)) == ["editors", "finance", "purchasing"]
+    assert sorted(other.groups.values_list("name", flat=True)) == ["contracts", "operators", "purchasing"]
     for user in (reviewer, other):
         assert user.check_password(user.username)
         assert not user.is_staff
         assert not user.is_superuser
-    assert "reviewer / reviewer (created): reviewer in editors, finance" in output
-    assert "other_reviewer / other_reviewer (created): reviewer in contracts, operators" in output
+    assert "reviewer / reviewer (created): reviewer in editors, finance, purchasing" in output
+    assert "other_reviewer / other_reviewer (created): reviewer in contracts, operators, purchasing" in output
 
 
 def test_every_registered_reviewer_group_exists(settings):
@@ -116,7 +117,7 @@ def test_a_reviewer_taken_out_of_a_group_is_put_back(settings):
 
     output = ensure_demo_users()
 
-    assert sorted(reviewer.groups.values_list("name", flat=True)) == ["editors", "finance"]
+    assert sorted(reviewer.groups.values_list("name", flat=True)) == ["editors", "finance", "purchasing"]
     assert "reviewer / reviewer (restored)" in output
     assert "other_reviewer / other_reviewer (already there)" in output
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
+
+from approvals import deadlines
+from approvals import services as approvals
+from approvals.models import Approval
 
 from tests.factories import decide, head, make_thread, make_user, open_review, run_queued
 from workflows import services
@@ -116,3 +123,38 @@ def test_parallel_approval_is_declined_when_either_team_rejects(staff: User):
     assert thread.status == Thread.Status.COMPLETED
     assert values["outcome"] == "declined"
     assert sorted(values["signoffs"]) == ["finance:approved", "legal:rejected"]
+
+
+ORDER = {"supplier": "Northwind", "item": "12 monitors", "amount": 3480.0}
+
+
+def test_purchase_order_is_placed_after_two_different_purchasing_approvals(staff: User):
+    buyer = make_user("bea", groups=["purchasing"])
+    second = make_user("ben", groups=["purchasing"])
+    thread = make_thread("purchase_order", ORDER, buyer)
+    run_queued(thread)
+    review = open_review(thread)
+
+    # Bea raised it, so she may not approve it (segregation of duties).
+    with pytest.raises(approvals.DecisionRefused):
+        decide(review, buyer, "approve")
+    outsider = make_user("carl", groups=["purchasing"])
+    assert isinstance(decide(review, outsider, "approve"), Approval)
+    assert thread.runs.count() == 1
+    decide(review, second, "approve")
+    run_queued(thread)
+
+    assert thread.status == Thread.Status.COMPLETED
+    assert head(thread).values["outcome"] == "ordered from Northwind for 3480.00"
+
+
+def test_purchase_order_goes_to_finance_when_a_day_passes(staff: User):
+    thread = make_thread("purchase_order", ORDER, staff)
+    run_queued(thread)
+    review = open_review(thread)
+
+    deadlines.sweep_deadlines(now=timezone.now() + timedelta(hours=24, minutes=1))
+
+    review.refresh_from_db()
+    assert review.responsible_group == "finance"
+    assert review.escalated_from == "purchasing"

@@ -31,8 +31,9 @@ class DemoUser:
 
 DEMO_USERS = [
     DemoUser("admin", "superuser: everything, including rollback", superuser=True, staff=True),
-    DemoUser("reviewer", "reviewer", reviews=("expense_approval", "content_review")),
-    DemoUser("other_reviewer", "reviewer", reviews=("parallel_approval", "seed_demo")),
+    # Both review purchase orders, which need two approvals: log in as each to try four-eyes.
+    DemoUser("reviewer", "reviewer", reviews=("expense_approval", "content_review", "purchase_order")),
+    DemoUser("other_reviewer", "reviewer", reviews=("parallel_approval", "seed_demo", "purchase_order")),
     DemoUser("staff", "staff: reads the audit trail", staff=True, permissions=("workflows.view_auditevent",)),
 ]
 

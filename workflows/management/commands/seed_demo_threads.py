@@ -62,6 +62,11 @@ DEMO_THREADS: list[tuple[str, str, dict[str, Any]]] = [
         {"counterparty": "Acme Ltd", "value": 48000.0, "signoffs": []},
     ),
     (
+        "purchase_order",
+        "Order: 12 monitors from Northwind",
+        {"supplier": "Northwind", "item": "12 monitors", "amount": 3480.0},
+    ),
+    (
         "seed_demo",
         "Seed demo: fails at step 3, retry it",
         {"count": 0},
