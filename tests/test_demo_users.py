@@ -129,3 +129,18 @@ def test_no_demo_user_is_created_without_debug(settings):
         ensure_demo_users()
 
     assert not get_user_model().objects.exists()
+
+
+def test_demo_logins_have_an_address_so_make_run_prints_their_notifications(settings):
+    settings.DEBUG = True
+    ensure_demo_users()
+    reviewer = get_user_model().objects.get(username="reviewer")
+    assert reviewer.email == "reviewer@example.com"
+    reviewer.email = ""
+    reviewer.save()
+
+    output = ensure_demo_users()
+
+    reviewer.refresh_from_db()
+    assert reviewer.email == "reviewer@example.com"
+    assert "reviewer / reviewer (restored)" in output

@@ -28,6 +28,11 @@ class DemoUser:
     # "app_label.codename"
     permissions: tuple[str, ...] = ()
 
+    @property
+    def email(self) -> str:
+        # An address, so `make run`'s worker prints the notifications each demo login gets.
+        return f"{self.username}@example.com"
+
 
 DEMO_USERS = [
     DemoUser("admin", "superuser: everything, including rollback", superuser=True, staff=True),
@@ -77,6 +82,7 @@ class Command(BaseCommand):
                 user.is_superuser = demo.superuser
                 user.is_staff = demo.staff
                 user.is_active = True
+                user.email = demo.email
                 user.set_password(demo.username)
                 user.save()
                 user.groups.set([groups[name] for name in wanted_groups])
@@ -98,6 +104,7 @@ class Command(BaseCommand):
             user.is_superuser == demo.superuser
             and user.is_staff == demo.staff
             and user.is_active
+            and user.email == demo.email
             and user.check_password(demo.username)
             and sorted(user.groups.values_list("name", flat=True)) == wanted_groups
             and permissions == set(demo.permissions)
