@@ -42,15 +42,16 @@ lint: setup ## ruff check, ruff format --check, mypy
 
 test: setup browser services lint test-sqlite test-postgres test-langgraph ## lint, the test suite on SQLite and on PostgreSQL, LangGraph's checkpointer tests
 
+# --durations: the slowest tests are named at the end of each run, for keeping `make test` short.
 test-sqlite: setup browser ## the test suite on SQLite and the on-disk broker (the embedded default)
 	@echo
 	@echo "==================== pytest on SQLite + on-disk broker (the defaults) ===================="
-	env -u DATABASE_URL -u CELERY_BROKER_URL $(BIN)/pytest --create-db
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(BIN)/pytest --create-db --durations=25
 
 test-postgres: setup browser services ## the test suite on PostgreSQL (POSTGRES_URL) and Redis (REDIS_URL)
 	@echo
 	@echo "==================== pytest on PostgreSQL ($(POSTGRES_URL)) + Redis ($(REDIS_URL)) ===================="
-	DATABASE_URL=$(POSTGRES_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest --create-db
+	DATABASE_URL=$(POSTGRES_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest --create-db --durations=25
 
 # The sdist is fetched once into var/langgraph-sdist/ (make clean removes it).
 test-langgraph: setup services ## LangGraph's own checkpointer tests on DjangoSaver (SQLite, PostgreSQL) and LangGraph's savers
