@@ -3,10 +3,9 @@
 Django logs a 4xx on `django.request` once (`django.utils.log.log_response` marks the response
 logged), but a 403 from PermissionDenied carries the exception, so every refused page view
 printed a traceback that says nothing the status does not. `OneLinePerRefusal`, a filter on
-that logger and on `django.security.csrf`, which logs a failed CSRF check (LOGGING in
-config/settings.py), rewrites each 4xx record into one line with the
-method, path, status and user id, and drops its traceback; 5xx records pass untouched.
-"""
+that logger and on `django.security.csrf` (where a failed CSRF check is logged; LOGGING in
+config/settings.py), rewrites each 4xx record into one line with the method, path, status and
+user id, and drops its traceback; 5xx records pass untouched."""
 
 from __future__ import annotations
 
