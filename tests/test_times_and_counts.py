@@ -11,8 +11,10 @@ from django.urls import reverse
 
 from approvals.models import Review
 from approvals.templatetags.signoff import ago, approval_progress, counted
-from tests.factories import open_review
+from tests.factories import open_review, registered
+from tests.fake_workflows import four_eyes
 from tests.pages import expense_thread
+from workflows import registry
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -67,6 +69,20 @@ class _Row:
     def __init__(self, workflow: str, given: int) -> None:
         self.workflow = workflow
         self.approvals_given = given
+
+
+def test_the_approval_progress_says_approvals_in_the_plural_only_when_needed_is_not_one():
+    one_group = registry.Workflow(
+        name="test_one_group_quorum",
+        title="One approver from the one group",
+        builder=four_eyes,
+        reviewer_group="quorum_finance",
+        approvals_required="all",
+        approval_groups=("quorum_finance",),
+    )
+    with registered(one_group):
+        assert approval_progress(_Row("test_one_group_quorum", 0)) == "0 of 1 approval"
+    assert approval_progress(_Row("test_four_eyes", 1)) == "1 of 2 approvals"
 
 
 def test_a_workflow_without_a_quorum_shows_no_progress():
