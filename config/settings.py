@@ -474,7 +474,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    # Each 4xx as one line (method, path, status, user id), without the traceback Django
+    # attaches to a PermissionDenied; 5xx keep theirs (approvals/errors.py). A failed CSRF
+    # check is logged on its own logger.
+    "filters": {"one_line_per_refusal": {"()": "approvals.errors.OneLinePerRefusal"}},
+    "loggers": {
+        "django.request": {"filters": ["one_line_per_refusal"]},
+        "django.security.csrf": {"filters": ["one_line_per_refusal"]},
+    },
 }
+# A failed CSRF check gets the app's 403 page, with what to do next.
+CSRF_FAILURE_VIEW = "approvals.errors.csrf_failure"
 
 # Checkpoints. With a key set, every checkpoint blob and pending write is encrypted
 # (AES-EAX) and rows that are not encrypted are refused when read.

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince, timeuntil
 
 from approvals import metrics
 from approvals.services import can_read_audit as _can_read_audit
@@ -45,15 +48,16 @@ def workflow_title(name: str) -> str:
 
 @register.filter
 def approval_progress(review: Any) -> str:
-    """ "1 of 2" for a queue row of a workflow that needs several approvals (the row carries
-    `approvals_given`), "" for any other."""
+    """ "1 of 2 approvals" for a queue row of a workflow that needs several approvals (the row
+    carries `approvals_given`), "" for any other."""
     try:
         spec = registry.get(review.workflow)
     except LookupError:
         return ""
     if not spec.needs_quorum:
         return ""
-    return f"{getattr(review, 'approvals_given', 0)} of {spec.approvals_needed}"
+    # "all" of a single group needs one: "0 of 1 approval".
+    return f"{getattr(review, 'approvals_given', 0)} of {counted(spec.approvals_needed, 'approval')}"
 
 
 @register.filter
@@ -66,3 +70,33 @@ def can_read_audit(user: Any) -> bool:
 def duration(seconds: float | None) -> str:
     """Seconds as people read them (approvals.metrics.duration): "12 min", "3 h 20 min"."""
     return metrics.duration(seconds)
+
+
+# -- times and counts as people say them -------------------------------------------------------
+
+JUST_NOW = timedelta(minutes=1)
+
+
+@register.filter
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """`{{ review.created_at|ago:queue.now }}`: "just now" under a minute (Django's timesince
+    says "0 minutes"), else "5 minutes ago", "2 days, 3 hours ago" (Django's plurals). A moment
+    ahead of `now` by more than a minute is "in 5 minutes"; by less (clocks a little apart),
+    "just now" too."""
+    if moment is None:
+        return ""
+    now = now or timezone.now()
+    if abs(now - moment) < JUST_NOW:
+        return "just now"
+    if moment > now:
+        return f"in {timeuntil(moment, now)}"
+    return f"{timesince(moment, now)} ago"
+
+
+@register.filter
+def counted(number: int | None, noun: str) -> str:
+    """`{{ n|counted:"review" }}`: "1 review", "0 reviews", "2 reviews"; an irregular plural
+    after a comma, `counted:"reply,replies"`."""
+    singular, _, plural = noun.partition(",")
+    count = number or 0
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
