@@ -7,7 +7,7 @@ from typing import Any
 
 from django import template
 
-from approvals import metrics
+from approvals import metrics, queries
 from approvals.services import can_read_audit as _can_read_audit
 from workflows import registry
 
@@ -66,3 +66,9 @@ def can_read_audit(user: Any) -> bool:
 def duration(seconds: float | None) -> str:
     """Seconds as people read them (approvals.metrics.duration): "12 min", "3 h 20 min"."""
     return metrics.duration(seconds)
+
+
+@register.filter
+def sees_workflows(user: Any) -> bool:
+    """`{% if user|sees_workflows %}`: whether to link the threads page (the user reviews a workflow)."""
+    return queries.sees_workflows(user)
