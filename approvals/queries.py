@@ -959,14 +959,17 @@ def threads_page(user: User | AnonymousUser, filters: ThreadFilters) -> ThreadsP
     if filters.workflow:
         threads = threads.filter(workflow=filters.workflow)
     size = filters.per_page
+    # The cursor's time bounds the range on its own (`updated_at__lte`), so the index scan starts
+    # at the cursor instead of reading every newer row to filter it out; the OR then only
+    # settles ties of the same updated_at by id.
     if filters.before is not None:
         moment, pk = filters.before
-        older = Q(updated_at__lt=moment) | Q(updated_at=moment, pk__lt=pk)
-        rows, downward = list(threads.filter(older).order_by("-updated_at", "-pk")[: size + 1]), True
+        older = threads.filter(Q(updated_at__lt=moment) | Q(pk__lt=pk), updated_at__lte=moment)
+        rows, downward = list(older.order_by("-updated_at", "-pk")[: size + 1]), True
     elif filters.after is not None:
         moment, pk = filters.after
-        newer = Q(updated_at__gt=moment) | Q(updated_at=moment, pk__gt=pk)
-        rows, downward = list(threads.filter(newer).order_by("updated_at", "pk")[: size + 1]), False
+        newer = threads.filter(Q(updated_at__gt=moment) | Q(pk__gt=pk), updated_at__gte=moment)
+        rows, downward = list(newer.order_by("updated_at", "pk")[: size + 1]), False
     else:
         rows, downward = list(threads.order_by("-updated_at", "-pk")[: size + 1]), True
     more = len(rows) > size
