@@ -194,7 +194,7 @@ def test_a_row_says_who_started_the_thread_and_how_long_it_has_been_in_its_state
 
     row = text[text.index(f'id="thread-{thread.public_id}"') :]
     row = row[: row.index("</tr>")]
-    assert "<td>rita</td>" in row
+    assert '<td data-label="Started by">rita</td>' in row
     assert ">3 h 20 min</time>" in row
     assert 'data-status="queued">queued</span>' in row
     assert f'href="{thread_url(thread)}"' in row
