@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypedDict
 from urllib.parse import urlencode
 
@@ -813,3 +813,208 @@ def review_cancellation(review: Review) -> AuditEvent | None:
         if isinstance(event.data, dict) and event.data.get("review") == review.pk:
             return event
     return None
+
+
+# -- the threads page (issue 13, item 4) -----------------------------------------------------
+# Every thread the user may open (`visible_threads`, the thread page's own rule, so no row links
+# to a 404), newest state change first. Pages go by keyset on (updated_at, id), never by OFFSET,
+# and nothing counts the table: a page costs the same at any depth.
+
+# The page's status filters, each the Thread.Status values it stands for.
+THREAD_STATUSES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "running": ("Running", (Thread.Status.QUEUED, Thread.Status.RUNNING)),
+    "waiting": ("Waiting for review", (Thread.Status.INTERRUPTED,)),
+    "failed": ("Failed", (Thread.Status.FAILED,)),
+    "completed": ("Completed", (Thread.Status.COMPLETED,)),
+    "cancelled": ("Cancelled", (Thread.Status.CANCELLED,)),
+}
+# How a row names its thread's status: "interrupted" is the engine's word, not an operator's.
+THREAD_STATUS_LABELS: dict[str, str] = {
+    Thread.Status.QUEUED: "queued",
+    Thread.Status.RUNNING: "running",
+    Thread.Status.INTERRUPTED: "waiting for review",
+    Thread.Status.FAILED: "failed",
+    Thread.Status.COMPLETED: "completed",
+    Thread.Status.CANCELLED: "cancelled",
+}
+THREAD_PAGE_SIZES = (10, 25, 50, 100)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# A position in the threads' order: a row's updated_at and id.
+ThreadCursor = tuple[datetime, int]
+
+
+def thread_cursor(thread: Thread) -> str:
+    """The cursor of a row, as the page's links carry it."""
+    return _cursor_text((thread.updated_at, thread.pk))
+
+
+def _parse_thread_cursor(text: str, label: str, errors: list[str]) -> ThreadCursor | None:
+    if not text:
+        return None
+    micros, _, pk = text.partition("-")
+    # isdecimal, not isdigit ("²"); the lengths keep both within what a datetime and a bigint hold.
+    if micros.isdecimal() and pk.isdecimal() and len(micros) <= 17 and len(pk) <= 18:
+        try:
+            return _EPOCH + int(micros) * _MICROSECOND, int(pk)
+        except OverflowError:
+            pass
+    errors.append(f"Page: “{text[:40]}” is not a position in the list ({label}); showing the newest threads.")
+    return None
+
+
+@dataclass(frozen=True)
+class ThreadFilters:
+    status: str = ""
+    workflow: str = ""
+    before: ThreadCursor | None = None
+    after: ThreadCursor | None = None
+    per_page: int = 25
+    # Why a filter was ignored, shown above the rows.
+    errors: tuple[str, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_query(cls, params: QueryDict) -> ThreadFilters:
+        """Parse GET parameters; a bad value is dropped with a message, never raised."""
+        errors: list[str] = []
+        status = _without_nul("Status", params.get("status", "")[:40], errors)
+        if status and status not in THREAD_STATUSES:
+            errors.append(f"Status: “{status}” is not one of {', '.join(THREAD_STATUSES)}; it was ignored.")
+            status = ""
+        workflow = _without_nul("Workflow", params.get("workflow", "")[:100], errors)
+        if workflow and workflow not in {spec.name for spec in registry.all_workflows()}:
+            errors.append(f"Workflow: “{workflow}” is not a registered workflow; it was ignored.")
+            workflow = ""
+        before = _parse_thread_cursor(params.get("before", ""), "before", errors)
+        after = _parse_thread_cursor(params.get("after", ""), "after", errors) if before is None else None
+        try:
+            per_page = int(params.get("per_page", 25))
+        except ValueError:
+            per_page = 25
+        return cls(
+            status=status,
+            workflow=workflow,
+            before=before,
+            after=after,
+            per_page=per_page if per_page in THREAD_PAGE_SIZES else 25,
+            errors=tuple(errors),
+        )
+
+    def query(self, **changes: Any) -> str:
+        """The query string of the filters in effect, with some changed (links keep the others);
+        cursors are passed as the text `thread_cursor` makes."""
+        values: dict[str, Any] = {
+            "status": self.status,
+            "workflow": self.workflow,
+            "per_page": self.per_page if self.per_page != 25 else "",
+            "before": _cursor_text(self.before),
+            "after": _cursor_text(self.after),
+        }
+        values.update(changes)
+        kept = {key: value for key, value in values.items() if value not in ("", None)}
+        return "?" + urlencode(kept) if kept else "?"
+
+
+def _cursor_text(cursor: ThreadCursor | None) -> str:
+    """ "<µs since 1970>-<id>": integer microseconds, so the time goes round the URL exactly (no
+    float, no time zone to encode)."""
+    if cursor is None:
+        return ""
+    moment, pk = cursor
+    return f"{(moment - _EPOCH) // _MICROSECOND}-{pk}"
+
+
+@dataclass(frozen=True)
+class ThreadRow:
+    thread: Thread
+    # Seconds since the thread last changed (its status, or its error when it failed again).
+    in_state: float
+
+    @property
+    def status_label(self) -> str:
+        return THREAD_STATUS_LABELS.get(self.thread.status, self.thread.status)
+
+
+@dataclass
+class ThreadsPage:
+    rows: list[ThreadRow]
+    filters: ThreadFilters
+    # The workflow filter's choices: the workflows the user reviews.
+    workflows: list[registry.Workflow]
+    older_query: str
+    newer_query: str
+
+    @property
+    def statuses(self) -> list[tuple[str, str, str, bool]]:
+        """(status, label, query string, current) for the status tabs; "" is every status."""
+        first = {"before": None, "after": None}
+        tabs = [("", "All", self.filters.query(status="", **first), not self.filters.status)]
+        for key, (label, _) in THREAD_STATUSES.items():
+            tabs.append((key, label, self.filters.query(status=key, **first), key == self.filters.status))
+        return tabs
+
+    @property
+    def page_sizes(self) -> tuple[int, ...]:
+        return THREAD_PAGE_SIZES
+
+    @property
+    def first_query(self) -> str:
+        return self.filters.query(before=None, after=None)
+
+
+def threads_page(user: User | AnonymousUser, filters: ThreadFilters) -> ThreadsPage:
+    """One page of the threads the user may open, newest state change first: one query for the
+    rows (with who started each), whatever the page size and depth."""
+    threads = (
+        visible_threads(user)
+        # A thread made through the API and never run has no workflow and no page yet.
+        .exclude(workflow="")
+        .select_related("created_by")
+        # Sealed columns the list never shows: not read, not decrypted.
+        .defer("input", "error", "metadata")
+    )
+    if filters.status:
+        threads = threads.filter(status__in=THREAD_STATUSES[filters.status][1])
+    if filters.workflow:
+        threads = threads.filter(workflow=filters.workflow)
+    size = filters.per_page
+    # The cursor's time bounds the range on its own (`updated_at__lte`), so the index scan starts
+    # at the cursor instead of reading every newer row to filter it out; the OR then only
+    # settles ties of the same updated_at by id.
+    if filters.before is not None:
+        moment, pk = filters.before
+        older = threads.filter(Q(updated_at__lt=moment) | Q(pk__lt=pk), updated_at__lte=moment)
+        rows, downward = list(older.order_by("-updated_at", "-pk")[: size + 1]), True
+    elif filters.after is not None:
+        moment, pk = filters.after
+        newer = threads.filter(Q(updated_at__gt=moment) | Q(pk__gt=pk), updated_at__gte=moment)
+        rows, downward = list(newer.order_by("updated_at", "pk")[: size + 1]), False
+    else:
+        rows, downward = list(threads.order_by("-updated_at", "-pk")[: size + 1]), True
+    more = len(rows) > size
+    rows = rows[:size]
+    if not downward:
+        rows.reverse()
+    # One row more than shown says whether the walk can go on; the way back exists because a
+    # cursor brought us here.
+    has_older = more if downward else True
+    has_newer = filters.before is not None if downward else more
+    now = timezone.now()
+    names = reviewable_workflows(user)
+    if names is not None:
+        names = [*names, *led_workflows(user)]
+    return ThreadsPage(
+        rows=[ThreadRow(thread, max(0.0, (now - thread.updated_at).total_seconds())) for thread in rows],
+        filters=filters,
+        workflows=[spec for spec in registry.all_workflows() if names is None or spec.name in names],
+        older_query=filters.query(before=thread_cursor(rows[-1]), after=None) if rows and has_older else "",
+        newer_query=filters.query(after=thread_cursor(rows[0]), before=None) if rows and has_newer else "",
+    )
+
+
+def sees_workflows(user: User | AnonymousUser) -> bool:
+    """Whether the user reviews or leads any workflow (superusers: all), for the threads page's
+    nav link."""
+    names = reviewable_workflows(user)
+    return names is None or bool(names) or bool(led_workflows(user))

@@ -6,6 +6,7 @@ import csv
 import functools
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -605,6 +606,7 @@ def _thread_page(request: HtmxHttpRequest, thread: Thread, spec: registry.Workfl
         "open_reviews": list(thread.reviews.filter(status=Review.Status.OPEN).order_by("id")),
         "runs": list(queries.thread_runs(thread)[:20]),
         "active": thread.status in ACTIVE,
+        **_failure_context(request, thread),
     }
     if request.htmx:
         if not context["active"]:
@@ -613,6 +615,90 @@ def _thread_page(request: HtmxHttpRequest, thread: Thread, spec: registry.Workfl
         return render(request, "approvals/thread.html#status", context)
     context.update(_history(request, thread))
     return render(request, "approvals/thread.html", context)
+
+
+# -- a failed thread, and the threads page (issue 13, item 4) ----------------------------------
+
+# The permission the Thread admin and the API already ask for a retry (Thread.Meta.permissions).
+RETRY_PERMISSION = "workflows.retry_thread"
+# An absolute path on the server (POSIX or Windows), not one inside a URL ("https://host/a/b")
+# nor a relative one ("a/b").
+_SERVER_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.~-]+/)+[\w.~-]*|\b[A-Za-z]:\\(?:[\w. ~-]+\\)*[\w.~-]*")
+
+
+def without_server_paths(text: str) -> str:
+    """The text with every absolute server path replaced: an error's last line can name one
+    ("No such file or directory: '/srv/...'"), which only staff should read."""
+    return _SERVER_PATH.sub("[server path]", text)
+
+
+def _failure_context(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
+    """A failed thread's error for the thread page: its last line ("ValueError: amount must be
+    positive") to everyone who sees the thread, the traceback only to staff (it quotes code,
+    server paths and state); and Retry for those holding the permission."""
+    if thread.status != Thread.Status.FAILED:
+        return {}
+    user = request_user(request)
+    staff = user.is_active and user.is_staff
+    line = thread.error_summary
+    return {
+        "failure_line": line if staff else without_server_paths(line),
+        "failure_traceback": thread.error if staff else "",
+        "can_retry": user.has_perm(RETRY_PERMISSION),
+    }
+
+
+@require_POST
+@login_required
+@vary_on_headers("HX-Request")
+@_unavailable_page
+def thread_retry(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    """Run a failed thread again from its last checkpoint (`workflows.services.retry_thread`).
+    A thread the user may not see is a 404, as on its page; without the permission a 403;
+    a thread that is not failed (or was retried meanwhile) a 409 with the service's reason.
+    Each refusal writes nothing."""
+    user = request_user(request)
+    thread = get_object_or_404(queries.visible_threads(user), public_id=public_id)
+    if not user.has_perm(RETRY_PERMISSION):
+        return _retry_refused(
+            request,
+            thread,
+            f"You do not have the permission to retry threads ({RETRY_PERMISSION}).",
+            status=403,
+        )
+    try:
+        run = engine_services.retry_thread(thread=thread, actor=user)
+    except engine_services.ServiceError as exc:
+        return _retry_refused(request, thread, f"{capfirst(str(exc))}.", status=409)
+    if request.htmx:
+        # The status box again, now queued: it polls until the retried run ends.
+        thread.refresh_from_db()
+        with _reading(request, thread) as spec:
+            return _thread_page(request, thread, spec)
+    messages.success(request, f"Retried; run {run.pk} is queued.")
+    return HttpResponseRedirect(reverse("approvals:thread", args=[thread.public_id]))
+
+
+def _retry_refused(request: HtmxHttpRequest, thread: Thread, message: str, *, status: int) -> HttpResponse:
+    context = {"thread": thread, "message": message}
+    template = "approvals/retry_refused.html#refused" if request.htmx else "approvals/retry_refused.html"
+    response = render(request, template, context, status=status)
+    if request.htmx:
+        # In place of the failure box, whose button asked.
+        reswap(retarget(response, "#failure"), "outerHTML")
+    return response
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+def threads(request: HtmxHttpRequest) -> HttpResponse:
+    """Every thread of the workflows the user sees, newest state change first, by status and
+    workflow; with htmx only the rows (the filter form, a status tab or a page link asked)."""
+    filters = queries.ThreadFilters.from_query(request.GET)
+    context = {"page": queries.threads_page(request_user(request), filters)}
+    template = "approvals/threads.html#rows" if request.htmx else "approvals/threads.html"
+    return render(request, template, context)
 
 
 # -- metrics (staff) -------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from django.utils import timezone
 from approvals import deadlines
 from approvals import services as approvals
 from approvals.models import Approval
-
 from tests.factories import decide, head, make_thread, make_user, open_review, run_queued
 from workflows import services
 from workflows.models import Thread

@@ -63,7 +63,11 @@ class Thread(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "-updated_at"], name="thread_status_updated")]
+        indexes = [
+            models.Index(fields=["status", "-updated_at"], name="thread_status_updated"),
+            # The threads page's order, newest state change first, walked by keyset.
+            models.Index(fields=["-updated_at", "-id"], name="thread_updated"),
+        ]
         # Operations beyond viewing, granted one by one: each runs a service that writes.
         permissions = [
             ("start_thread", "Can start a thread (through the HTTP API)"),

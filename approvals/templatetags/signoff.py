@@ -10,7 +10,7 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
-from approvals import metrics
+from approvals import metrics, queries
 from approvals.services import can_read_audit as _can_read_audit
 from workflows import registry
 
@@ -100,3 +100,9 @@ def counted(number: int | None, noun: str) -> str:
     singular, _, plural = noun.partition(",")
     count = number or 0
     return f"{count} {singular if count == 1 else plural or singular + 's'}"
+
+
+@register.filter
+def sees_workflows(user: Any) -> bool:
+    """`{% if user|sees_workflows %}`: whether to link the threads page (the user reviews a workflow)."""
+    return queries.sees_workflows(user)
