@@ -30,6 +30,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.http import QueryDict
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 from django_stubs_ext import WithAnnotations
 from langgraph.types import StateSnapshot
 
@@ -389,6 +390,18 @@ class HistoryEntry:
     rails: list[list[str]] = field(default_factory=list, repr=False)
     reviews: list[ReviewNote] = field(default_factory=list)
 
+    @property
+    def rails_html(self) -> SafeString:
+        """The rails as markup, built here rather than in a template loop: a long history's
+        rows times lanes times segments made the loop a third of the page's rendering. Every
+        class name is one of `_draw`'s constants, none comes from the thread."""
+        return mark_safe(  # noqa: S308 - only _draw's constant class names
+            "".join(
+                '<span class="rail">' + "".join(f'<i class="{segment}"></i>' for segment in cell) + "</span>"
+                for cell in self.rails
+            )
+        )
+
 
 @dataclass(frozen=True)
 class History:
@@ -438,7 +451,9 @@ def history_tree(thread: Thread, *, limit: int = 200) -> History:
     # One more than shown, so the oldest row shown has its parent to diff against.
     snapshots = list(graph.get_state_history(engine.config_for(thread.thread_id), limit=limit + 1))
     values = {engine.checkpoint_id_of(snapshot): _as_dict(snapshot.values) for snapshot in snapshots}
-    steps = {engine.checkpoint_id_of(snapshot): (snapshot.metadata or {}).get("step") for snapshot in snapshots}
+    steps = {
+        engine.checkpoint_id_of(snapshot): (snapshot.metadata or {}).get("step") for snapshot in snapshots
+    }
     nodes = {engine.checkpoint_id_of(snapshot): snapshot.next for snapshot in snapshots}
     credits = _credits(thread, steps)
     entries = []
@@ -492,7 +507,11 @@ def _credits(thread: Thread, steps: dict[str, Any]) -> _Credits:
     credits = _Credits()
     events = AuditEvent.objects.filter(
         thread=thread,
-        action__in=[AuditAction.THREAD_RESUMED, AuditAction.THREAD_ROLLED_BACK, AuditAction.THREAD_STATE_UPDATED],
+        action__in=[
+            AuditAction.THREAD_RESUMED,
+            AuditAction.THREAD_ROLLED_BACK,
+            AuditAction.THREAD_STATE_UPDATED,
+        ],
     ).only("action", "actor_label", "data", "created_at", "run_id")
     for event in events.order_by("id"):
         data = event.data
@@ -569,7 +588,10 @@ def _draw(entries: list[HistoryEntry], left: dict[str, Branching]) -> tuple[int,
     branches: list[_Branch] = []
     # The head first: its chain is the live branch. Then each other leaf, oldest first, so a
     # checkpoint belongs to the first branch that was left behind with it.
-    leaves = [0, *sorted((i for i, e in enumerate(entries) if i and e.checkpoint_id not in parents), reverse=True)]
+    leaves = [
+        0,
+        *sorted((i for i, e in enumerate(entries) if i and e.checkpoint_id not in parents), reverse=True),
+    ]
     for leaf in leaves:
         branch = _Branch(rows=[], live=not branches)
         cursor: int | None = leaf
