@@ -300,7 +300,6 @@ def _history(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
         "history": tree.rows,
         "history_more": tree.more,
         "history_all": everything,
-        "history_lanes": tree.lanes,
         "history_abandoned": tree.abandoned,
     }
 
