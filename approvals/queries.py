@@ -636,7 +636,8 @@ def _rail(branch: _Branch, rails: list[list[list[str]]], owner: dict[int, _Branc
         if row > top:
             cell.append(f"up {tone}")
         if row in mine:
-            if row < bottom:
+            # Below the oldest: on to where it branched off, or off the rows listed.
+            if row < bottom or branch.open:
                 cell.append(f"down {tone}")
             cell.append(f"dot {tone}")
         elif row == branch.join:

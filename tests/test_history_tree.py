@@ -117,6 +117,24 @@ def test_the_branches_are_drawn_in_lanes_that_meet_where_they_split(paid_then_ro
     ]
 
 
+def test_a_checkpoint_whose_parent_is_older_than_those_read_lists_no_changes_rather_than_wrong_ones(
+    paid_then_rolled_back: Thread,
+):
+    tree = queries.history_tree(paid_then_rolled_back, limit=3)
+
+    head, copy, old_head = tree.rows
+    assert tree.more
+    # The copy's parent is the input checkpoint, far below the three rows read: its changes
+    # are not listed, and not diffed against the row below it, which is on another branch.
+    assert (copy.source, copy.changes_known, copy.changes) == ("fork", False, [])
+    assert head.changes_known
+    assert [change.field for change in head.changes] == ["approved", "summary"]
+    assert old_head.changes_known
+    assert [change.field for change in old_head.changes] == ["outcome"]
+    # The old branch's lane runs off the bottom: its parent is not listed either.
+    assert old_head.rails[1] == ["down gone", "dot gone"]
+
+
 def test_each_branch_left_behind_names_its_own_rollback_and_lanes_are_shared_when_free(
     paid_then_rolled_back: Thread, reviewer: User, admin: User
 ):
