@@ -22,6 +22,7 @@ from django.db.models import (
     ExpressionWrapper,
     IntegerField,
     OuterRef,
+    Prefetch,
     Q,
     QuerySet,
     Subquery,
@@ -29,10 +30,11 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.http import QueryDict
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 from django_stubs_ext import WithAnnotations
 from langgraph.types import StateSnapshot
 
-from approvals.models import Approval, Link, Review
+from approvals.models import Approval, Decision, Link, Review
 from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.audit import Action as AuditAction
@@ -321,6 +323,11 @@ def _as_stored(spec: registry.Workflow, name: str, values: dict[str, Any]) -> An
 
 
 # -- a thread's history ----------------------------------------------------------------------
+# A thread's checkpoints form a tree, not a line. A rollback copies an earlier checkpoint (the
+# copy is a child of the target's parent: LangGraph's "__copy__") and a state update made
+# from an earlier checkpoint forks there; either leaves the old head behind on a branch of
+# its own. The history reads the newest checkpoints once, links each to its parent, and gives
+# every branch a lane: lane 0 is the live branch, the head's ancestors.
 
 
 @dataclass(frozen=True)
@@ -331,6 +338,48 @@ class Change:
     kind: Literal["added", "removed", "changed"]
 
 
+@dataclass(frozen=True)
+class Branching:
+    """What started a branch and left the old head behind, as its audit event recorded it: a
+    rollback (`rollback_thread`) or a state update made from an earlier checkpoint (a fork)."""
+
+    kind: Literal["rollback", "fork"]
+    actor: str
+    at: datetime
+    reason: str
+    # Where the head went back to, and that checkpoint's step when it is among those read.
+    to_checkpoint_id: str
+    to_step: int | None
+    # The rollback's run; None for a state update, which queues none.
+    run_id: int | None
+
+
+# A decision's action as the history says it.
+OUTCOMES = {
+    "approve": "approved",
+    "reject": "rejected",
+    "edit": "edited",
+    "respond": "responded",
+    "ignore": "ignored",
+}
+
+
+@dataclass(frozen=True)
+class ReviewNote:
+    """A review raised at a checkpoint, with its decision and its partial approvals."""
+
+    review: Review
+    decision: Decision | None
+    # Oldest first, those that no longer count too (`Approval.counts`).
+    approvals: list[Approval]
+
+    @property
+    def outcome(self) -> str:
+        if self.decision is not None:
+            return OUTCOMES.get(self.decision.action, self.decision.action)
+        return "withdrawn" if self.review.status == Review.Status.CANCELLED else "waiting"
+
+
 @dataclass
 class HistoryEntry:
     checkpoint_id: str
@@ -339,10 +388,51 @@ class HistoryEntry:
     node: str
     created_at: datetime | None
     actor: str
+    # From the checkpoint's parent to it; empty when the parent is older than those read
+    # (`changes_known` False).
     changes: list[Change]
     # The checkpoint's whole state and metadata, for pages that show more than the changes.
     values: dict[str, Any] = field(default_factory=dict, repr=False)
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    parent_id: str | None = None
+    changes_known: bool = True
+    # The tree: the lane the checkpoint is drawn in, and whether it is on the live branch.
+    lane: int = 0
+    live: bool = True
+    # Off the live branch: what left its branch behind (None when no audit event says).
+    abandoned_by: Branching | None = None
+    # The newest checkpoint of an abandoned branch: the head that the rollback left.
+    branch_tip: bool = False
+    # Written by a rollback or a fork (the copy of the checkpoint gone back to, or the
+    # corrections on it): which one. A branch starts there.
+    made_by: Branching | None = None
+    # What each lane draws on this row, as the CSS classes of its segments (see `_draw`).
+    rails: list[list[str]] = field(default_factory=list, repr=False)
+    reviews: list[ReviewNote] = field(default_factory=list)
+
+    @property
+    def rails_html(self) -> SafeString:
+        """The rails as markup, built here rather than in a template loop: a long history's
+        rows times lanes times segments made the loop a third of the page's rendering. Every
+        class name is one of `_draw`'s constants, none comes from the thread."""
+        return mark_safe(  # noqa: S308 - only _draw's constant class names
+            "".join(
+                '<span class="rail">' + "".join(f'<i class="{segment}"></i>' for segment in cell) + "</span>"
+                for cell in self.rails
+            )
+        )
+
+
+@dataclass(frozen=True)
+class History:
+    """A thread's newest checkpoints as a tree, newest first."""
+
+    rows: list[HistoryEntry]
+    # Older checkpoints exist than those in `rows`.
+    more: bool
+    lanes: int
+    # How many branches were left behind (rows off the live branch belong to one of them).
+    abandoned: int
 
 
 # What a checkpoint that no node wrote stands for.
@@ -368,46 +458,244 @@ def _dumps(value: Any) -> str:
 
 def history(thread: Thread, *, limit: int = 200) -> list[HistoryEntry]:
     """The thread's checkpoints, newest first, with what each changed and who caused it."""
+    return history_tree(thread, limit=limit).rows
+
+
+def history_tree(thread: Thread, *, limit: int = 200) -> History:
+    """The thread's newest `limit` checkpoints as a tree: each with its changes, who caused
+    it, its lane, whether it is on the live branch (and if not, which rollback left it), and
+    the reviews raised at it with their decisions and approvals. A fixed number of queries
+    whatever the number of checkpoints: the checkpoints, the audit events that name people,
+    the reviews with their decisions, and their approvals."""
     graph = engine.graph_for(thread.workflow)
+    # One more than shown, so the oldest row shown has its parent to diff against.
     snapshots = list(graph.get_state_history(engine.config_for(thread.thread_id), limit=limit + 1))
-    # Checkpoints made by people (edits at a review, rollbacks) are named in the audit trail.
-    people: dict[str, str] = {}
-    # Edits given with answers at a dynamic interrupt land in the step after the checkpoint
-    # the answer was given at (keyed by that checkpoint), mixed with what the node wrote.
-    answered_with_edits: dict[str, str] = {}
-    for event in AuditEvent.objects.filter(
-        thread=thread, action__in=[AuditAction.THREAD_RESUMED, AuditAction.THREAD_ROLLED_BACK]
-    ).only("action", "actor_label", "data"):
-        if event.action == AuditAction.THREAD_RESUMED and event.data.get("resume"):
-            if event.data.get("updates"):
-                # Several answers applied at once credit each reviewer who edited.
-                editors = event.data.get("edited_by") or [event.actor_label]
-                answered_with_edits[str(event.data["checkpoint_id"])] = ", ".join(editors)
-            continue
-        for key in ("checkpoint_id", "copy", "fork"):
-            if event.data.get(key):
-                people[str(event.data[key])] = event.actor_label
+    values = {engine.checkpoint_id_of(snapshot): _as_dict(snapshot.values) for snapshot in snapshots}
+    steps = {
+        engine.checkpoint_id_of(snapshot): (snapshot.metadata or {}).get("step") for snapshot in snapshots
+    }
+    nodes = {engine.checkpoint_id_of(snapshot): snapshot.next for snapshot in snapshots}
+    credits = _credits(thread, steps)
     entries = []
-    for index, snapshot in enumerate(snapshots[:limit]):
-        parent = snapshots[index + 1].values if index + 1 < len(snapshots) else {}
+    for snapshot in snapshots[:limit]:
         metadata = snapshot.metadata or {}
         checkpoint_id = engine.checkpoint_id_of(snapshot)
+        parent_id = (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id") or None
         source = str(metadata.get("source", ""))
-        writes = _writers(snapshots[index + 1].next if index + 1 < len(snapshots) else ())
+        known = parent_id is None or parent_id in values
         entries.append(
             HistoryEntry(
                 checkpoint_id=checkpoint_id,
                 step=metadata.get("step"),
                 source=source,
-                node=writes if source == "loop" else SOURCE_NAMES.get(source, source),
+                # A step's checkpoint is written by the nodes its parent was about to run.
+                node=_writers(nodes.get(parent_id or "", ()))
+                if source == "loop"
+                else SOURCE_NAMES.get(source, source),
                 created_at=datetime.fromisoformat(snapshot.created_at) if snapshot.created_at else None,
-                actor=_author(snapshot, source, checkpoint_id, people, answered_with_edits),
-                changes=diff(parent if isinstance(parent, dict) else {}, _as_dict(snapshot.values)),
-                values=_as_dict(snapshot.values),
+                actor=_author(snapshot, source, checkpoint_id, credits.people, credits.edits),
+                changes=diff(values.get(parent_id or "", {}), values[checkpoint_id]) if known else [],
+                values=values[checkpoint_id],
                 metadata=dict(metadata),
+                parent_id=parent_id,
+                changes_known=known,
+                made_by=credits.made.get(checkpoint_id),
             )
         )
-    return entries
+    lanes, abandoned = _draw(entries, credits.left)
+    notes = _review_notes(thread, [entry.checkpoint_id for entry in entries])
+    for entry in entries:
+        entry.reviews = notes.get(entry.checkpoint_id, [])
+    return History(rows=entries, more=len(snapshots) > limit, lanes=lanes, abandoned=abandoned)
+
+
+@dataclass
+class _Credits:
+    # Checkpoints made by people (edits at a review, rollbacks, state updates): who.
+    people: dict[str, str] = field(default_factory=dict)
+    # Edits given with answers at a dynamic interrupt land in the step after the checkpoint
+    # the answer was given at (keyed by that checkpoint), mixed with what the node wrote.
+    edits: dict[str, str] = field(default_factory=dict)
+    # A head that a rollback or fork moved away from -> what did.
+    left: dict[str, Branching] = field(default_factory=dict)
+    # A checkpoint a rollback or fork wrote (the copy, the corrections) -> which.
+    made: dict[str, Branching] = field(default_factory=dict)
+
+
+def _credits(thread: Thread, steps: dict[str, Any]) -> _Credits:
+    """Who made each checkpoint people made, and what left each old head, from the audit trail."""
+    credits = _Credits()
+    events = AuditEvent.objects.filter(
+        thread=thread,
+        action__in=[
+            AuditAction.THREAD_RESUMED,
+            AuditAction.THREAD_ROLLED_BACK,
+            AuditAction.THREAD_STATE_UPDATED,
+        ],
+    ).only("action", "actor_label", "data", "created_at", "run_id")
+    for event in events.order_by("id"):
+        data = event.data
+        if event.action == AuditAction.THREAD_RESUMED:
+            if data.get("resume"):
+                if data.get("updates"):
+                    # Several answers applied at once credit each reviewer who edited.
+                    editors = data.get("edited_by") or [event.actor_label]
+                    credits.edits[str(data["checkpoint_id"])] = ", ".join(editors)
+            elif data.get("checkpoint_id"):
+                credits.people[str(data["checkpoint_id"])] = event.actor_label
+            continue
+        if event.action == AuditAction.THREAD_ROLLED_BACK:
+            for key in ("copy", "fork"):
+                if data.get(key):
+                    credits.people[str(data[key])] = event.actor_label
+            kind: Literal["rollback", "fork"] = "rollback"
+            target, reason, run_id = str(data.get("to", "")), str(data.get("reason", "")), event.run_id
+        else:
+            if data.get("checkpoint_id"):
+                credits.people[str(data["checkpoint_id"])] = event.actor_label
+            if data.get("fork") is not True:
+                continue  # an update of the head leaves nothing behind
+            kind, target, reason, run_id = "fork", str(data.get("base", "")), "", None
+        branched = Branching(
+            kind=kind,
+            actor=event.actor_label,
+            at=event.created_at,
+            reason=reason,
+            to_checkpoint_id=target,
+            to_step=steps.get(target),
+            run_id=run_id,
+        )
+        for key in ("copy", "fork", "checkpoint_id"):
+            if isinstance(data.get(key), str):
+                credits.made[data[key]] = branched
+        if data.get("from"):
+            # The first event that left a head is the one that abandoned it.
+            credits.left.setdefault(str(data["from"]), branched)
+    return credits
+
+
+@dataclass
+class _Branch:
+    # Row indices, newest first: a chain of checkpoints, each the parent of the one before.
+    rows: list[int]
+    live: bool
+    # The row of the checkpoint it branched off (drawn in another lane), when it is listed.
+    join: int | None = None
+    # Its oldest checkpoint's parent is older than the rows listed: the lane runs off the end.
+    open: bool = False
+    lane: int = 0
+
+    @property
+    def top(self) -> int:
+        return self.rows[0]
+
+    def bottom(self, last: int) -> int:
+        """The last row the branch's lane is drawn on."""
+        if self.join is not None:
+            return self.join
+        return last if self.open else self.rows[-1]
+
+
+def _draw(entries: list[HistoryEntry], left: dict[str, Branching]) -> tuple[int, int]:
+    """Give each entry its lane, liveness and rails; the number of lanes and of abandoned
+    branches. Rows are newest first, and a checkpoint's children are always newer than it,
+    so every child of a row read is read too: a row no other row names as parent is a leaf."""
+    if not entries:
+        return 0, 0
+    at = {entry.checkpoint_id: index for index, entry in enumerate(entries)}
+    parents = {entry.parent_id for entry in entries}
+    owner: dict[int, _Branch] = {}
+    branches: list[_Branch] = []
+    # The head first: its chain is the live branch. Then each other leaf, oldest first, so a
+    # checkpoint belongs to the first branch that was left behind with it.
+    leaves = [
+        0,
+        *sorted((i for i, e in enumerate(entries) if i and e.checkpoint_id not in parents), reverse=True),
+    ]
+    for leaf in leaves:
+        branch = _Branch(rows=[], live=not branches)
+        cursor: int | None = leaf
+        while cursor is not None and cursor not in owner:
+            branch.rows.append(cursor)
+            owner[cursor] = branch
+            parent = entries[cursor].parent_id
+            cursor = at.get(parent) if parent is not None else None
+            branch.open = parent is not None and cursor is None
+        branch.join = cursor
+        branches.append(branch)
+    last = len(entries) - 1
+    # Lanes: the live branch has 0; each other takes the lowest lane free over its rows.
+    spans: list[list[tuple[int, int]]] = [[(0, branches[0].bottom(last))]]
+    for branch in sorted(branches[1:], key=lambda branch: branch.top):
+        top, bottom = branch.top, branch.bottom(last)
+        free = (n for n in range(1, len(spans)) if all(bottom < a or b < top for a, b in spans[n]))
+        branch.lane = next(free, len(spans))
+        if branch.lane == len(spans):
+            spans.append([])
+        spans[branch.lane].append((top, bottom))
+    rails: list[list[list[str]]] = [[[] for _ in spans] for _ in entries]
+    for branch in branches:
+        _rail(branch, rails, owner, last)
+    for index, entry in enumerate(entries):
+        branch = owner[index]
+        entry.lane, entry.live, entry.rails = branch.lane, branch.live, rails[index]
+        if not branch.live:
+            entry.branch_tip = index == branch.top
+            entry.abandoned_by = left.get(entries[branch.top].checkpoint_id)
+    return len(spans), len(branches) - 1
+
+
+def _rail(branch: _Branch, rails: list[list[list[str]]], owner: dict[int, _Branch], last: int) -> None:
+    """Draw one branch's lane: a line through every row from its newest checkpoint to the one
+    it branched off, a dot at each of its checkpoints, and a bend into the parent's lane."""
+    tone = "live" if branch.live else "gone"
+    mine = set(branch.rows)
+    top, bottom = branch.top, branch.bottom(last)
+    for row in range(top, bottom + 1):
+        cell = rails[row][branch.lane]
+        if row > top:
+            cell.append(f"up {tone}")
+        if row in mine:
+            # Below the oldest: on to where it branched off, or off the rows listed.
+            if row < bottom or branch.open:
+                cell.append(f"down {tone}")
+            cell.append(f"dot {tone}")
+        elif row == branch.join:
+            target = owner[row].lane
+            toward = 1 if target > branch.lane else -1
+            cell.append(f"{'right' if toward > 0 else 'left'} {tone}")
+            for lane in range(branch.lane + toward, target, toward):
+                rails[row][lane].append(f"across {tone}")
+            rails[row][target].insert(0, f"{'left' if toward > 0 else 'right'} {tone}")
+        else:
+            cell.append(f"down {tone}")
+
+
+def _review_notes(thread: Thread, checkpoint_ids: list[str]) -> dict[str, list[ReviewNote]]:
+    """The reviews raised at these checkpoints, each with its decision and approvals: two
+    queries for any number of checkpoints. The payloads and edits are not read (sealed values
+    the history does not show)."""
+    if not checkpoint_ids:
+        return {}
+    reviews = (
+        Review.objects.filter(thread=thread, checkpoint_id__in=checkpoint_ids)
+        .select_related("decision", "decision__actor")
+        .defer("value", "search_text", "decision__updates", "decision__response")
+        .prefetch_related(
+            Prefetch(
+                "approvals",
+                queryset=Approval.objects.select_related("actor").defer("updates").order_by("id"),
+            )
+        )
+        .order_by("id")
+    )
+    notes: dict[str, list[ReviewNote]] = {}
+    for review in reviews:
+        decision = getattr(review, "decision", None)
+        notes.setdefault(review.checkpoint_id, []).append(
+            ReviewNote(review=review, decision=decision, approvals=list(review.approvals.all()))
+        )
+    return notes
 
 
 def _author(

@@ -297,8 +297,13 @@ HISTORY_MAX = 200
 def _history(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
     everything = request.GET.get("history") == "all"
     limit = HISTORY_MAX if everything else HISTORY_SHOWN
-    entries = queries.history(thread, limit=limit + 1)
-    return {"history": entries[:limit], "history_more": len(entries) > limit, "history_all": everything}
+    tree = queries.history_tree(thread, limit=limit)
+    return {
+        "history": tree.rows,
+        "history_more": tree.more,
+        "history_all": everything,
+        "history_abandoned": tree.abandoned,
+    }
 
 
 def _wants_history(request: HtmxHttpRequest) -> bool:
