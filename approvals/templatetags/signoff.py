@@ -7,7 +7,7 @@ from typing import Any
 
 from django import template
 
-from approvals import metrics
+from approvals import metrics, queries
 from approvals.services import can_read_audit as _can_read_audit
 from workflows import registry
 
@@ -66,3 +66,18 @@ def can_read_audit(user: Any) -> bool:
 def duration(seconds: float | None) -> str:
     """Seconds as people read them (approvals.metrics.duration): "12 min", "3 h 20 min"."""
     return metrics.duration(seconds)
+
+
+# -- the queue's key fields (summary_fields) -------------------------------------------------
+
+
+@register.filter
+def key_fields(review: Any) -> list[Any]:
+    """The row's summary fields as cells (queries.summary_cells)."""
+    return queries.summary_cells(review)
+
+
+@register.filter
+def key_field(review: Any, name: str) -> str:
+    """One summary field's text in a row, for a column ("" when the review has none)."""
+    return next((cell.text for cell in queries.summary_cells(review) if cell.name == name), "")
