@@ -249,6 +249,26 @@ def keyset(cursor: Cursor) -> Q:
     return condition
 
 
+def segments(cursor: Cursor) -> list[Q]:
+    """`keyset(cursor)` as filters an index can range over, in the order they are read: the
+    first key's bound (k1 >= v1) narrows the index scan, where the OR of `keyset` alone would
+    have it read and drop every row before the cursor (page 200 of 7,500 reviews dropped 5,000).
+    A nullable first key's empty values come last, so they are their own, later segment."""
+    (name, descending), *_ = SORTS[cursor.sort]
+    value = cursor.values[0]
+    exact = keyset(cursor)
+    upward = descending == cursor.before  # reading the first key in ascending order
+    if name not in NULLABLE_KEYS:
+        return [exact & Q(**{f"{name}__{'gte' if upward else 'lte'}": value})]
+    empty = Q(**{f"{name}__isnull": True})
+    if value is None:
+        # Past an empty value only empty ones follow; before it, every value comes.
+        after_empty = exact & empty
+        return [after_empty] if not cursor.before else [after_empty, Q(**{f"{name}__isnull": False})]
+    bounded = exact & Q(**{f"{name}__{'gte' if upward else 'lte'}": value})
+    return [bounded, empty] if not cursor.before else [bounded]
+
+
 def ordering(sort: str, *, reverse: bool = False) -> list[OrderBy]:
     """The ORDER BY of a sort, or of its reverse (a `before` page is read backwards)."""
     terms = []
@@ -512,13 +532,17 @@ def queue(user: User, filters: QueueFilters) -> Queue:
 
 
 def keyset_page(reviews: QuerySet[Any], filters: QueueFilters) -> KeysetPage:
-    """The page of `reviews` the filters' cursor names, in the filters' order: one query of
-    per_page + 1 rows (the extra one says whether another page follows)."""
+    """The page of `reviews` the filters' cursor names, in the filters' order: per_page + 1
+    rows (the extra one says whether another page follows), in one query, or two where the
+    page runs from the reviews with an amount (or due time) into those without."""
     cursor, size = filters.cursor, filters.per_page
     backwards = cursor is not None and cursor.before
-    if cursor is not None:
-        reviews = reviews.filter(keyset(cursor))
-    rows = list(reviews.order_by(*ordering(filters.sort, reverse=backwards))[: size + 1])
+    order = ordering(filters.sort, reverse=backwards)
+    rows: list[Any] = []
+    for part in segments(cursor) if cursor is not None else [Q()]:
+        rows += reviews.filter(part).order_by(*order)[: size + 1 - len(rows)]
+        if len(rows) > size:
+            break
     more = len(rows) > size
     rows = rows[:size]
     if backwards:

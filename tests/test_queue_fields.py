@@ -366,6 +366,16 @@ def test_a_saved_filter_keeps_the_filters_without_the_page_and_is_listed(
     assert event.data["query"] == saved.query
 
 
+def test_the_save_form_saves_the_filters_of_the_results_shown(rita: Client, review: Review):
+    # The filter form swaps only the results: the query the save form sends comes with them.
+    fragment = rita.get(QUEUE, {"workflow": "expense_approval", "sort": "-amount"}, **HX).text
+    page = rita.get(QUEUE).text
+
+    saved = 'name="query" value="?workflow=expense_approval&amp;sort=-amount" form="save-filter"'
+    assert f'<input type="hidden" {saved}>' in fragment
+    assert '<form method="post" action="/filters/" class="save-filter" id="save-filter">' in page
+
+
 def test_saving_under_the_same_name_replaces_the_filter(rita: Client, reviewer: User):
     for query in ("?scope=mine", "?scope=unclaimed"):
         rita.post(reverse("approvals:save_filter"), {"name": "Todo", "query": query})

@@ -3,8 +3,33 @@
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 import workflows.sealed
+
+# The queue's descending sorts put empty values last (approvals.queries.ordering), which a
+# backward scan of the ascending indexes cannot give on PostgreSQL (it reads their nulls
+# first): these two indexes hold that order. SQLite's CREATE INDEX has no NULLS LAST, and it
+# reads the 10,000-row queue without them, so they are PostgreSQL's only (and not in the
+# models' state, which cannot say "this database only").
+DESCENDING = {
+    "review_open_amount_desc": "summary_amount DESC NULLS LAST, id DESC",
+    "review_open_due_desc": "due_at DESC NULLS LAST, id DESC",
+}
+
+
+def create_descending(apps: object, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for name, columns in DESCENDING.items():
+        schema_editor.execute(f"CREATE INDEX {name} ON approvals_review ({columns}) WHERE status = 'open'")
+
+
+def drop_descending(apps: object, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for name in DESCENDING:
+        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
 
 
 class Migration(migrations.Migration):
@@ -70,4 +95,5 @@ class Migration(migrations.Migration):
             model_name="savedfilter",
             constraint=models.UniqueConstraint(fields=("user", "name"), name="saved_filter_one_name"),
         ),
+        migrations.RunPython(create_descending, drop_descending),
     ]
