@@ -49,6 +49,14 @@ class Review(models.Model):
     # the workflow's title and its declared summary fields; without an encryption key also the
     # thread's input and the payload (approvals.services.search_text).
     search_text = models.TextField(blank=True, default="")
+    # The workflow's summary fields (the queue's columns) in the state the review was raised
+    # at, {name: JSON value}, written when it opens: the queue shows them without reading the
+    # sealed checkpoints, and they cannot change while it is open (it is pinned to that state).
+    # Sealed with a key set like the payload, since a field may be declared secret.
+    summary = SealedJSONField(default=dict, blank=True)
+    # The workflow's sort field (its first money, else number, summary field), for the queue's
+    # amount sort; null without one, and for a secret field while an encryption key is set.
+    summary_amount = models.DecimalField(max_digits=30, decimal_places=6, null=True, blank=True)
     status = models.CharField(max_length=20, choices=Status, default=Status.OPEN)
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -107,6 +115,18 @@ class Review(models.Model):
             models.Index(fields=["thread", "status"], name="review_thread"),
             # What the deadline sweep scans: open reviews by due time, and follow-ups set.
             models.Index(fields=["due_at"], name="review_open_due", condition=models.Q(status="open")),
+            # The queue's keyset pages (approvals.queries.SORTS): each sort key with the id.
+            models.Index(
+                fields=["summary_amount", "id"],
+                name="review_open_amount",
+                condition=models.Q(status="open"),
+            ),
+            models.Index(
+                fields=["created_at", "id"], name="review_open_age", condition=models.Q(status="open")
+            ),
+            models.Index(
+                fields=["due_at", "id"], name="review_open_due_id", condition=models.Q(status="open")
+            ),
             models.Index(
                 fields=["follow_up_at"],
                 name="review_open_follow_up",
@@ -245,6 +265,22 @@ class Approval(models.Model):
     @property
     def counts(self) -> bool:
         return self.superseded_at is None
+
+
+class SavedFilter(models.Model):
+    """A queue filter a reviewer saved under a name: the queue's query string, as
+    `queries.QueueFilters.query` writes it (no cursor). Written only by approvals.services."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100)
+    query = models.CharField(max_length=1000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="saved_filter_one_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user_id})"
 
 
 class Link(models.Model):

@@ -11,15 +11,17 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, Literal, TypedDict
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.core.paginator import Page, Paginator
+from django.core import signing
 from django.db.models import (
     BooleanField,
     Count,
     ExpressionWrapper,
+    F,
     IntegerField,
     OuterRef,
     Prefetch,
@@ -27,6 +29,7 @@ from django.db.models import (
     QuerySet,
     Subquery,
 )
+from django.db.models.expressions import OrderBy
 from django.db.models.functions import Coalesce
 from django.http import QueryDict
 from django.utils import timezone
@@ -34,20 +37,41 @@ from django.utils.safestring import SafeString, mark_safe
 from django_stubs_ext import WithAnnotations
 from langgraph.types import StateSnapshot
 
-from approvals.models import Approval, Decision, Link, Review
+from approvals.models import Approval, Decision, Link, Review, SavedFilter
 from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.audit import Action as AuditAction
 from workflows.models import ACTIVE_RUN_STATUSES, AuditEvent, Run, Thread
 
 SCOPES = ("all", "mine", "unclaimed")
-SORTS = {
-    "waiting": ("created_at", "id"),
-    "newest": ("-created_at", "-id"),
-    "due": ("due_at", "id"),
-    "workflow": ("workflow", "created_at", "id"),
-    "title": ("thread__title", "id"),
+# The queue's orders, each a tuple of (field, descending), ending with the id so that every
+# row has one place: the keyset cursor (`after` / `before`) holds the last row's values of
+# these. Nullable keys (due_at, summary_amount) sort their nulls last either way.
+SORTS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "waiting": (("created_at", False), ("id", False)),
+    "newest": (("created_at", True), ("id", True)),
+    "age": (("created_at", False), ("id", False)),
+    "-age": (("created_at", True), ("id", True)),
+    "due": (("due_at", False), ("id", False)),
+    "-due": (("due_at", True), ("id", True)),
+    "amount": (("summary_amount", False), ("id", False)),
+    "-amount": (("summary_amount", True), ("id", True)),
+    "workflow": (("workflow", False), ("created_at", False), ("id", False)),
+    "title": (("thread__title", False), ("id", False)),
 }
+# What the sort menu offers ("age" and "-age" are the same orders as waiting and newest).
+SORT_LABELS = {
+    "waiting": "Waiting longest",
+    "newest": "Newest",
+    "due": "Due soonest",
+    "-due": "Due latest",
+    "-amount": "Amount, highest first",
+    "amount": "Amount, lowest first",
+    "workflow": "Workflow",
+    "title": "Title",
+}
+NULLABLE_KEYS = frozenset({"due_at", "summary_amount"})
+CURSOR_SALT = "approvals.queue.cursor"
 PAGE_SIZES = (10, 25, 50, 100)
 
 
@@ -136,58 +160,224 @@ def readable_reviews(user: User | AnonymousUser) -> QuerySet[Review]:
     return reviews.filter(scope)
 
 
+class BadCursor(ValueError):
+    """A queue cursor (`after` / `before`) that is not one the queue wrote for this order:
+    altered, cut, or from another sort."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a keyset page starts: the sort key's values of the row it follows (`after`) or
+    precedes (`before`). In a URL it is signed (`token`), so it is opaque and cannot be forged
+    into a filter the queue did not write."""
+
+    sort: str
+    values: tuple[Any, ...]
+    before: bool = False
+
+    @property
+    def token(self) -> str:
+        return signing.dumps([self.sort, [_key_text(value) for value in self.values]], salt=CURSOR_SALT)
+
+    @classmethod
+    def parse(cls, token: str, *, sort: str, before: bool) -> Cursor:
+        try:
+            data = signing.loads(token, salt=CURSOR_SALT)
+        except signing.BadSignature:
+            raise BadCursor("the page link is damaged or altered: start again from the first page") from None
+        if not isinstance(data, list) or len(data) != 2 or not isinstance(data[1], list):
+            raise BadCursor("the page link is not one the queue wrote")
+        written_for, texts = data
+        if written_for != sort:
+            raise BadCursor(f"the page link was written for another order ({written_for}), not {sort}")
+        keys = SORTS[sort]
+        if len(texts) != len(keys):
+            raise BadCursor("the page link is not one the queue wrote")
+        try:
+            values = tuple(_key_value(name, text) for (name, _), text in zip(keys, texts, strict=True))
+        except (TypeError, ValueError, ArithmeticError):
+            raise BadCursor("the page link is not one the queue wrote") from None
+        return cls(sort=sort, values=values, before=before)
+
+    @classmethod
+    def of(cls, review: Review, sort: str, *, before: bool = False) -> Cursor:
+        return cls(sort=sort, values=tuple(_key_of(review, name) for name, _ in SORTS[sort]), before=before)
+
+
+def _key_of(review: Review, name: str) -> Any:
+    value: Any = review
+    for part in name.split("__"):
+        value = getattr(value, part)
+    return value
+
+
+def _key_text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _key_value(name: str, text: Any) -> Any:
+    if text is None:
+        if name not in NULLABLE_KEYS:
+            raise ValueError(f"{name} is never empty")
+        return None
+    if name == "id":
+        if isinstance(text, bool) or not isinstance(text, int):
+            raise TypeError("an id is a number")
+        return text
+    if not isinstance(text, str):
+        raise TypeError(f"{name} is written as text")
+    if name in ("created_at", "due_at"):
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has its zone")
+        return moment
+    if name == "summary_amount":
+        return Decimal(text)
+    return text
+
+
+def _beyond(name: str, descending: bool, value: Any) -> Q:
+    """Rows whose `name` comes after `value` in this direction (nulls come last)."""
+    if value is None:
+        return Q(pk__in=[])
+    after = Q(**{f"{name}__{'lt' if descending else 'gt'}": value})
+    return after | Q(**{f"{name}__isnull": True}) if name in NULLABLE_KEYS else after
+
+
+def _before(name: str, descending: bool, value: Any) -> Q:
+    """Rows whose `name` comes before `value` in this direction (nulls come last)."""
+    if value is None:
+        return Q(**{f"{name}__isnull": False})
+    return Q(**{f"{name}__{'gt' if descending else 'lt'}": value})
+
+
+def _same(name: str, value: Any) -> Q:
+    return Q(**{f"{name}__isnull": True}) if value is None else Q(**{name: value})
+
+
+def keyset(cursor: Cursor) -> Q:
+    """The rows past the cursor in its order (before it, for `before`), as one filter:
+    (k1 past v1) or (k1 = v1 and k2 past v2) or ..."""
+    condition = Q(pk__in=[])
+    equal = Q()
+    for (name, descending), value in zip(SORTS[cursor.sort], cursor.values, strict=True):
+        past = _before(name, descending, value) if cursor.before else _beyond(name, descending, value)
+        condition |= equal & past
+        equal &= _same(name, value)
+    return condition
+
+
+def segments(cursor: Cursor) -> list[Q]:
+    """`keyset(cursor)` as filters an index can range over, in the order they are read: the
+    first key's bound (k1 >= v1) narrows the index scan, where the OR of `keyset` alone would
+    have it read and drop every row before the cursor (page 200 of 7,500 reviews dropped 5,000).
+    A nullable first key's empty values come last, so they are their own, later segment."""
+    (name, descending), *_ = SORTS[cursor.sort]
+    value = cursor.values[0]
+    exact = keyset(cursor)
+    upward = descending == cursor.before  # reading the first key in ascending order
+    if name not in NULLABLE_KEYS:
+        return [exact & Q(**{f"{name}__{'gte' if upward else 'lte'}": value})]
+    empty = Q(**{f"{name}__isnull": True})
+    if value is None:
+        # Past an empty value only empty ones follow; before it, every value comes.
+        after_empty = exact & empty
+        return [after_empty] if not cursor.before else [after_empty, Q(**{f"{name}__isnull": False})]
+    bounded = exact & Q(**{f"{name}__{'gte' if upward else 'lte'}": value})
+    return [bounded, empty] if not cursor.before else [bounded]
+
+
+def ordering(sort: str, *, reverse: bool = False) -> list[OrderBy]:
+    """The ORDER BY of a sort, or of its reverse (a `before` page is read backwards)."""
+    terms = []
+    for name, descending in SORTS[sort]:
+        down = descending != reverse
+        expression = F(name)
+        if name in NULLABLE_KEYS:
+            # Nulls last in the order the page shows, so first when it is read backwards.
+            nulls = {"nulls_first": True} if reverse else {"nulls_last": True}
+            terms.append(expression.desc(**nulls) if down else expression.asc(**nulls))
+        else:
+            terms.append(expression.desc() if down else expression.asc())
+    return terms
+
+
 @dataclass(frozen=True)
 class QueueFilters:
     workflow: str = ""
     scope: str = "all"
     q: str = ""
     sort: str = "waiting"
-    page: int = 1
     per_page: int = 25
+    # The keyset cursor the page starts from (None: the first page).
+    cursor: Cursor | None = None
     # Why a filter was ignored, shown above the results.
     errors: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def from_query(cls, params: QueryDict) -> QueueFilters:
+        """The filters in a query string; a bad filter is ignored with an error, a bad cursor
+        (after / before) raises BadCursor: the page it names cannot be found."""
         errors: list[str] = []
         scope = params.get("scope", "all")
         sort = params.get("sort", "waiting")
-        try:
-            page = max(1, int(params.get("page", 1)))
-        except ValueError:
-            page = 1
+        sort = sort if sort in SORTS else "waiting"
         try:
             per_page = int(params.get("per_page", 25))
         except ValueError:
             per_page = 25
+        after, before = params.get("after", ""), params.get("before", "")
+        if after and before:
+            raise BadCursor("a page link has either after or before, not both")
+        cursor = Cursor.parse(after or before, sort=sort, before=bool(before)) if after or before else None
         return cls(
             workflow=_without_nul("Workflow", params.get("workflow", "")[:100], errors),
             scope=scope if scope in SCOPES else "all",
             q=_without_nul("Search", params.get("q", "").strip()[:200], errors),
-            sort=sort if sort in SORTS else "waiting",
-            page=page,
+            sort=sort,
             per_page=per_page if per_page in PAGE_SIZES else 25,
+            cursor=cursor,
             errors=tuple(errors),
         )
 
     def query(self, **changes: Any) -> str:
-        """The query string of these filters with some changed (links keep the others)."""
+        """The query string of these filters with some changed (links keep the others); a
+        cursor only when given (after= or before= its token)."""
         values = {
             "workflow": self.workflow,
             "scope": self.scope,
             "q": self.q,
             "sort": self.sort,
             "per_page": self.per_page,
-            "page": self.page,
         }
         values.update(changes)
-        defaults = {"scope": "all", "sort": "waiting", "per_page": 25, "page": 1}
+        defaults = {"scope": "all", "sort": "waiting", "per_page": 25}
         kept = {
             key: value
             for key, value in values.items()
             if value not in ("", None) and defaults.get(key) != value
         }
         return "?" + urlencode(kept) if kept else "?"
+
+    @classmethod
+    def clean_query(cls, query: str) -> str:
+        """A query string as the queue writes it for these filters: without a page (cursor),
+        with only the filters it knows and their values made sound."""
+        params = QueryDict(query.removeprefix("?"), mutable=True)
+        for name in ("after", "before"):
+            params.pop(name, None)
+        return cls.from_query(params).query()
+
+    @property
+    def here(self) -> str:
+        """This page's query string, cursor included (the results' poll keeps the page)."""
+        if self.cursor is None:
+            return self.query()
+        return self.query(**{"before" if self.cursor.before else "after": self.cursor.token})
 
 
 def _without_nul(label: str, text: str, errors: list[str]) -> str:
@@ -207,12 +397,43 @@ class ClaimFlag(TypedDict):
 
 
 @dataclass
+class KeysetPage:
+    """One page of the queue, read by key from a cursor (no OFFSET, so page 200 costs what
+    page 1 does): its rows, and the cursors of the pages before and after it."""
+
+    object_list: list[WithAnnotations[Review, ClaimFlag]]
+    previous: Cursor | None
+    next: Cursor | None
+
+    def __iter__(self) -> Iterator[WithAnnotations[Review, ClaimFlag]]:
+        return iter(self.object_list)
+
+    def __len__(self) -> int:
+        return len(self.object_list)
+
+    def has_other_pages(self) -> bool:
+        return self.previous is not None or self.next is not None
+
+
+@dataclass(frozen=True)
+class Column:
+    """A summary field shown as a column; `sortable` when the amount sort orders by it."""
+
+    field: registry.SummaryField
+    sortable: bool = False
+
+
+@dataclass
 class Queue:
-    page: Page[WithAnnotations[Review, ClaimFlag]]
+    page: KeysetPage
     counts: dict[str, int]
     workflows: list[registry.Workflow]
     filters: QueueFilters
     now: datetime = field(default_factory=timezone.now)
+    # The summary fields shown as columns: the workflow's when one is filtered, else none
+    # (each row then shows its own workflow's in one "Key fields" cell).
+    columns: list[Column] = field(default_factory=list)
+    saved_filters: list[SavedFilter] = field(default_factory=list)
 
     @property
     def scopes(self) -> list[tuple[str, str, str, int, bool]]:
@@ -222,7 +443,7 @@ class Queue:
             (
                 scope,
                 labels[scope],
-                self.filters.query(scope=scope, page=1),
+                self.filters.query(scope=scope),
                 self.counts[scope],
                 scope == self.filters.scope,
             )
@@ -230,16 +451,63 @@ class Queue:
         ]
 
     @property
+    def sorts(self) -> list[tuple[str, str]]:
+        return list(SORT_LABELS.items())
+
+    @property
     def refresh_query(self) -> str:
-        return self.filters.query(page=self.page.number)
+        return self.filters.here
 
     @property
     def previous_query(self) -> str:
-        return self.filters.query(page=self.page.previous_page_number()) if self.page.has_previous() else ""
+        cursor = self.page.previous
+        return self.filters.query(before=cursor.token) if cursor is not None else ""
 
     @property
     def next_query(self) -> str:
-        return self.filters.query(page=self.page.next_page_number()) if self.page.has_next() else ""
+        cursor = self.page.next
+        return self.filters.query(after=cursor.token) if cursor is not None else ""
+
+    @property
+    def first_query(self) -> str:
+        """The first page's link, from any later page."""
+        return self.filters.query() if self.filters.cursor is not None else ""
+
+    def _toggle(self, first: str, second: str) -> str:
+        return self.filters.query(sort=second if self.filters.sort == first else first)
+
+    # The sortable headers' links: each click turns the column's order round.
+    @property
+    def amount_sort_query(self) -> str:
+        return self._toggle("-amount", "amount")
+
+    @property
+    def age_sort_query(self) -> str:
+        return self._toggle("waiting", "newest")
+
+    @property
+    def due_sort_query(self) -> str:
+        return self._toggle("due", "-due")
+
+    @property
+    def shows_amount(self) -> bool:
+        """Whether any workflow listed has a sort field (the amount column and sorts)."""
+        return any(spec.sort_field is not None for spec in self.workflows)
+
+    @property
+    def total(self) -> int:
+        """How many reviews the filters find, over every page."""
+        return self.counts[self.filters.scope]
+
+    @property
+    def column_count(self) -> int:
+        # select, thread, workflow, step, the key fields (one cell without columns), waiting, claim, due
+        return 7 + max(1, len(self.columns))
+
+    @property
+    def save_query(self) -> str:
+        """What a saved filter keeps: the filters without the page."""
+        return self.filters.query()
 
 
 def _open_reviews(user: User | AnonymousUser, filters: QueueFilters) -> QuerySet[Review]:
@@ -272,14 +540,63 @@ def queue(user: User, filters: QueueFilters) -> Queue:
         # The approvals that count so far, for "1 of 2" (four-eyes workflows).
         approvals_given=Coalesce(Subquery(_approvals_given(), output_field=IntegerField()), 0),
     )
-    ordered = flagged.order_by(*SORTS[filters.sort])
-    paginator = Paginator(ordered, filters.per_page)
-    # The count is already known: spare the paginator its own COUNT query.
-    paginator.count = counts[filters.scope]
-    page = paginator.get_page(filters.page)
     names = reviewable_workflows(user)
     workflows = [spec for spec in registry.all_workflows() if names is None or spec.name in names]
-    return Queue(page=page, counts=counts, workflows=workflows, filters=filters, now=now)
+    return Queue(
+        page=keyset_page(flagged, filters),
+        counts=counts,
+        workflows=workflows,
+        filters=filters,
+        now=now,
+        columns=_columns(filters),
+        saved_filters=saved_filters(user),
+    )
+
+
+def keyset_page(reviews: QuerySet[Any], filters: QueueFilters) -> KeysetPage:
+    """The page of `reviews` the filters' cursor names, in the filters' order: per_page + 1
+    rows (the extra one says whether another page follows), in one query, or two where the
+    page runs from the reviews with an amount (or due time) into those without."""
+    cursor, size = filters.cursor, filters.per_page
+    backwards = cursor is not None and cursor.before
+    order = ordering(filters.sort, reverse=backwards)
+    rows: list[Any] = []
+    for part in segments(cursor) if cursor is not None else [Q()]:
+        rows += reviews.filter(part).order_by(*order)[: size + 1 - len(rows)]
+        if len(rows) > size:
+            break
+    more = len(rows) > size
+    rows = rows[:size]
+    if backwards:
+        rows.reverse()
+    if not rows:
+        return KeysetPage(object_list=[], previous=None, next=None)
+    # Coming back (before) there is a page after this one; going on (after), one before it.
+    has_previous = more if backwards else cursor is not None
+    has_next = True if backwards else more
+    return KeysetPage(
+        object_list=rows,
+        previous=Cursor.of(rows[0], filters.sort, before=True) if has_previous else None,
+        next=Cursor.of(rows[-1], filters.sort) if has_next else None,
+    )
+
+
+def _columns(filters: QueueFilters) -> list[Column]:
+    if not filters.workflow:
+        return []
+    try:
+        spec = registry.get(filters.workflow)
+    except LookupError:
+        return []
+    sort_field = spec.sort_field
+    return [
+        Column(field=item, sortable=sort_field is not None and item.name == sort_field.name)
+        for item in spec.summary_fields
+    ]
+
+
+def saved_filters(user: User) -> list[SavedFilter]:
+    return list(SavedFilter.objects.filter(user=user).order_by("name", "id"))
 
 
 def _approvals_given() -> QuerySet[Any, Any]:
@@ -1306,3 +1623,48 @@ def sees_workflows(user: User | AnonymousUser) -> bool:
     nav link."""
     names = reviewable_workflows(user)
     return names is None or bool(names) or bool(led_workflows(user))
+
+
+# -- the queue's key fields -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One summary value of a queue row, as text."""
+
+    name: str
+    label: str
+    kind: str
+    text: str
+
+
+def summary_cells(review: Review) -> list[Cell]:
+    """The row's key fields: its workflow's declared summary fields as they were when the
+    review opened (Review.summary). Only fields the workflow still declares: a field taken
+    out of summary_fields stops showing on open reviews at once."""
+    try:
+        spec = registry.get(review.workflow)
+    except LookupError:
+        return []
+    stored = review.summary if isinstance(review.summary, dict) else {}
+    return [
+        Cell(name=item.name, label=item.title, kind=item.kind, text=summary_text(item, stored[item.name]))
+        for item in spec.summary_fields
+        if item.name in stored
+    ]
+
+
+def summary_text(item: registry.SummaryField, value: Any) -> str:
+    """A summary value as a row shows it: money with two decimals and thousands separators,
+    numbers as written, dates as stored (ISO), texts cut to a few words."""
+    if value is None:
+        return ""
+    if item.numeric and not isinstance(value, bool) and isinstance(value, int | float | str):
+        try:
+            number = Decimal(str(value))
+        except ArithmeticError:
+            number = None
+        if number is not None and number.is_finite():
+            return f"{number:,.2f}" if item.kind == "money" else f"{number:,}"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:79] + "…"

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,8 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from approvals.models import Approval, Decision, Review
+from approvals import queries
+from approvals.models import Approval, Decision, Review, SavedFilter
 from approvals.signals import review_opened, review_reassigned
 from workflows import audit, engine, limits, registry
 from workflows import services as engine_services
@@ -115,13 +117,60 @@ def search_text(thread: Thread, node: str, value: Any, *, summary: Mapping[str, 
 
 def _summary(thread: Thread, spec: registry.Workflow) -> dict[str, Any]:
     """The values of the workflow's summary fields in the thread's paused state."""
-    fields = spec.summary_fields
+    fields = spec.summary_names
     if not fields:
         return {}
     values = engine.head(thread.workflow, thread.thread_id).values
     if not isinstance(values, Mapping):
         return {}
     return {name: values[name] for name in fields if name in values}
+
+
+# A summary text longer than this is cut in the review's snapshot: a row shows a few words.
+SUMMARY_TEXT_MAX = 500
+# What Review.summary_amount holds (DecimalField(max_digits=30, decimal_places=6)).
+_AMOUNT_PLACES = Decimal("0.000001")
+_AMOUNT_LIMIT = Decimal(10) ** 24
+
+
+def summary_snapshot(spec: registry.Workflow, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary values as a review stores them (Review.summary): JSON, long texts cut."""
+    stored: dict[str, Any] = {}
+    for name, value in summary.items():
+        try:
+            item = canonical_json(value)
+        except TypeError:
+            item = str(value)
+        if isinstance(item, str) and len(item) > SUMMARY_TEXT_MAX:
+            item = item[: SUMMARY_TEXT_MAX - 1] + "…"
+        stored[name] = item
+    return stored
+
+
+def summary_amount(spec: registry.Workflow, summary: Mapping[str, Any]) -> Decimal | None:
+    """The value the queue's amount sort orders a review by: the workflow's sort field as a
+    number, None without one (or one that is no number), and None for a secret field while
+    an encryption key is set, which must not be stored in plaintext."""
+    field_ = spec.sort_field
+    if field_ is None or (field_.secret and settings.SIGNOFF_ENCRYPTION_KEY is not None):
+        return None
+    value = summary.get(field_.name)
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    if not number.is_finite() or abs(number) >= _AMOUNT_LIMIT:
+        return None
+    return number.quantize(_AMOUNT_PLACES)
+
+
+def _searchable(spec: registry.Workflow, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary values the search text may hold: with a key set, not the secret ones."""
+    if settings.SIGNOFF_ENCRYPTION_KEY is None:
+        return dict(summary)
+    return {name: value for name, value in summary.items() if name in spec.open_summary_names}
 
 
 def allowed_actions(review: Review) -> list[str]:
@@ -253,7 +302,9 @@ def _open_review(
         node=pending.node,
         checkpoint_id=pending.checkpoint_id,
         value=canonical_json(pending.value),
-        search_text=search_text(thread, pending.node, pending.value, summary=summary),
+        search_text=search_text(thread, pending.node, pending.value, summary=_searchable(spec, summary)),
+        summary=summary_snapshot(spec, summary),
+        summary_amount=summary_amount(spec, summary),
     )
     engine_services.record_event(
         action=AuditAction.REVIEW_OPENED,
@@ -1175,6 +1226,63 @@ def _locked_review(review: Review | int) -> Review:
 def _claimed_message(review: Review, holder: User) -> str:
     until = timezone.localtime(review.claim_expires_at).strftime("%H:%M")
     return f"This review is being reviewed by {holder.get_username()} (claimed until {until})."
+
+
+# -- saved queue filters ------------------------------------------------------------------
+
+# How many filters one reviewer may keep: a list on the queue page, not a store.
+SAVED_FILTERS_MAX = 50
+
+
+class InvalidFilter(ValueError):
+    """A saved filter that cannot be kept as asked (no name, too long, too many)."""
+
+
+def save_filter(*, user: User, name: str, query: str) -> SavedFilter:
+    """Save the queue's filters (`query`, a query string) as `name` for `user`, replacing the
+    user's filter of that name. The query is kept as the queue writes it (no page, only its
+    own filters). Audited. InvalidFilter says what is wrong, and nothing is written."""
+    name = " ".join(name.split())
+    if not name:
+        raise InvalidFilter("give it a name")
+    if len(name) > 100:
+        raise InvalidFilter("the name is longer than 100 characters")
+    if "\x00" in name:
+        raise InvalidFilter("the name contains a NUL character")
+    if len(query) > 1000:
+        raise InvalidFilter("the filters are longer than 1000 characters")
+    clean = queries.QueueFilters.clean_query(query)
+    with transaction.atomic(durable=True):
+        # Taking turns on the user's row: two saves at once cannot both pass the count.
+        User.objects.select_for_update().filter(pk=user.pk).exists()
+        existing = SavedFilter.objects.filter(user=user, name=name).first()
+        if existing is None and SavedFilter.objects.filter(user=user).count() >= SAVED_FILTERS_MAX:
+            raise InvalidFilter(f"you have {SAVED_FILTERS_MAX} saved filters already: delete one first")
+        before = existing.query if existing is not None else None
+        if existing is None:
+            saved = SavedFilter.objects.create(user=user, name=name, query=clean)
+        else:
+            saved = existing
+            saved.query = clean
+            saved.save(update_fields=["query"])
+        engine_services.record_event(
+            action=AuditAction.FILTER_SAVED,
+            actor=user,
+            data={"filter": saved.pk, "name": name, "query": clean, "before": before},
+        )
+    return saved
+
+
+def delete_filter(*, user: User, saved_filter: int) -> str:
+    """Delete the user's saved filter `saved_filter` (an id) and return its name. Audited.
+    Another user's filter is not found: SavedFilter.DoesNotExist."""
+    with transaction.atomic(durable=True):
+        saved = SavedFilter.objects.select_for_update().get(pk=saved_filter, user=user)
+        name = saved.name
+        data = {"filter": saved.pk, "name": name, "query": saved.query}
+        saved.delete()
+        engine_services.record_event(action=AuditAction.FILTER_DELETED, actor=user, data=data)
+    return name
 
 
 # -- Sign-in attempts (deploy) ----------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import itertools
 import json
@@ -18,7 +19,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -34,7 +35,7 @@ from langgraph.types import StateSnapshot
 from approvals import metrics, queries, services
 from approvals.forms import DecisionForm, FollowUpForm
 from approvals.http import HtmxHttpRequest, request_user
-from approvals.models import Approval, Decision, Review
+from approvals.models import Approval, Decision, Review, SavedFilter
 from workflows import engine, registry
 from workflows import services as engine_services
 from workflows.models import Thread
@@ -129,10 +130,49 @@ def _unavailable_response(request: HtmxHttpRequest, message: str, status: int) -
 @login_required
 @vary_on_headers("HX-Request")
 def queue(request: HtmxHttpRequest) -> HttpResponse:
-    filters = queries.QueueFilters.from_query(request.GET)
+    status = 200
+    try:
+        filters = queries.QueueFilters.from_query(request.GET)
+    except queries.BadCursor as exc:
+        # A page link that was altered (or cut) names no page: say so, with a 400, and show the
+        # first page of the same filters, so nothing the reviewer chose is lost.
+        params = request.GET.copy()
+        for name in ("after", "before"):
+            params.pop(name, None)
+        filters = queries.QueueFilters.from_query(params)
+        filters = dataclasses.replace(filters, errors=(*filters.errors, f"Page: {exc}."))
+        status = 400
     context = {"queue": queries.queue(request_user(request), filters)}
     template = "approvals/queue.html#results" if request.htmx else "approvals/queue.html"
-    return render(request, template, context)
+    return render(request, template, context, status=status)
+
+
+@require_POST
+@login_required
+def save_filter(request: HtmxHttpRequest) -> HttpResponse:
+    """Save the queue's filters under a name (the same name again replaces them)."""
+    query = request.POST.get("query", "")
+    try:
+        saved = services.save_filter(
+            user=request_user(request), name=request.POST.get("name", ""), query=query
+        )
+    except services.InvalidFilter as exc:
+        messages.error(request, f"The filter was not saved: {exc}")
+        return HttpResponseRedirect(reverse("approvals:queue") + queries.QueueFilters.clean_query(query))
+    messages.success(request, f"Saved the filter “{saved.name}”.")
+    return HttpResponseRedirect(reverse("approvals:queue") + saved.query)
+
+
+@require_POST
+@login_required
+def delete_filter(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Delete one of the user's saved filters; another user's is not found (404)."""
+    try:
+        name = services.delete_filter(user=request_user(request), saved_filter=pk)
+    except SavedFilter.DoesNotExist:
+        raise Http404("no saved filter of yours has this id") from None
+    messages.success(request, f"Deleted the filter “{name}”.")
+    return HttpResponseRedirect(reverse("approvals:queue"))
 
 
 NOTHING_TICKED = "Tick the reviews to approve first."

@@ -1,14 +1,17 @@
-"""Reviewer page benchmarks: the queue with 100,000 threads and 10,000 open reviews, and the
-review page of a thread with 200 checkpoints.
+"""Reviewer page benchmarks: the queue with 100,000 threads and 10,000 open reviews (keyset
+pages 1 and 200, sorted by age and by amount, the htmx fragments), and the review page of a
+thread with 200 checkpoints.
 
 Run by hand (not part of the test suite):
 
     .venv/bin/python bench/queue.py [--db postgres|sqlite] [--repeat 50]
+        [--database signoff_bench_queue] [--threads 100000] [--open 10000]
 
-PostgreSQL: the database `signoff_bench_queue` on 127.0.0.1:5432 is dropped and created
-anew. SQLite: a file in a temp dir. Each page is requested in-process through Django's
-test client (middleware, view, queries, template: everything but the network), logged
-in as a reviewer; the report (Markdown) goes to stdout. See bench/README.md.
+PostgreSQL: the database `--database` (default `signoff_bench_queue`; its name must start with
+signoff_bench) on 127.0.0.1:5432 is dropped and created anew. SQLite: a file in a temp dir.
+Each page is requested in-process through Django's test client (middleware, view, queries,
+template: everything but the network), logged in as a reviewer; the report (Markdown) goes
+to stdout. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import platform
 import subprocess
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +51,33 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def setup_django(db: str, tmp: Path) -> None:
+def setup_django(db: str, tmp: Path, database: str = PG_DB) -> None:
+    # Production settings redirect plain HTTP to HTTPS (301); the test client speaks plain HTTP.
+    os.environ["SECURE_SSL_REDIRECT"] = "false"
     if db == "postgres":
-        url = f"{PG_SERVER}/{PG_DB}"
+        url = f"{PG_SERVER}/{database}"
         recreate_postgres(url)
     else:
         url = f"sqlite:///{tmp / 'bench.sqlite3'}"
     start_django(tmp, url)
 
 
-def seed() -> dict[str, Any]:
+# What each workflow's reviews carry as their summary (Review.summary, summary_amount), as
+# approvals.services writes it when a review opens: by workflow, from the thread's number n.
+def summary_of(workflow: str, n: int) -> tuple[dict[str, Any], Decimal | None]:
+    amount = Decimal(n * 7919 % 500_000) / 100
+    if workflow == "expense_approval":
+        return {"employee": f"employee {n % 997}", "amount": float(amount), "category": "travel"}, amount
+    if workflow == "parallel_approval":
+        return {"counterparty": f"Company {n % 389}", "value": float(amount)}, amount
+    if workflow == "content_review":
+        return {"topic": f"Topic {n % 211}", "audience": "everyone", "revision": 1}, None
+    return {}, None
+
+
+def seed(threads: int = THREADS, open_reviews: int = OPEN_REVIEWS) -> dict[str, Any]:
     from django.contrib.auth.models import Group, User
+    from django.db import connection
     from django.utils import timezone
 
     from approvals.models import Review
@@ -67,35 +87,42 @@ def seed() -> dict[str, Any]:
     for name in ("finance", "editors", "contracts"):
         reviewer.groups.add(Group.objects.get_or_create(name=name)[0])
     now = timezone.now()
-    log(f"seeding {THREADS:,} threads")
+    log(f"seeding {threads:,} threads")
     batch = 5000
-    for start in range(0, THREADS, batch):
+    for start in range(0, threads, batch):
         Thread.objects.bulk_create(
             [
                 Thread(
                     workflow=WORKFLOWS[i % len(WORKFLOWS)],
                     title=f"Claim {i:06d} by employee {i % 997}",
-                    status=Thread.Status.INTERRUPTED if i < OPEN_REVIEWS else Thread.Status.COMPLETED,
+                    status=Thread.Status.INTERRUPTED if i < open_reviews else Thread.Status.COMPLETED,
                     input={"employee": f"employee {i % 997}", "amount": (i % 5000) / 10, "n": i},
                 )
-                for i in range(start, min(start + batch, THREADS))
+                for i in range(start, min(start + batch, threads))
             ]
         )
-    ids = list(Thread.objects.order_by("id").values_list("id", flat=True))
-    log(f"seeding {OPEN_REVIEWS:,} open and {DECIDED_REVIEWS:,} closed reviews")
+        if start and start % 100_000 == 0:
+            log(f"  {start:,}")
+    ids = list(Thread.objects.order_by("id").values_list("id", flat=True)[: open_reviews + DECIDED_REVIEWS])
+    log(f"seeding {open_reviews:,} open and {DECIDED_REVIEWS:,} closed reviews")
     rows = []
-    for n, thread_id in enumerate(ids[: OPEN_REVIEWS + DECIDED_REVIEWS]):
-        open_ = n < OPEN_REVIEWS
+    for n, thread_id in enumerate(ids):
+        open_ = n < open_reviews
+        workflow = WORKFLOWS[(thread_id - ids[0]) % len(WORKFLOWS)]
+        summary, amount = summary_of(workflow, n)
         rows.append(
             Review(
                 thread_id=thread_id,
-                workflow=WORKFLOWS[(thread_id - ids[0]) % len(WORKFLOWS)],
+                workflow=workflow,
                 interrupt_id=f"bench-{n}",
                 kind=Review.Kind.BREAKPOINT,
                 node="pay",
                 checkpoint_id=f"cp-{n}",
                 value={"next": ["pay"], "n": n},
-                search_text=f'claim {n:06d} by employee {n % 997}\npay\n{{"n": {n}}}',
+                search_text=f'claim {n:06d} by employee {n % 997}\npay\n{{"n": {n}}}\n'
+                + "\n".join(str(value) for value in summary.values()).lower(),
+                summary=summary,
+                summary_amount=amount,
                 status=Review.Status.OPEN if open_ else Review.Status.DECIDED,
                 claimed_by=reviewer if open_ and n % 10 == 0 else None,
                 claim_expires_at=now + timezone.timedelta(hours=1) if open_ and n % 10 == 0 else None,
@@ -103,12 +130,21 @@ def seed() -> dict[str, Any]:
             )
         )
     Review.objects.bulk_create(rows, batch_size=5000)
-    # Autovacuum would analyze a table this fresh within a minute; do it now.
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+    # auto_now_add gave every review the same opening time: spread them over the last weeks,
+    # as a real queue's are, so the age sort's keyset is not decided by the id alone.
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "UPDATE approvals_review SET created_at = %s - make_interval(secs => id * 97)", [now]
+            )
+            # Autovacuum would analyze a table this fresh within a minute; do it now.
+            cursor.execute("VACUUM ANALYZE")
+        else:
+            cursor.execute(
+                "UPDATE approvals_review SET created_at = "
+                "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s, '-' || (id * 97) || ' seconds')",
+                [now.strftime("%Y-%m-%d %H:%M:%S.%f")],
+            )
     return {"reviewer": reviewer}
 
 
@@ -165,34 +201,70 @@ def long_thread(reviewer: Any) -> Any:
     return review, checkpoints
 
 
+def page_url(client: Any, first: str, page: int, **headers: str) -> str:
+    """The URL of page `page`, reached as a reviewer would: following the next links from
+    `first` (keyset pages have no page number to jump to)."""
+    import re
+
+    url = first
+    for _ in range(page - 1):
+        response = client.get(url, **headers)
+        html = response.content.decode()
+        found = re.search(r'href="(/\?[^"]*)" rel="next"', html)
+        assert found is not None, f"no page after {url} ({response.status_code}): {html[-3000:]}"
+        url = found.group(1).replace("&amp;", "&")
+    return url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--database", default=PG_DB, help="the PostgreSQL database (dropped and made anew)")
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--open", type=int, default=OPEN_REVIEWS, help="open reviews")
     parser.add_argument("--repeat", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        setup_django(args.db, Path(tmp))
+        setup_django(args.db, Path(tmp), args.database)
         from django.test import Client
         from django.test.utils import setup_test_environment
 
         setup_test_environment()
         started = time.perf_counter()
-        people = seed()
+        people = seed(args.threads, args.open)
         review, checkpoints = long_thread(people["reviewer"])
         log(f"seeded in {time.perf_counter() - started:.0f} s; long thread has {checkpoints} checkpoints")
         client = Client()
         client.force_login(people["reviewer"])
+        hx = {"HTTP_HX_REQUEST": "true"}
+        log("following the next links to page 200")
+        page_200 = page_url(client, "/", 200)
+        amount_200 = page_url(client, "/?sort=-amount", 200)
+        workflow_1 = "/?workflow=expense_approval&sort=-amount"
+        # One workflow has a quarter of the open reviews: 2,500 at 10,000, so 100 pages.
+        workflow_last = page_url(client, workflow_1, 100)
         pages: list[tuple[str, str, dict[str, str]]] = [
             ("queue, page 1 (25 rows)", "/", {}),
             ("queue, page 1 (100 rows)", "/?per_page=100", {}),
             ("queue, 10 rows", "/?per_page=10", {}),
-            ("queue, page 200", "/?page=200", {}),
-            ("queue, htmx refresh (fragment)", "/", {"HTTP_HX_REQUEST": "true"}),
-            ("queue, one workflow", "/?workflow=expense_approval", {}),
+            ("queue, page 200 (by cursor)", page_200, {}),
+            ("queue, htmx refresh (fragment), page 1", "/", hx),
+            ("queue, htmx refresh (fragment), page 200", page_200, hx),
+            ("queue, by amount, page 1", "/?sort=-amount", {}),
+            ("queue, by amount, page 200", amount_200, {}),
+            ("queue, by amount, page 200 (fragment)", amount_200, hx),
+            (
+                "queue, one workflow with its columns, by amount, page 1",
+                "/?workflow=expense_approval&sort=-amount",
+                {},
+            ),
+            ("queue, one workflow with its columns, by amount, page 100", workflow_last, {}),
+            ("queue, due soonest", "/?sort=due", {}),
             ("queue, mine", "/?scope=mine", {}),
             ("queue, search", "/?q=employee+42", {}),
+            ("queue, search (fragment)", "/?q=employee+42", hx),
             (f"review page, {checkpoints} checkpoints (newest 20 shown)", f"/reviews/{review.pk}/", {}),
             (
                 f"review page, {checkpoints} checkpoints, all 200 shown",
@@ -211,7 +283,7 @@ def report(args: argparse.Namespace, results: list[tuple[str, dict[str, Any]]]) 
     cpu = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
     print(f"### Reviewer pages ({args.db}), {args.repeat} requests each\n")
     print(
-        f"{THREADS:,} threads, {OPEN_REVIEWS:,} open and {DECIDED_REVIEWS:,} decided reviews "
+        f"{args.threads:,} threads, {args.open:,} open and {DECIDED_REVIEWS:,} decided reviews "
         f"(the reviewer sees 3 of 4 workflows); Python {platform.python_version()}, {cpu} CPUs.\n"
     )
     print_pages("page", results)

@@ -55,12 +55,12 @@ def summary_values(review: Review) -> dict[str, Any]:
         spec = registry.get(review.workflow)
     except LookupError:
         return {}
-    if not spec.summary_fields:
+    if not spec.open_summary_names:
         return {}
     values = engine.head(review.workflow, review.thread.thread_id).values
     if not isinstance(values, Mapping):
         return {}
-    return {name: values[name] for name in spec.summary_fields if name in values}
+    return {name: values[name] for name in spec.open_summary_names if name in values}
 
 
 def workflow_title(name: str) -> str:

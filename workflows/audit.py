@@ -131,6 +131,9 @@ class Action(models.TextChoices):
     NOTIFICATION_ENDPOINT_CHANGED = "notification.endpoint_changed"
     # One-click links (approvals.links): issued for a recipient, or refused (tampered, expired,
     # used, someone else's). The data names the link by id, never its token.
+    # Saved queue filters (approvals.services): a reviewer's own, by name and query string.
+    FILTER_SAVED = "filter.saved"
+    FILTER_DELETED = "filter.deleted"
     LINK_ISSUED = "link.issued"
     LINK_REFUSED = "link.refused"
 

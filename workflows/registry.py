@@ -148,6 +148,59 @@ def due_hours(value: Any) -> float:
     return float(value)
 
 
+SUMMARY_KINDS = ("text", "money", "number", "date")
+
+
+@dataclass(frozen=True)
+class SummaryField:
+    """A state field shown as a column in the review queue, snapshotted onto each review when
+    it opens (approvals.services), so the queue reads it without opening sealed state.
+
+    kind: "text", "money", "number" or "date" (how it is shown, and whether it sorts as a
+    number). A field is declared not secret: its value is stored unencrypted for search and
+    sort even with SIGNOFF_ENCRYPTION_KEY set, unless `secret` is True; a secret one is still
+    shown in the row (from a sealed copy), but with a key set it is neither searched nor sorted.
+    """
+
+    name: str
+    label: str = ""
+    kind: str = "text"
+    secret: bool = False
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("money", "number")
+
+
+def summary_field(spec: str | SummaryField | Mapping[str, Any]) -> SummaryField:
+    """A summary field from how a workflow declares it: a field name, a SummaryField, or a dict
+    of its attributes ({"name": "amount", "kind": "money"}). ValueError says what is wrong."""
+    if isinstance(spec, str):
+        field_ = SummaryField(name=spec)
+    elif isinstance(spec, SummaryField):
+        field_ = spec
+    elif isinstance(spec, Mapping):
+        unknown = sorted(set(map(str, spec)) - {"name", "label", "kind", "secret"})
+        if unknown:
+            raise ValueError(f"unknown summary field key(s) {', '.join(unknown)}")
+        field_ = SummaryField(**spec)
+    else:
+        raise ValueError(f"a summary field is a name or a SummaryField, not {type(spec).__name__}")
+    if not isinstance(field_.name, str) or not field_.name:
+        raise ValueError(f"a summary field needs a name, not {field_.name!r}")
+    if field_.kind not in SUMMARY_KINDS:
+        raise ValueError(
+            f"summary field {field_.name!r}: kind is one of {', '.join(SUMMARY_KINDS)}, not {field_.kind!r}"
+        )
+    if not isinstance(field_.label, str) or not isinstance(field_.secret, bool):
+        raise ValueError(f"summary field {field_.name!r}: label is a text and secret True or False")
+    return field_
+
+
 @dataclass(frozen=True)
 class Workflow:
     name: str
@@ -171,9 +224,10 @@ class Workflow:
     on_approve: dict[str, Any] = field(default_factory=dict)
     on_reject: dict[str, Any] | None = None
     field_types: dict[str, Any] = field(default_factory=dict, compare=False)
-    # State fields that are not secret: the queue searches their values even with
-    # SIGNOFF_ENCRYPTION_KEY set (when everything else a thread carries is encrypted).
-    summary_fields: tuple[str, ...] = ()
+    # Key fields shown as the queue's columns (SummaryField; register() also takes names).
+    # Unless declared secret they are not: the queue searches and sorts their values even
+    # with SIGNOFF_ENCRYPTION_KEY set (when everything else a thread carries is encrypted).
+    summary_fields: tuple[SummaryField, ...] = ()
     # Four-eyes and quorum: how many distinct reviewers must approve a review before the
     # thread resumes (an int >= 1), or "all": one approval from a member of each of
     # `approval_groups`, a different person for each group. Any reject ends the review at once.
@@ -182,6 +236,24 @@ class Workflow:
     # Segregation of duties: the user who started a thread may not approve its reviews (they
     # may still reject them). True lets them.
     starter_may_approve: bool = False
+
+    @property
+    def summary_names(self) -> tuple[str, ...]:
+        return tuple(field_.name for field_ in self.summary_fields)
+
+    @property
+    def open_summary_names(self) -> tuple[str, ...]:
+        """The summary fields stored in plaintext even with an encryption key set."""
+        return tuple(field_.name for field_ in self.summary_fields if not field_.secret)
+
+    @property
+    def sort_field(self) -> SummaryField | None:
+        """The summary field the queue's amount sort uses: the first money field, else the
+        first number."""
+        numeric = [field_ for field_ in self.summary_fields if field_.numeric]
+        money = [field_ for field_ in numeric if field_.kind == "money"]
+        found = money or numeric
+        return found[0] if found else None
 
     @property
     def approvals_needed(self) -> int:
@@ -373,7 +445,7 @@ def register(
     on_due: Mapping[str, Any] | DuePolicy | None = None,
     on_approve: Mapping[str, Any] | None = None,
     on_reject: Mapping[str, Any] | None = None,
-    summary_fields: Sequence[str] = (),
+    summary_fields: Sequence[str | SummaryField | Mapping[str, Any]] = (),
     approvals_required: int | Literal["all"] = 1,
     approval_groups: Sequence[str] = (),
     starter_may_approve: bool = False,
@@ -381,8 +453,10 @@ def register(
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder (it returns an uncompiled `StateGraph`) as `name`.
 
-    `summary_fields` name the state fields that are not secret: their values stay searchable
-    in the review queue when an encryption key is set (see docs/operations.md).
+    `summary_fields` name the key state fields the queue shows as columns (names, or
+    `SummaryField`s with a label and a kind: text, money, number, date). Unless declared
+    secret they are not: their values stay searchable and sortable in the review queue when an
+    encryption key is set (see docs/operations.md).
 
     `on_due` says what happens when a review is `review_hours` old and still open (`due_policy`
     reads it): `{"escalate": "managers"}`, `{"decide": "approve"}`, `{"remind": 4}`; by default
@@ -399,6 +473,11 @@ def register(
         except ValueError as exc:
             where = getattr(builder, "__module__", "?")
             raise ImproperlyConfigured(f"workflow {name!r} ({where}): on_due: {exc}") from None
+        try:
+            summaries = tuple(summary_field(spec) for spec in summary_fields)
+        except (TypeError, ValueError) as exc:
+            where = getattr(builder, "__module__", "?")
+            raise ImproperlyConfigured(f"workflow {name!r} ({where}): summary_fields: {exc}") from None
         add(
             Workflow(
                 name=name,
@@ -414,7 +493,7 @@ def register(
                 on_due=policy,
                 on_approve=dict(on_approve or {}),
                 on_reject=dict(on_reject) if on_reject is not None else None,
-                summary_fields=tuple(summary_fields),
+                summary_fields=summaries,
                 approvals_required=approvals_required,
                 approval_groups=tuple(approval_groups),
                 starter_may_approve=starter_may_approve,
@@ -441,7 +520,12 @@ def add(workflow: Workflow) -> Workflow:
             f"not {type(graph).__name__}"
         )
     fields = schema_fields(graph.state_schema)
-    for kind, names in (("editable", workflow.editable), ("summary", workflow.summary_fields)):
+    try:
+        # A Workflow built by hand may name its summary fields, as register() takes them.
+        workflow.__dict__["summary_fields"] = tuple(summary_field(spec) for spec in workflow.summary_fields)
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"workflow {workflow.name!r} ({where}): summary_fields: {exc}") from None
+    for kind, names in (("editable", workflow.editable), ("summary", workflow.summary_names)):
         missing = [name for name in names if name not in fields]
         if missing:
             raise ImproperlyConfigured(

@@ -106,3 +106,18 @@ def counted(number: int | None, noun: str) -> str:
 def sees_workflows(user: Any) -> bool:
     """`{% if user|sees_workflows %}`: whether to link the threads page (the user reviews a workflow)."""
     return queries.sees_workflows(user)
+
+
+# -- the queue's key fields (summary_fields) -------------------------------------------------
+
+
+@register.filter
+def key_fields(review: Any) -> list[Any]:
+    """The row's summary fields as cells (queries.summary_cells)."""
+    return queries.summary_cells(review)
+
+
+@register.filter
+def key_field(review: Any, name: str) -> str:
+    """One summary field's text in a row, for a column ("" when the review has none)."""
+    return next((cell.text for cell in queries.summary_cells(review) if cell.name == name), "")

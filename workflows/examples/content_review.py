@@ -13,7 +13,7 @@ from typing import Any, NotRequired, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from workflows.registry import register
+from workflows.registry import SummaryField, register
 
 MAX_REVISIONS = 3
 
@@ -84,6 +84,11 @@ def publish(state: ContentState) -> dict[str, Any]:
     description="A drafted post waits for an editor: accept, edit, ask for a rewrite, or ignore.",
     reviewer_group="editors",
     editable=["audience"],
+    summary_fields=[
+        SummaryField("topic", "Topic"),
+        SummaryField("audience", "Audience"),
+        SummaryField("revision", "Revision", "number"),
+    ],
 )
 def build() -> StateGraph[ContentState]:
     builder = StateGraph(ContentState)

@@ -12,7 +12,7 @@ from typing import Literal, NotRequired, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
-from workflows.registry import register
+from workflows.registry import SummaryField, register
 
 
 class ExpenseState(TypedDict):
@@ -55,9 +55,14 @@ def reject(state: ExpenseState) -> dict[str, object]:
     # Approving pays and rejecting takes the reject branch, whatever the checkbox says.
     on_approve={"approved": True},
     on_reject={"approved": False},
-    # Who claims and for what is searchable in the queue even with an encryption key set;
-    # the description and the amount are not.
-    summary_fields=["employee", "category"],
+    # The queue's columns. Who claims and for what is searchable in the queue even with an
+    # encryption key set; the amount is shown but, secret, then neither searched nor sorted;
+    # the description is not a column at all.
+    summary_fields=[
+        SummaryField("employee", "Employee"),
+        SummaryField("amount", "Amount", "money", secret=True),
+        SummaryField("category", "Category"),
+    ],
 )
 def build() -> StateGraph[ExpenseState]:
     builder = StateGraph(ExpenseState)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, NotRequired, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from workflows.registry import register
+from workflows.registry import SummaryField, register
 
 
 class ContractState(TypedDict):
@@ -47,6 +47,8 @@ def close(state: ContractState) -> dict[str, Any]:
     description="Legal and finance each approve or reject the contract; it is signed only if both approve.",
     reviewer_group="contracts",
     editable=["value"],
+    # Who the contract is with and what it is worth, as the queue's columns (sortable by value).
+    summary_fields=[SummaryField("counterparty", "Counterparty"), SummaryField("value", "Value", "money")],
 )
 def build() -> StateGraph[ContractState]:
     builder = StateGraph(ContractState)

@@ -13,7 +13,7 @@ from typing import Literal, NotRequired, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
-from workflows.registry import register
+from workflows.registry import SummaryField, register
 
 
 class OrderState(TypedDict):
@@ -58,6 +58,11 @@ def decline(state: OrderState) -> dict[str, object]:
     review_hours=24,
     on_due={"escalate": "finance"},
     lead_group="finance",
+    summary_fields=[
+        SummaryField("supplier", "Supplier"),
+        SummaryField("item", "Item"),
+        SummaryField("amount", "Amount", "money"),
+    ],
 )
 def build() -> StateGraph[OrderState]:
     builder = StateGraph(OrderState)
