@@ -542,6 +542,10 @@ def _decide(request: HtmxHttpRequest, review: Review, head: _Head) -> HttpRespon
         return _form_errors(request, review, head, form)
     except services.DecisionRefused as exc:
         return _refused(request, review, exc)
+    if request.POST.get("inbox"):
+        # Decided from the inbox (approvals/inbox.html adds the field): on to the next review.
+        recorded = _partial_message(outcome) if isinstance(outcome, Approval) else "decision recorded"
+        return _next_in_inbox(request, review, f"{review.thread}: {recorded}.")
     # A partial approval leaves the review open for the next approver, so its page is where
     # to go (it lists this approval and what is still needed).
     if isinstance(outcome, Approval):
@@ -758,4 +762,68 @@ def _audit_export(request: HtmxHttpRequest, kind: str) -> HttpResponseBase:
     response = StreamingHttpResponse(_batched(lines), content_type=content_type)
     stamp = timezone.localtime().strftime("%Y-%m-%d")
     response["Content-Disposition"] = f'attachment; filename="signoff-audit-{stamp}.{kind}"'
+    return response
+
+
+# -- the inbox (issue 13): the queue on the left, the open review on the right ----------------
+
+# What the queue's rows partial links to when the inbox includes it.
+INBOX_LINKS = {"inbox": True, "list_url": "approvals:inbox", "review_url": "approvals:inbox_review"}
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+# As review_detail: Back after a decision must not show the old form.
+@never_cache
+def inbox(request: HtmxHttpRequest, pk: int | None = None) -> HttpResponse:
+    """The list and the review opened from it, at /inbox/<pk>/. With htmx, the list alone when
+    the list asked (its scopes and refresh target #results), else the review pane alone."""
+    user = request_user(request)
+    filters = queries.QueueFilters.from_query(request.GET)
+    if request.htmx and request.htmx.target == "results":
+        context = {**INBOX_LINKS, "queue": queries.queue(user, filters)}
+        return render(request, "approvals/queue.html#results", context)
+    review = _review_or_404(request, pk) if pk is not None else None
+    context, status = _inbox_pane(request, review)
+    if request.htmx:
+        return render(request, "approvals/inbox.html#pane", context, status=status)
+    context["queue"] = queries.queue(user, filters)
+    return render(request, "approvals/inbox.html", context, status=status)
+
+
+def _inbox_pane(request: HtmxHttpRequest, review: Review | None) -> tuple[dict[str, Any], int]:
+    """The right-hand pane's context: the review as its own page shows it, or why it cannot be
+    shown there (the list stays usable beside it)."""
+    context: dict[str, Any] = {**INBOX_LINKS, "open_review": review}
+    if review is None:
+        return context, 200
+    try:
+        with _reading(request, review.thread) as spec:
+            context.update(_review_context_of(request, review, _head_of(review.thread, spec), None))
+    except _Unavailable as exc:
+        return {**context, "unavailable": str(exc)}, exc.status
+    except SealError:
+        return {**context, "unavailable": SEALED_MESSAGE}, 409
+    # Claimed on opening, as the review page is, and for the same reason not by someone who
+    # may not approve it.
+    context["claim_on_load"] = not context["approve_refusal"]
+    return context, 200
+
+
+def _next_in_inbox(request: HtmxHttpRequest, decided: Review, notice: str) -> HttpResponse:
+    """After a decision taken in the inbox: the next review, in the pane with htmx (the URL and
+    the list follow), or the next review's inbox page without JavaScript."""
+    following = queries.next_review(request_user(request), after=decided)
+    url = reverse("approvals:inbox_review", args=[following.pk]) if following else reverse("approvals:inbox")
+    if not request.htmx:
+        messages.success(request, notice)
+        return HttpResponseRedirect(url)
+    context, status = _inbox_pane(request, following)
+    response = render(request, "approvals/inbox.html#pane", {**context, "inbox_notice": notice}, status=status)
+    # The decide form aims at #decision; the next review replaces the whole pane.
+    reswap(retarget(response, "#inbox-review"), "outerHTML")
+    response["HX-Push-Url"] = url
+    # The list refreshes without the decided row (its #results listens for this event).
+    response["HX-Trigger"] = "queue-changed"
     return response
