@@ -820,7 +820,8 @@ def _next_in_inbox(request: HtmxHttpRequest, decided: Review, notice: str) -> Ht
         messages.success(request, notice)
         return HttpResponseRedirect(url)
     context, status = _inbox_pane(request, following)
-    response = render(request, "approvals/inbox.html#pane", {**context, "inbox_notice": notice}, status=status)
+    context["inbox_notice"] = notice
+    response = render(request, "approvals/inbox.html#pane", context, status=status)
     # The decide form aims at #decision; the next review replaces the whole pane.
     reswap(retarget(response, "#inbox-review"), "outerHTML")
     response["HX-Push-Url"] = url

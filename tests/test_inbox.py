@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from approvals.models import Decision, Review
-from tests.pages import HX, form_fields, queue_ids
+from tests.pages import HX, decide_url, form_fields, queue_ids
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
@@ -144,7 +144,7 @@ def test_the_next_review_skips_one_someone_else_holds_and_wraps_to_the_top(
     assert order[-2:] == [lyon.pk, laptop.pk]
     assert oscar.post(reverse("approvals:claim", args=[laptop.pk])).status_code == 302
 
-    response = rita.post(reverse("approvals:decide", args=[lyon.pk]), inbox_form(rita, lyon, action="approve"))
+    response = rita.post(decide_url(lyon), inbox_form(rita, lyon, action="approve"))
 
     assert response.status_code == 302
     assert response["Location"] == reverse("approvals:inbox_review", args=[order[0]])
@@ -170,7 +170,7 @@ def test_a_decision_outside_the_inbox_still_goes_to_the_thread(rita: Client, rev
 
 def test_a_stale_decision_in_the_inbox_is_refused_as_anywhere(rita: Client, oscar: Client, review: Review):
     fields = inbox_form(rita, review, action="approve")
-    assert oscar.post(reverse("approvals:decide", args=[review.pk]), inbox_form(oscar, review)).status_code == 302
+    assert oscar.post(decide_url(review), inbox_form(oscar, review)).status_code == 302
 
     response = rita.post(reverse("approvals:decide", args=[review.pk]), fields, **HX)
 
