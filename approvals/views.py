@@ -135,27 +135,37 @@ def queue(request: HtmxHttpRequest) -> HttpResponse:
 
 
 NOTHING_TICKED = "Tick the reviews to approve first."
+# How the queue's form names the checkpoint each ticked row showed (one hidden field per row).
+SHOWN_CHECKPOINT = "checkpoint-{}"
 
 
 @require_POST
 @login_required
+@vary_on_headers("HX-Request")
 def bulk_approve(request: HtmxHttpRequest) -> HttpResponse:
-    """Approve each selected review as it stands; report, per review, what became of it."""
+    """Approve each ticked review as its row showed it, in two steps: the first post lists what
+    would be approved and why the others would not, with a Confirm button; the confirmed post
+    approves and reports, per review, what became of it."""
     user = request_user(request)
-    ids = [int(value) for value in request.POST.getlist("review") if value.isdecimal()][:100]
+    ticked = (int(value) for value in request.POST.getlist("review") if value.isdecimal())
+    ids = list(dict.fromkeys(ticked))[:100]
     if not ids:
         if request.htmx:
             return render(request, "approvals/bulk_result.html", {"results": [], "notice": NOTHING_TICKED})
         messages.warning(request, NOTHING_TICKED)
         return HttpResponseRedirect(reverse("approvals:queue"))
     reviews = {review.pk: review for review in queries.visible_reviews(user).filter(pk__in=ids)}
+    shown = {pk: request.POST.get(SHOWN_CHECKPOINT.format(pk), "")[:64] for pk in ids}
+    if request.POST.get("confirm") != "yes":
+        return _bulk_confirmation(request, ids, reviews, shown)
     results: list[tuple[int, Review | None, str]] = []
     for pk in ids:
         review = reviews.get(pk)
         if review is None:
             results.append((pk, None, "not found"))
             continue
-        results.append((pk, review, _approve_as_is(review, user)))
+        outcome = _bulk_refusal(review, user, shown[pk]) or _approve_as_is(review, user, shown[pk])
+        results.append((pk, review, outcome))
     context = {"results": results}
     if request.htmx:
         response = render(request, "approvals/bulk_result.html", context)
@@ -169,17 +179,103 @@ def bulk_approve(request: HtmxHttpRequest) -> HttpResponse:
     return HttpResponseRedirect(reverse("approvals:queue"))
 
 
-def _approve_as_is(review: Review, user: User) -> str:
+@dataclass(frozen=True)
+class _BulkRow:
+    """A ticked review on the confirmation step: what approving it in bulk would do."""
+
+    pk: int
+    review: Review | None
+    checkpoint_id: str
+    refusal: str
+
+    @property
+    def approvable(self) -> bool:
+        return self.review is not None and not self.refusal
+
+
+def _bulk_confirmation(
+    request: HtmxHttpRequest, ids: list[int], reviews: dict[int, Review], shown: dict[int, str]
+) -> HttpResponse:
+    user = request_user(request)
+    rows = []
+    for pk in ids:
+        review = reviews.get(pk)
+        if review is None:
+            refusal = "not found"
+        else:
+            refusal = _bulk_refusal(review, user, shown[pk]) or _needs(review, user)
+        rows.append(_BulkRow(pk, review, shown[pk], refusal))
+    context = {"rows": rows, "approvable": [row for row in rows if row.approvable]}
+    template = "approvals/bulk_confirm.html#confirm" if request.htmx else "approvals/bulk_confirm.html"
+    return render(request, template, context)
+
+
+def _unshown_fields(review: Review, spec: registry.Workflow | None) -> list[str]:
+    """The editable fields of the review's state that its queue row does not show: the row
+    shows the workflow's summary_fields, and nothing else of the state."""
+    if spec is None:
+        return []
+    return [name for name in spec.editable if name not in spec.summary_fields]
+
+
+def _bulk_refusal(review: Review, user: User, checkpoint_id: str) -> str:
+    """Why bulk approve must not approve this open review as it stands, or "": the row that was
+    ticked showed another checkpoint (the thread moved on), or did not show fields that
+    approving would accept unseen and the user has not opened the review (opening claims it)."""
+    if review.status != Review.Status.OPEN or _needs_input(review):
+        # decide() says by whom and when, or why it no longer applies; or it needs input.
+        return ""
+    if not checkpoint_id:
+        return "not approved: the form did not say what its row showed; reload the queue and tick it again"
+    if checkpoint_id != review.checkpoint_id:
+        return "not approved: it changed since its row was shown; open it to see the new state"
+    try:
+        spec: registry.Workflow | None = registry.get(review.workflow)
+    except LookupError:
+        spec = None
+    unshown = _unshown_fields(review, spec)
+    if unshown and not _holds(review, user):
+        return f"not approved: open it first, its row does not show {', '.join(unshown)}"
+    return ""
+
+
+def _holds(review: Review, user: User) -> bool:
+    # A reviewer who opened the review holds its claim (the page claims it on load).
+    return review.claimed_by_id == user.pk and review.claim_is_live(timezone.now())
+
+
+def _needs(review: Review, user: User) -> str:
+    """What the confirmation step says of a review bulk approve would not approve for this
+    user, without trying: the same reasons _approve_as_is and decide() would give."""
+    if review.status == Review.Status.DECIDED:
+        return "already decided"
+    if review.status != Review.Status.OPEN:
+        return "no longer waiting"
+    if _needs_input(review):
+        return "needs input"
+    try:
+        spec = registry.get(review.workflow)
+    except LookupError:
+        return "its workflow is no longer registered"
+    refusal = services.approval_refusal(review, spec=spec, actor=user)
+    return f"not approved: {refusal}" if refusal else ""
+
+
+def _needs_input(review: Review) -> bool:
+    return review.kind == Review.Kind.INTERRUPT or "approve" not in services.allowed_actions(review)
+
+
+def _approve_as_is(review: Review, user: User, checkpoint_id: str) -> str:
     # Only an open review can need input: a decided or withdrawn one goes to the service,
     # which says by whom and when it was decided, or why it no longer applies.
-    needs_input = review.kind == Review.Kind.INTERRUPT or "approve" not in services.allowed_actions(review)
-    if review.status == Review.Status.OPEN and needs_input:
+    if review.status == Review.Status.OPEN and _needs_input(review):
         return "needs input"
     try:
         # decide() refuses what this user may not approve (their own thread, an approval they
-        # already gave) with the reason, which becomes this row's outcome.
+        # already gave) with the reason, which becomes this row's outcome, and a checkpoint
+        # that is no longer the thread's head.
         outcome = services.decide(
-            review=review, actor=user, action="approve", checkpoint_id=review.checkpoint_id
+            review=review, actor=user, action="approve", checkpoint_id=checkpoint_id or review.checkpoint_id
         )
     except services.AlreadyDecided as exc:
         when = timezone.localtime(exc.decision.created_at).strftime("%Y-%m-%d %H:%M")
