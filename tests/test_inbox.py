@@ -3,14 +3,19 @@ review swapped in with htmx, and the next review opened after a decision."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
 from approvals.models import Decision, Review
-from tests.pages import HX, decide_url, form_fields, queue_ids
+from tests.pages import HX, bulk_form, decide_url, form_fields, opened, queue_ids
+from workflows import registry
+from workflows.models import AuditEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
@@ -177,3 +182,111 @@ def test_a_stale_decision_in_the_inbox_is_refused_as_anywhere(rita: Client, osca
     assert response.status_code == 409
     assert response["HX-Retarget"] == "#decision"
     assert Decision.objects.get(review=review).actor.username == "oscar"
+
+
+# -- bulk approve: confirmation, and never a state the rows did not show ----------------------
+
+BULK = reverse("approvals:bulk_approve")
+
+
+@pytest.fixture
+def shown_in_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """expense_approval with every editable field among its summary_fields, so its queue rows
+    show all a reviewer could change."""
+    spec = registry.get("expense_approval")
+    summary = (*spec.summary_fields, *spec.editable)
+    monkeypatch.setitem(registry._registry, spec.name, dataclasses.replace(spec, summary_fields=summary))
+
+
+def test_the_queue_rows_carry_the_checkpoint_they_show_and_a_select_all_box(
+    rita: Client, mixed: dict[str, Review]
+):
+    html = rita.get(reverse("approvals:queue")).text
+
+    for review in mixed.values():
+        assert f'name="checkpoint-{review.pk}" value="{review.checkpoint_id}"' in html
+    assert 'id="select-all" data-select-all hidden' in html
+    assert "js/bulk.js" in html
+
+
+def test_bulk_approve_first_asks_to_confirm_and_writes_nothing(
+    rita: Client, reviewer: User, mixed: dict[str, Review], shown_in_rows: None
+):
+    lyon, laptop, legal = mixed["lyon"], mixed["laptop"], mixed["legal"]
+    events = AuditEvent.objects.count()
+
+    fragment = rita.post(BULK, bulk_form(lyon, laptop, legal, confirm=False), **HX)
+    page = rita.post(BULK, bulk_form(lyon, laptop, legal, confirm=False))
+
+    assert fragment.status_code == page.status_code == 200
+    assert "<html" not in fragment.text
+    assert "<html" in page.text
+    for html in (fragment.text, page.text):
+        assert "Approve 2 reviews?" in html
+        assert re.search(rf'data-review="{lyon.pk}">.*will be approved', html)
+        assert re.search(rf'data-review="{legal.pk}">.*needs input', html)
+        confirm = form_fields(html, "bulk-confirm")
+        assert confirm["confirm"] == "yes"
+        assert confirm[f"checkpoint-{lyon.pk}"] == lyon.checkpoint_id
+        assert f"checkpoint-{legal.pk}" not in confirm
+        assert "Confirm: approve 2" in html
+    assert AuditEvent.objects.count() == events
+    assert not Decision.objects.filter(review__in=mixed.values()).exists()
+
+
+def test_confirming_approves_what_the_confirmation_listed(
+    rita: Client, mixed: dict[str, Review], shown_in_rows: None
+):
+    lyon, laptop = mixed["lyon"], mixed["laptop"]
+    step = rita.post(BULK, bulk_form(lyon, laptop, confirm=False))
+    confirm = form_fields(step.text, "bulk-confirm")
+    data = {**confirm, "review": [str(lyon.pk), str(laptop.pk)]}
+
+    response = rita.post(BULK, data, follow=True)
+
+    assert response.redirect_chain == [(reverse("approvals:queue"), 302)]
+    assert "Train to Lyon: approved" in response.text
+    assert "New laptop: approved" in response.text
+    assert Decision.objects.filter(review__in=[lyon, laptop], action="approve").count() == 2
+
+
+def test_bulk_approve_refuses_a_review_whose_state_its_row_did_not_show(
+    rita: Client, reviewer: User, mixed: dict[str, Review]
+):
+    lyon, laptop = mixed["lyon"], mixed["laptop"]
+    opened(reviewer, laptop)  # opening a review claims it: its page showed the whole state
+
+    step = rita.post(BULK, bulk_form(lyon, laptop, confirm=False), **HX)
+    response = rita.post(BULK, bulk_form(lyon, laptop), **HX)
+
+    unshown = "open it first, its row does not show amount, approved"
+    assert re.search(rf'data-review="{lyon.pk}">.*{unshown}', step.text)
+    assert re.search(rf'data-review="{laptop.pk}">.*will be approved', step.text)
+    assert "Approve 1 review?" in step.text
+    items = re.findall(r"<li>(.*?)</li>", response.text, re.S)
+    assert f"not approved: {unshown}" in items[0]
+    assert "<strong>approved</strong>" in items[1]
+    assert not Decision.objects.filter(review=lyon).exists()
+    assert Decision.objects.get(review=laptop).action == "approve"
+
+
+def test_bulk_approve_refuses_a_review_whose_row_showed_another_checkpoint(
+    rita: Client, review: Review, shown_in_rows: None
+):
+    events = AuditEvent.objects.count()
+    moved_on = {**bulk_form(review), f"checkpoint-{review.pk}": "1f0-what-the-row-showed-before"}
+    unsaid = {key: value for key, value in bulk_form(review).items() if not key.startswith("checkpoint-")}
+
+    for data, reason in (
+        (moved_on, "it changed since its row was shown; open it to see the new state"),
+        (unsaid, "the form did not say what its row showed; reload the queue and tick it again"),
+    ):
+        response = rita.post(BULK, data, **HX)
+        assert f"<strong>not approved: {reason}</strong>" in response.text
+        step = rita.post(BULK, {**data, "confirm": ""}, **HX)
+        assert reason in step.text
+        assert "Nothing ticked can be approved here" in step.text
+        assert 'id="bulk-confirm"' not in step.text
+    assert AuditEvent.objects.count() == events
+    review.refresh_from_db()
+    assert review.status == Review.Status.OPEN

@@ -4,6 +4,7 @@ review, and without JavaScript the same links and forms open, decide and bulk-ap
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from tests.test_browser import (
     review_of,
     start,
 )
+from workflows import registry
 
 # test_browser's fixtures: one Chromium and one Celery worker for the module, fresh contexts.
 browser = test_browser.browser
@@ -269,3 +271,54 @@ def test_without_javascript_a_row_opens_and_a_decision_goes_to_the_next_review(
     expect(page.locator(".messages")).to_contain_text(f"{TITLES[0]}: decision recorded.")
     expect(pane_heading(page, TITLES[1])).to_be_visible()
     assert Decision.objects.get(review=three[0]).action == "approve"
+
+
+def test_without_javascript_bulk_approve_asks_to_confirm_then_approves(
+    plain_page: Page, three: list[Review], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown_in_rows(monkeypatch)
+    page = plain_page
+    row(page, three[0]).locator("input[name=review]").check()
+    row(page, three[1]).locator("input[name=review]").check()
+    page.get_by_role("button", name="Approve selected").click()
+
+    expect(page.get_by_role("heading", name="Approve 2 reviews?")).to_be_visible()
+    assert not Decision.objects.filter(review__in=three).exists()
+    page.get_by_role("button", name="Confirm: approve 2").click()
+
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator(".messages")).to_contain_text(f"{TITLES[0]}: approved")
+    expect(page.locator(".messages")).to_contain_text(f"{TITLES[1]}: approved")
+    assert Decision.objects.filter(review__in=three[:2], action="approve").count() == 2
+    assert not Decision.objects.filter(review=three[2]).exists()
+
+
+def test_select_all_ticks_every_row_and_bulk_approve_confirms_in_place(
+    new_page: Callable[[], Page], three: list[Review], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown_in_rows(monkeypatch)
+    page = inbox(new_page)
+    mark_page(page)
+    everything = page.locator("#select-all")
+    everything.check()
+    expect(page.locator("input[name=review]:checked")).to_have_count(3)
+    row(page, three[2]).locator("input[name=review]").uncheck()
+    assert everything.evaluate("box => box.indeterminate")
+    page.get_by_role("button", name="Approve selected").click()
+
+    result = page.locator("#bulk-result")
+    expect(result.get_by_role("heading", name="Approve 2 reviews?")).to_be_visible()
+    result.get_by_role("button", name="Confirm: approve 2").click()
+    expect(result).to_contain_text(f"{TITLES[0]}: approved")
+    expect(row(page, three[0])).to_have_count(0)  # the list refreshed
+    expect(row(page, three[2])).to_have_count(1)
+    assert_not_reloaded(page)
+    assert Decision.objects.filter(review__in=three[:2], action="approve").count() == 2
+
+
+def shown_in_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """expense_approval's rows show all its editable fields (summary_fields), so bulk approve
+    may approve what they show. The web side (live_server's thread) reads the registry."""
+    spec = registry.get("expense_approval")
+    summary = (*spec.summary_fields, *spec.editable)
+    monkeypatch.setitem(registry._registry, spec.name, dataclasses.replace(spec, summary_fields=summary))
