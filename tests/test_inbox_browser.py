@@ -23,6 +23,7 @@ from tests.test_browser import (
     log_in,
     mark_page,
     review_of,
+    screenshot_dir,
     start,
 )
 from workflows import registry
@@ -93,6 +94,7 @@ def test_j_and_k_move_the_selection_and_enter_opens_it_with_the_url_following(
     assert pane_box is not None
     assert pane_box["x"] > list_box["x"] + list_box["width"] - 1
     assert_not_reloaded(page)
+    page.screenshot(path=screenshot_dir() / "inbox.png", full_page=True)
 
     # Back goes to the inbox as it was (historyCacheSize 0: htmx fetches it again).
     page.go_back()
@@ -155,7 +157,7 @@ def test_e_and_c_focus_the_fields_and_no_key_fires_while_typing_in_them(
 ) -> None:
     page = inbox(new_page, f"/inbox/{three[0].pk}/")
     expect(page.locator("#inbox-review #claim")).to_contain_text("You are reviewing this")
-    page.keyboard.press("j")
+    # The open review is the selected row.
     expect(row(page, three[0])).to_have_class(re.compile("is-selected"))
 
     page.keyboard.press("c")
@@ -238,8 +240,8 @@ def test_every_key_has_a_button_that_does_the_same(new_page: Callable[[], Page],
 
 
 @pytest.fixture
-def plain_page(browser: Browser, live_server: Any) -> Iterator[Page]:
-    """A page in a browser with JavaScript off, logged in as rita."""
+def plain_page(browser: Browser, live_server: Any, three: list[Review]) -> Iterator[Page]:
+    """A page in a browser with JavaScript off, logged in as rita (whom `three` makes)."""
     context = browser.new_context(
         base_url=live_server.url, java_script_enabled=False, viewport={"width": 1280, "height": 900}
     )
