@@ -197,6 +197,11 @@ def test_x_ticks_the_selected_row_and_question_mark_lists_the_keys(
     page.keyboard.press("Control+x")
     expect(row(page, three[0])).to_have_class(re.compile("is-selected"))
     expect(row(page, three[0]).locator("input[name=review]")).not_to_be_checked()
+    # A box ticked with the mouse has the focus; it is not a text field, so the keys still act.
+    row(page, three[2]).locator("input[name=review]").click()
+    page.keyboard.press("j")
+    expect(row(page, three[1])).to_have_class(re.compile("is-selected"))
+    page.keyboard.press("k")
 
     page.keyboard.press("?")
     dialog = page.locator("#keys-dialog")

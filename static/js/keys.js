@@ -8,7 +8,9 @@
 
   // The selected review's pk, kept across the list's refreshes, which replace its rows.
   var chosen = null;
-  var TYPING = "input, textarea, select, [contenteditable]:not([contenteditable=false])";
+  // Where a key is text: a ticked checkbox or a pressed radio is not, so j/k go on working.
+  var TYPING = "input:not([type=checkbox]):not([type=radio]):not([type=button]):not([type=submit]):not([type=reset]), " +
+    "textarea, select, [contenteditable]:not([contenteditable=false])";
 
   function inbox() { return document.getElementById("inbox"); }
   function rows() {
