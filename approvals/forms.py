@@ -40,7 +40,8 @@ MAX_JSON_CHARS = 65_536
 MAX_TEXT_CHARS = 20_000
 _SIGNER_SALT = "approvals.review-form"
 # Form fields that are not state fields, prefixed so a state field cannot collide with them.
-CONTROL_FIELDS = {"csrfmiddlewaretoken", "action", "comment", "response", "args", "pin"}
+# "inbox" says the decision was taken in the inbox (approvals/inbox.html), which opens the next.
+CONTROL_FIELDS = {"csrfmiddlewaretoken", "action", "comment", "response", "args", "pin", "inbox"}
 
 
 def field_prefix(name: str) -> str:

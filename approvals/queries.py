@@ -1668,3 +1668,21 @@ def summary_text(item: registry.SummaryField, value: Any) -> str:
             return f"{number:,.2f}" if item.kind == "money" else f"{number:,}"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 80 else text[:79] + "…"
+
+
+# -- the inbox (issue 13) ----------------------------------------------------------------------
+
+
+def next_review(user: User, *, after: Review) -> Review | None:
+    """The review the inbox opens after a decision on `after`: the one after it in the list's
+    default order (waiting longest first), or the first when it was the last; never one held by
+    someone else, whose claim would only refuse the user. Two indexed LIMIT 1 queries."""
+    now = timezone.now()
+    reviews = (
+        _open_reviews(user, QueueFilters())
+        .exclude(Review.live_claim(now) & ~Q(claimed_by=user))
+        .exclude(pk=after.pk)
+        .order_by(*ordering("waiting"))
+    )
+    later = Q(created_at__gt=after.created_at) | Q(created_at=after.created_at, pk__gt=after.pk)
+    return reviews.filter(later).first() or reviews.first()

@@ -21,6 +21,8 @@ urlpatterns = [
     path("reviews/<int:pk>/take-over/", views.review_take_over, name="take_over"),
     path("reviews/<int:pk>/reassign/", views.review_reassign, name="reassign"),
     path("reviews/<int:pk>/hand-on/", views.review_hand_on, name="hand_on"),
+    path("inbox/", views.inbox, name="inbox"),
+    path("inbox/<int:pk>/", views.inbox, name="inbox_review"),
     path("metrics/", views.metrics_page, name="metrics"),
     # One-click links from emails; the signed token is in the query string (approvals.links).
     path("links/", link_views.follow_link, name="link"),

@@ -130,9 +130,16 @@ def _unavailable_response(request: HtmxHttpRequest, message: str, status: int) -
 @login_required
 @vary_on_headers("HX-Request")
 def queue(request: HtmxHttpRequest) -> HttpResponse:
-    status = 200
+    filters, status = _queue_filters(request)
+    context = {"queue": queries.queue(request_user(request), filters)}
+    template = "approvals/queue.html#results" if request.htmx else "approvals/queue.html"
+    return render(request, template, context, status=status)
+
+
+def _queue_filters(request: HtmxHttpRequest) -> tuple[queries.QueueFilters, int]:
+    """The list's filters from the query string, and the status to answer with."""
     try:
-        filters = queries.QueueFilters.from_query(request.GET)
+        return queries.QueueFilters.from_query(request.GET), 200
     except queries.BadCursor as exc:
         # A page link that was altered (or cut) names no page: say so, with a 400, and show the
         # first page of the same filters, so nothing the reviewer chose is lost.
@@ -140,11 +147,7 @@ def queue(request: HtmxHttpRequest) -> HttpResponse:
         for name in ("after", "before"):
             params.pop(name, None)
         filters = queries.QueueFilters.from_query(params)
-        filters = dataclasses.replace(filters, errors=(*filters.errors, f"Page: {exc}."))
-        status = 400
-    context = {"queue": queries.queue(request_user(request), filters)}
-    template = "approvals/queue.html#results" if request.htmx else "approvals/queue.html"
-    return render(request, template, context, status=status)
+        return dataclasses.replace(filters, errors=(*filters.errors, f"Page: {exc}.")), 400
 
 
 @require_POST
@@ -176,27 +179,37 @@ def delete_filter(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 NOTHING_TICKED = "Tick the reviews to approve first."
+# How the queue's form names the checkpoint each ticked row showed (one hidden field per row).
+SHOWN_CHECKPOINT = "checkpoint-{}"
 
 
 @require_POST
 @login_required
+@vary_on_headers("HX-Request")
 def bulk_approve(request: HtmxHttpRequest) -> HttpResponse:
-    """Approve each selected review as it stands; report, per review, what became of it."""
+    """Approve each ticked review as its row showed it, in two steps: the first post lists what
+    would be approved and why the others would not, with a Confirm button; the confirmed post
+    approves and reports, per review, what became of it."""
     user = request_user(request)
-    ids = [int(value) for value in request.POST.getlist("review") if value.isdecimal()][:100]
+    ticked = (int(value) for value in request.POST.getlist("review") if value.isdecimal())
+    ids = list(dict.fromkeys(ticked))[:100]
     if not ids:
         if request.htmx:
             return render(request, "approvals/bulk_result.html", {"results": [], "notice": NOTHING_TICKED})
         messages.warning(request, NOTHING_TICKED)
         return HttpResponseRedirect(reverse("approvals:queue"))
     reviews = {review.pk: review for review in queries.visible_reviews(user).filter(pk__in=ids)}
+    shown = {pk: request.POST.get(SHOWN_CHECKPOINT.format(pk), "")[:64] for pk in ids}
+    if request.POST.get("confirm") != "yes":
+        return _bulk_confirmation(request, ids, reviews, shown)
     results: list[tuple[int, Review | None, str]] = []
     for pk in ids:
         review = reviews.get(pk)
         if review is None:
             results.append((pk, None, "not found"))
             continue
-        results.append((pk, review, _approve_as_is(review, user)))
+        outcome = _bulk_refusal(review, user, shown[pk]) or _approve_as_is(review, user, shown[pk])
+        results.append((pk, review, outcome))
     context = {"results": results}
     if request.htmx:
         response = render(request, "approvals/bulk_result.html", context)
@@ -210,17 +223,103 @@ def bulk_approve(request: HtmxHttpRequest) -> HttpResponse:
     return HttpResponseRedirect(reverse("approvals:queue"))
 
 
-def _approve_as_is(review: Review, user: User) -> str:
+@dataclass(frozen=True)
+class _BulkRow:
+    """A ticked review on the confirmation step: what approving it in bulk would do."""
+
+    pk: int
+    review: Review | None
+    checkpoint_id: str
+    refusal: str
+
+    @property
+    def approvable(self) -> bool:
+        return self.review is not None and not self.refusal
+
+
+def _bulk_confirmation(
+    request: HtmxHttpRequest, ids: list[int], reviews: dict[int, Review], shown: dict[int, str]
+) -> HttpResponse:
+    user = request_user(request)
+    rows = []
+    for pk in ids:
+        review = reviews.get(pk)
+        if review is None:
+            refusal = "not found"
+        else:
+            refusal = _bulk_refusal(review, user, shown[pk]) or _needs(review, user)
+        rows.append(_BulkRow(pk, review, shown[pk], refusal))
+    context = {"rows": rows, "approvable": [row for row in rows if row.approvable]}
+    template = "approvals/bulk_confirm.html#confirm" if request.htmx else "approvals/bulk_confirm.html"
+    return render(request, template, context)
+
+
+def _unshown_fields(review: Review, spec: registry.Workflow | None) -> list[str]:
+    """The editable fields of the review's state that its queue row does not show: the row
+    shows the workflow's summary_fields, and nothing else of the state."""
+    if spec is None:
+        return []
+    return [name for name in spec.editable if name not in spec.summary_names]
+
+
+def _bulk_refusal(review: Review, user: User, checkpoint_id: str) -> str:
+    """Why bulk approve must not approve this open review as it stands, or "": the row that was
+    ticked showed another checkpoint (the thread moved on), or did not show fields that
+    approving would accept unseen and the user has not opened the review (opening claims it)."""
+    if review.status != Review.Status.OPEN or _needs_input(review):
+        # decide() says by whom and when, or why it no longer applies; or it needs input.
+        return ""
+    if not checkpoint_id:
+        return "not approved: the form did not say what its row showed; reload the queue and tick it again"
+    if checkpoint_id != review.checkpoint_id:
+        return "not approved: it changed since its row was shown; open it to see the new state"
+    try:
+        spec: registry.Workflow | None = registry.get(review.workflow)
+    except LookupError:
+        spec = None
+    unshown = _unshown_fields(review, spec)
+    if unshown and not _holds(review, user):
+        return f"not approved: open it first, its row does not show {', '.join(unshown)}"
+    return ""
+
+
+def _holds(review: Review, user: User) -> bool:
+    # A reviewer who opened the review holds its claim (the page claims it on load).
+    return review.claimed_by_id == user.pk and review.claim_is_live(timezone.now())
+
+
+def _needs(review: Review, user: User) -> str:
+    """What the confirmation step says of a review bulk approve would not approve for this
+    user, without trying: the same reasons _approve_as_is and decide() would give."""
+    if review.status == Review.Status.DECIDED:
+        return "already decided"
+    if review.status != Review.Status.OPEN:
+        return "no longer waiting"
+    if _needs_input(review):
+        return "needs input"
+    try:
+        spec = registry.get(review.workflow)
+    except LookupError:
+        return "its workflow is no longer registered"
+    refusal = services.approval_refusal(review, spec=spec, actor=user)
+    return f"not approved: {refusal}" if refusal else ""
+
+
+def _needs_input(review: Review) -> bool:
+    return review.kind == Review.Kind.INTERRUPT or "approve" not in services.allowed_actions(review)
+
+
+def _approve_as_is(review: Review, user: User, checkpoint_id: str) -> str:
     # Only an open review can need input: a decided or withdrawn one goes to the service,
     # which says by whom and when it was decided, or why it no longer applies.
-    needs_input = review.kind == Review.Kind.INTERRUPT or "approve" not in services.allowed_actions(review)
-    if review.status == Review.Status.OPEN and needs_input:
+    if review.status == Review.Status.OPEN and _needs_input(review):
         return "needs input"
     try:
         # decide() refuses what this user may not approve (their own thread, an approval they
-        # already gave) with the reason, which becomes this row's outcome.
+        # already gave) with the reason, which becomes this row's outcome, and a checkpoint
+        # that is no longer the thread's head.
         outcome = services.decide(
-            review=review, actor=user, action="approve", checkpoint_id=review.checkpoint_id
+            review=review, actor=user, action="approve", checkpoint_id=checkpoint_id or review.checkpoint_id
         )
     except services.AlreadyDecided as exc:
         when = timezone.localtime(exc.decision.created_at).strftime("%Y-%m-%d %H:%M")
@@ -593,6 +692,10 @@ def _decide(request: HtmxHttpRequest, review: Review, head: _Head) -> HttpRespon
         return _form_errors(request, review, head, form)
     except services.DecisionRefused as exc:
         return _refused(request, review, exc)
+    if request.POST.get("inbox"):
+        # Decided from the inbox (approvals/inbox.html adds the field): on to the next review.
+        recorded = _partial_message(outcome) if isinstance(outcome, Approval) else "decision recorded"
+        return _next_in_inbox(request, review, f"{review.thread}: {recorded}.")
     # A partial approval leaves the review open for the next approver, so its page is where
     # to go (it lists this approval and what is still needed).
     if isinstance(outcome, Approval):
@@ -894,4 +997,69 @@ def _audit_export(request: HtmxHttpRequest, kind: str) -> HttpResponseBase:
     response = StreamingHttpResponse(_batched(lines), content_type=content_type)
     stamp = timezone.localtime().strftime("%Y-%m-%d")
     response["Content-Disposition"] = f'attachment; filename="signoff-audit-{stamp}.{kind}"'
+    return response
+
+
+# -- the inbox (issue 13): the queue on the left, the open review on the right ----------------
+
+# What the queue's rows partial links to when the inbox includes it.
+INBOX_LINKS = {"inbox": True, "list_url": "approvals:inbox", "review_url": "approvals:inbox_review"}
+
+
+@require_GET
+@login_required
+@vary_on_headers("HX-Request")
+# As review_detail: Back after a decision must not show the old form.
+@never_cache
+def inbox(request: HtmxHttpRequest, pk: int | None = None) -> HttpResponse:
+    """The list and the review opened from it, at /inbox/<pk>/. With htmx, the list alone when
+    the list asked (its scopes and refresh target #results), else the review pane alone."""
+    user = request_user(request)
+    filters, list_status = _queue_filters(request)
+    if request.htmx and request.htmx.target == "results":
+        context = {**INBOX_LINKS, "queue": queries.queue(user, filters)}
+        return render(request, "approvals/queue.html#results", context, status=list_status)
+    review = _review_or_404(request, pk) if pk is not None else None
+    context, status = _inbox_pane(request, review)
+    if request.htmx:
+        return render(request, "approvals/inbox.html#pane", context, status=status)
+    context["queue"] = queries.queue(user, filters)
+    return render(request, "approvals/inbox.html", context, status=max(status, list_status))
+
+
+def _inbox_pane(request: HtmxHttpRequest, review: Review | None) -> tuple[dict[str, Any], int]:
+    """The right-hand pane's context: the review as its own page shows it, or why it cannot be
+    shown there (the list stays usable beside it)."""
+    context: dict[str, Any] = {**INBOX_LINKS, "open_review": review}
+    if review is None:
+        return context, 200
+    try:
+        with _reading(request, review.thread) as spec:
+            context.update(_review_context_of(request, review, _head_of(review.thread, spec), None))
+    except _Unavailable as exc:
+        return {**context, "unavailable": str(exc)}, exc.status
+    except SealError:
+        return {**context, "unavailable": SEALED_MESSAGE}, 409
+    # Claimed on opening, as the review page is, and for the same reason not by someone who
+    # may not approve it.
+    context["claim_on_load"] = not context["approve_refusal"]
+    return context, 200
+
+
+def _next_in_inbox(request: HtmxHttpRequest, decided: Review, notice: str) -> HttpResponse:
+    """After a decision taken in the inbox: the next review, in the pane with htmx (the URL and
+    the list follow), or the next review's inbox page without JavaScript."""
+    following = queries.next_review(request_user(request), after=decided)
+    url = reverse("approvals:inbox_review", args=[following.pk]) if following else reverse("approvals:inbox")
+    if not request.htmx:
+        messages.success(request, notice)
+        return HttpResponseRedirect(url)
+    context, status = _inbox_pane(request, following)
+    context["inbox_notice"] = notice
+    response = render(request, "approvals/inbox.html#pane", context, status=status)
+    # The decide form aims at #decision; the next review replaces the whole pane.
+    reswap(retarget(response, "#inbox-review"), "outerHTML")
+    response["HX-Push-Url"] = url
+    # The list refreshes without the decided row (its #results listens for this event).
+    response["HX-Trigger"] = "queue-changed"
     return response

@@ -104,3 +104,20 @@ def expense_thread(actor: User, title: str = "Train to Lyon", **input: Any) -> T
     run_queued(thread)
     assert thread.status == Thread.Status.INTERRUPTED
     return thread
+
+
+def bulk_form(*reviews: Review, confirm: bool = True) -> dict[str, Any]:
+    """Bulk approve's form with these reviews ticked, each with the checkpoint its queue row
+    showed; `confirm` as the confirmation step's Confirm button posts it."""
+    form: dict[str, Any] = {"review": [str(review.pk) for review in reviews]}
+    form.update({f"checkpoint-{review.pk}": review.checkpoint_id for review in reviews})
+    return {**form, "confirm": "yes"} if confirm else form
+
+
+def opened(user: User, *reviews: Review) -> None:
+    """The user opened these reviews (their page claims them on load), so bulk approve counts
+    their state as shown."""
+    from approvals import services as approvals
+
+    for review in reviews:
+        approvals.claim_review(review=review, actor=user)

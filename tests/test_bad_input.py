@@ -18,7 +18,7 @@ from approvals.forms import RollbackForm
 from approvals.models import Review
 from tests.factories import head, open_review, paused, registered, row_counts, run_queued
 from tests.fake_workflows import build_ask, build_check
-from tests.pages import HX, client_for, refused, review_form, snapshot
+from tests.pages import HX, bulk_form, client_for, refused, review_form, snapshot
 from workflows import engine, limits, registry, services
 from workflows.models import AuditEvent, Checkpoint, CheckpointBlob, Thread
 
@@ -317,7 +317,7 @@ def test_pages_of_a_workflow_no_longer_registered_say_so(admin: User, staff: Use
     ):
         assert response.status_code == 404
         assert "no longer registered" in response.text
-    outcome = client.post(reverse("approvals:bulk_approve"), {"review": [str(review.pk)]}, **HX)
+    outcome = client.post(reverse("approvals:bulk_approve"), bulk_form(review), **HX)
     assert outcome.status_code == 200
     assert "no longer registered" in outcome.text
 

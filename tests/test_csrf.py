@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from approvals.forms import sign_pin
 from approvals.models import Review
-from tests.pages import client_for, decide_url, review_url, snapshot
+from tests.pages import bulk_form, client_for, decide_url, review_url, snapshot
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
 
@@ -22,7 +22,7 @@ def _csrf_posts(review: Review) -> dict[str, tuple[str, dict[str, Any]]]:
         "claim": (reverse("approvals:claim", args=[review.pk]), {}),
         "release": (reverse("approvals:release", args=[review.pk]), {}),
         "preview": (reverse("approvals:preview", args=[review.pk]), form),
-        "bulk approve": (reverse("approvals:bulk_approve"), {"review": [review.pk]}),
+        "bulk approve": (reverse("approvals:bulk_approve"), bulk_form(review)),
         "logout": (reverse("logout"), {}),
     }
 

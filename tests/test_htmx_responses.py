@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from approvals.models import Review
 from tests.factories import EXPENSE, registered, run_queued
-from tests.pages import HX, client_for, decide_url, review_form
+from tests.pages import HX, bulk_form, client_for, decide_url, review_form
 from workflows import registry, services
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
@@ -78,7 +78,7 @@ def test_an_htmx_page_that_cannot_be_shown_swaps_out_what_asked(admin: User, sta
 
 
 def test_bulk_approve_names_the_event_plainly_not_as_json(rita: Client, review: Review):
-    response = rita.post(reverse("approvals:bulk_approve"), {"review": [str(review.pk)]}, **HX)
+    response = rita.post(reverse("approvals:bulk_approve"), bulk_form(review), **HX)
 
     assert response.status_code == 200
     assert response["HX-Trigger"] == "queue-changed"

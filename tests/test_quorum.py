@@ -27,7 +27,7 @@ from tests.factories import (
 )
 from tests.fake_workflows import four_eyes
 from tests.html import form_fields
-from tests.pages import client_for
+from tests.pages import bulk_form, client_for, opened
 from tests.races import race
 from workflows import registry
 from workflows.models import AuditEvent, Run, Thread
@@ -365,9 +365,10 @@ def test_bulk_approve_records_partial_approvals_and_skips_what_the_user_may_not_
     own = make_thread("test_four_eyes", {**EXPENSE, "employee": "Quinn"}, quinn)
     run_queued(own)
     theirs, mine = open_review(claim), open_review(own)
+    opened(quinn, theirs, mine)
 
     response = client_for(quinn).post(
-        reverse("approvals:bulk_approve"), {"review": [theirs.pk, mine.pk]}, headers={"HX-Request": "true"}
+        reverse("approvals:bulk_approve"), bulk_form(theirs, mine), headers={"HX-Request": "true"}
     )
 
     html = response.content.decode()

@@ -21,7 +21,7 @@ from approvals.models import Decision, Review
 from tests.factories import EXPENSE, decide, head, make_user, open_review, run_queued
 from tests.fake_workflows import Address, Level, Point
 from tests.html import form_fields
-from tests.pages import client_for, decide_url, review_form
+from tests.pages import bulk_form, client_for, decide_url, opened, review_form
 from workflows import engine, registry, services
 from workflows.models import AuditEvent, Run, Thread
 
@@ -201,11 +201,12 @@ def test_a_rollback_correction_reaches_the_graph_as_its_type(tester: User, case:
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_what_bulk_approve_sets_reaches_the_graph_as_its_type(client: Client, case: Case):
+def test_what_bulk_approve_sets_reaches_the_graph_as_its_type(client: Client, tester: User, case: Case):
     thread = started("test_typed_bulk")
     review = open_review(thread)
+    opened(tester, review)
 
-    response = client.post(reverse("approvals:bulk_approve"), {"review": [str(review.pk)]})
+    response = client.post(reverse("approvals:bulk_approve"), bulk_form(review))
 
     assert response.status_code == 302
     decision = Decision.objects.get(review=review)
