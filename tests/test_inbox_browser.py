@@ -327,5 +327,9 @@ def shown_in_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """expense_approval's rows show all its editable fields (summary_fields), so bulk approve
     may approve what they show. The web side (live_server's thread) reads the registry."""
     spec = registry.get("expense_approval")
-    summary = (*spec.summary_fields, *spec.editable)
+    shown = spec.summary_names
+    summary = (
+        *spec.summary_fields,
+        *(registry.summary_field(name) for name in spec.editable if name not in shown),
+    )
     monkeypatch.setitem(registry._registry, spec.name, dataclasses.replace(spec, summary_fields=summary))
