@@ -31,7 +31,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from langgraph.types import StateSnapshot
 
 from approvals import metrics, queries, services
-from approvals.forms import DecisionForm, FollowUpForm
+from approvals.forms import ACTION_LABELS, DecisionForm, FollowUpForm, state_rows
 from approvals.http import HtmxHttpRequest, request_user
 from approvals.models import Approval, Decision, Review
 from workflows import engine, registry
@@ -242,6 +242,13 @@ def _review_context_of(
         "values": values,
         "editable": set(spec.editable),
         "form": form,
+        # One table of the state: the editable fields are the form's inputs while the review
+        # can be decided, plain values once it cannot.
+        "state_rows": state_rows(
+            values if isinstance(values, dict) else {},
+            set(spec.editable),
+            form if _decidable(review, head) else None,
+        ),
         "request_info": request_info,
         "description": render_markdown(description or spec.description),
         **_claim_context(request, review),
@@ -253,6 +260,11 @@ def _review_context_of(
         and engine.checkpoint_id_of(head.snapshot) != review.checkpoint_id,
         **_approvals_context(review, head, form),
     }
+
+
+def _decidable(review: Review, head: _Head) -> bool:
+    """Whether the page shows the decision form: open, and pinned to the thread's head."""
+    return review.status == Review.Status.OPEN and engine.checkpoint_id_of(head.snapshot) == review.checkpoint_id
 
 
 def _approvals_context(review: Review, head: _Head, form: DecisionForm) -> dict[str, Any]:
@@ -483,17 +495,33 @@ def _bound_form(request: HtmxHttpRequest, review: Review, head: _Head) -> Decisi
     return _form(review, head, request_user(request), request.POST)
 
 
-def _previewed_changes(form: DecisionForm) -> list[queries.Change]:
+def _previewed_changes(form: DecisionForm) -> list[queries.PreviewChange]:
     """What deciding with this valid form would change: the reviewer's edits, checked against
     the schema as deciding checks them, plus what the action itself sets (approve at an
-    expense breakpoint sets approved). An edit that does not fit becomes a form error."""
+    expense breakpoint sets approved), marked as the action's. An edit that does not fit
+    becomes a form error."""
     try:
         updates = form.workflow.validate_updates(form.state_updates())
     except registry.InvalidUpdate as exc:
         form.add_error(None, f"Some edits do not fit: {exc}.")
         return []
-    updates = {**updates, **services.implied_updates(form.review, form.cleaned_data["action"], form.workflow)}
-    return queries.diff(form.values, {**form.values, **updates})
+    action = form.cleaned_data["action"]
+    implied = services.implied_updates(form.review, action, form.workflow)
+    return queries.decision_changes(form.values, updates, implied, action)
+
+
+def _preview_note(form: DecisionForm) -> str:
+    """What the decision does besides changing fields, for a valid form's preview."""
+    review, action = form.review, form.cleaned_data["action"]
+    if review.kind == Review.Kind.BREAKPOINT:
+        if action == Decision.Action.REJECT and form.workflow.on_reject is None:
+            return "Rejecting cancels the thread: it will not go on."
+        return f"The thread goes on from “{review.node}”."
+    if action == Decision.Action.IGNORE:
+        return f"“{review.node}” is answered with ignore; the thread goes on."
+    if form.answer() is not None:
+        return f"Your {ACTION_LABELS[Decision.Action(action)].lower()} is sent to “{review.node}”, which goes on with it."
+    return f"“{review.node}” is answered with {action}; the thread goes on."
 
 
 @require_POST
@@ -508,7 +536,13 @@ def review_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         head = _head_of(review.thread, spec)
         form = _bound_form(request, review, head)
         changes = _previewed_changes(form) if form.is_valid() else []
-        context = {**_review_context_of(request, review, head, form), "preview": changes, "previewed": True}
+        note = _preview_note(form) if form.is_valid() else ""
+        context = {
+            **_review_context_of(request, review, head, form),
+            "preview": changes,
+            "preview_note": note,
+            "previewed": True,
+        }
     template = "approvals/review.html#decision-form" if request.htmx else "approvals/review.html"
     return render(request, template, context, status=200 if form.is_valid() else 422)
 
@@ -607,6 +641,8 @@ def _thread_page(request: HtmxHttpRequest, thread: Thread, spec: registry.Workfl
             context.update(_history(request, thread), history_oob=True)
         return render(request, "approvals/thread.html#status", context)
     context.update(_history(request, thread))
+    # Not on the status poll: a decision is taken before the run it starts, never during it.
+    context["decisions"] = queries.thread_decisions(thread)
     return render(request, "approvals/thread.html", context)
 
 
