@@ -264,7 +264,8 @@ def _review_context_of(
 
 def _decidable(review: Review, head: _Head) -> bool:
     """Whether the page shows the decision form: open, and pinned to the thread's head."""
-    return review.status == Review.Status.OPEN and engine.checkpoint_id_of(head.snapshot) == review.checkpoint_id
+    pinned = engine.checkpoint_id_of(head.snapshot) == review.checkpoint_id
+    return review.status == Review.Status.OPEN and pinned
 
 
 def _approvals_context(review: Review, head: _Head, form: DecisionForm) -> dict[str, Any]:
@@ -520,7 +521,8 @@ def _preview_note(form: DecisionForm) -> str:
     if action == Decision.Action.IGNORE:
         return f"“{review.node}” is answered with ignore; the thread goes on."
     if form.answer() is not None:
-        return f"Your {ACTION_LABELS[Decision.Action(action)].lower()} is sent to “{review.node}”, which goes on with it."
+        label = ACTION_LABELS[Decision.Action(action)].lower()
+        return f"Your {label} is sent to “{review.node}”, which goes on with it."
     return f"“{review.node}” is answered with {action}; the thread goes on."
 
 
