@@ -36,7 +36,7 @@ def state_table(html: str) -> str:
 def rows(html: str) -> dict[str, str]:
     """Each row of the state table by its field's name, as HTML."""
     table = state_table(html)
-    found = re.findall(r'<tr class="field[^"]*" data-field="(\w+)">(.*?)</tr>', table, re.S)
+    found = re.findall(r'<tr class="state-row[^"]*" data-field="(\w+)">(.*?)</tr>', table, re.S)
     return dict(found)
 
 
@@ -75,7 +75,8 @@ def test_a_field_error_shows_in_its_row_with_what_was_typed(rita: Client, review
     fragment = rita.post(decide_url(review), data, **HX)
 
     assert fragment.status_code == 422
-    row = re.search(r'<tr class="field editable invalid" data-field="amount">(.*?)</tr>', fragment.text, re.S)
+    amount = r'<tr class="state-row editable invalid" data-field="amount">(.*?)</tr>'
+    row = re.search(amount, fragment.text, re.S)
     assert row is not None
     assert "Enter a number." in row.group(1)
     assert 'value="lots"' in row.group(1)
