@@ -31,7 +31,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from langgraph.types import StateSnapshot
 
 from approvals import metrics, queries, services
-from approvals.forms import ACTION_LABELS, DecisionForm, FollowUpForm, state_rows
+from approvals.forms import DecisionForm, FollowUpForm, state_rows
 from approvals.http import HtmxHttpRequest, request_user
 from approvals.models import Approval, Decision, Review
 from workflows import engine, registry
@@ -513,16 +513,27 @@ def _previewed_changes(form: DecisionForm) -> list[queries.PreviewChange]:
 
 def _preview_note(form: DecisionForm) -> str:
     """What the decision does besides changing fields, for a valid form's preview."""
-    review, action = form.review, form.cleaned_data["action"]
+    review, action, spec = form.review, form.cleaned_data["action"], form.workflow
+    if spec.needs_quorum and action == Decision.Action.APPROVE:
+        if form.state_updates():
+            return (
+                "Your edits restart the count: the approvals so far stop counting, and the thread "
+                "goes on once enough reviewers approve it as you edited it."
+            )
+        quorum = services.quorum_of(review, spec=spec)
+        if len(quorum.missing_groups) > 1 or (not quorum.missing_groups and quorum.given + 1 < quorum.needed):
+            return (
+                f"Your approval is counted ({quorum.given + 1} of {quorum.needed}); the thread goes on "
+                "once the approvals still needed are given."
+            )
     if review.kind == Review.Kind.BREAKPOINT:
-        if action == Decision.Action.REJECT and form.workflow.on_reject is None:
+        if action == Decision.Action.REJECT and spec.on_reject is None:
             return "Rejecting cancels the thread: it will not go on."
         return f"The thread goes on from “{review.node}”."
-    if action == Decision.Action.IGNORE:
-        return f"“{review.node}” is answered with ignore; the thread goes on."
-    if form.answer() is not None:
-        label = ACTION_LABELS[Decision.Action(action)].lower()
-        return f"Your {label} is sent to “{review.node}”, which goes on with it."
+    if action == Decision.Action.RESPOND:
+        return f"Your response goes to “{review.node}”; the thread goes on with it."
+    if action == Decision.Action.EDIT:
+        return f"The edited arguments go to “{review.node}”; the thread goes on with them."
     return f"“{review.node}” is answered with {action}; the thread goes on."
 
 

@@ -317,3 +317,27 @@ def test_the_thread_page_queries_do_not_grow_with_its_reviews(rita: Client, staf
 
     assert Review.objects.filter(thread=contract).count() >= 2
     assert page_queries(contract) == page_queries(one)
+
+
+def test_the_preview_of_a_first_approval_of_two_says_the_thread_waits_for_the_second(quorum_claim: Thread):
+    quinn = client_for(make_user("quinn", groups=["quorum", "quorum_finance"]))
+    review = open_review(quorum_claim)
+    url = reverse("approvals:preview", args=[review.pk])
+
+    first = quinn.post(url, review_form(quinn, review, action="approve"), **HX).text
+    edited = quinn.post(url, review_form(quinn, review, action="approve", state__amount="250"), **HX).text
+
+    assert "Your approval is counted (1 of 2)" in first
+    assert "The thread goes on" not in first
+    assert "Your edits restart the count" in edited
+
+
+def test_the_preview_of_a_reject_without_on_reject_says_the_thread_stops(rita: Client, typed: Thread):
+    review = open_review(typed)
+    assert review.kind == Review.Kind.BREAKPOINT
+    data = review_form(rita, review, action="reject")
+
+    html = rita.post(reverse("approvals:preview", args=[review.pk]), data, **HX).text
+
+    # typed_fields has no on_reject: rejecting at its breakpoint stops the thread.
+    assert "Rejecting cancels the thread: it will not go on." in html
