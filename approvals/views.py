@@ -244,6 +244,7 @@ def _review_context_of(
         "form": form,
         # One table of the state: the editable fields are the form's inputs while the review
         # can be decided, plain values once it cannot.
+        "decidable": _decidable(review, head),
         "state_rows": state_rows(
             values if isinstance(values, dict) else {},
             set(spec.editable),

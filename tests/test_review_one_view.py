@@ -13,12 +13,13 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from langgraph.graph import StateGraph
 
 from approvals import queries
 from approvals import services as approvals
 from approvals.models import Approval, Decision, Review
 from tests.factories import decide, make_thread, make_user, open_review, paused, run_queued
-from tests.fake_workflows import build_typed
+from tests.fake_workflows import InboxState, build_inbox, build_typed
 from tests.pages import HX, client_for, decide_url, expense_thread, form_fields, review_form, review_url
 from workflows import registry
 from workflows.models import Thread
@@ -341,3 +342,36 @@ def test_the_preview_of_a_reject_without_on_reject_says_the_thread_stops(rita: C
 
     # typed_fields has no on_reject: rejecting at its breakpoint stops the thread.
     assert "Rejecting cancels the thread: it will not go on." in html
+
+
+@pytest.fixture
+def editable_request(staff: User) -> Iterator[Review]:
+    def build() -> StateGraph[InboxState]:
+        return build_inbox(allow_edit=True)
+
+    workflow = registry.Workflow(
+        name="edit_request", title="Edit request", builder=build, reviewer_group="finance"
+    )
+    with paused(workflow, {"to": "ada@example.com"}, staff) as thread:
+        yield open_review(thread)
+
+
+def test_editable_request_arguments_are_shown_once_as_the_input(rita: Client, editable_request: Review):
+    html = rita.get(review_url(editable_request)).text
+
+    start = html.index('<section class="about">')
+    about = html[start : html.index("</section>", start)]
+    assert "Requested action: <code>send_mail</code>" in about
+    assert "ada@example.com" not in about
+    assert "ada@example.com" in form_fields(html)["args"]
+
+
+def test_decided_request_arguments_are_shown_as_text(
+    rita: Client, other_reviewer: User, editable_request: Review
+):
+    decide(editable_request, other_reviewer, "approve")
+
+    html = rita.get(review_url(editable_request)).text
+
+    assert 'name="args"' not in html
+    assert "ada@example.com" in html[html.index('<section class="about">') :]
