@@ -235,6 +235,7 @@ def _review_context_of(
     description = (request_info or {}).get("description") or (
         review.value.get("question", "") if isinstance(review.value, dict) else ""
     )
+    decidable = _decidable(review, head, request_user(request))
     return {
         "review": review,
         "thread": thread,
@@ -244,11 +245,9 @@ def _review_context_of(
         "form": form,
         # One table of the state: the editable fields are the form's inputs while the review
         # can be decided, plain values once it cannot.
-        "decidable": _decidable(review, head),
+        "decidable": decidable,
         "state_rows": state_rows(
-            values if isinstance(values, dict) else {},
-            set(spec.editable),
-            form if _decidable(review, head) else None,
+            values if isinstance(values, dict) else {}, set(spec.editable), form if decidable else None
         ),
         "request_info": request_info,
         "description": render_markdown(description or spec.description),
@@ -263,10 +262,11 @@ def _review_context_of(
     }
 
 
-def _decidable(review: Review, head: _Head) -> bool:
-    """Whether the page shows the decision form: open, and pinned to the thread's head."""
+def _decidable(review: Review, head: _Head, user: User) -> bool:
+    """Whether the page shows the decision form, so the state table's editable fields are its
+    inputs: the review is open, pinned to the thread's head, and the user one of its reviewers."""
     pinned = engine.checkpoint_id_of(head.snapshot) == review.checkpoint_id
-    return review.status == Review.Status.OPEN and pinned
+    return review.status == Review.Status.OPEN and pinned and services.may_review(user, review)
 
 
 def _approvals_context(review: Review, head: _Head, form: DecisionForm) -> dict[str, Any]:
