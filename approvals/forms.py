@@ -12,6 +12,7 @@ import enum
 import json
 import types
 import typing
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -322,6 +323,43 @@ class DecisionForm(forms.Form):
         if self.review.kind == Review.Kind.AGENT_INBOX and action == Decision.Action.EDIT:
             return self.cleaned_data.get("args")
         return self.cleaned_data.get("response") or None
+
+
+@dataclass(frozen=True)
+class StateRow:
+    """One field of the review page's state table: an editable field of an open review is its
+    input, in place; any other is its value as text."""
+
+    name: str
+    value: Any
+    # False for an editable field the graph has not set yet (it shows as an empty input).
+    is_set: bool
+    editable: bool
+    field: forms.BoundField | None = None
+
+
+def state_rows(values: dict[str, Any], editable: set[str], form: DecisionForm | None) -> list[StateRow]:
+    """The state as one table, in the state's order, then the editable fields not set yet.
+    With `form` (an open review) the editable fields are the form's inputs, so no value is
+    shown twice; without it (decided, withdrawn, stale) every field is plain text."""
+    inputs = set(form.workflow.field_types) if form is not None else set()
+    rows = [
+        StateRow(
+            name=name,
+            value=value,
+            is_set=True,
+            editable=name in editable,
+            field=form[field_prefix(name)] if form is not None and name in inputs else None,
+        )
+        for name, value in values.items()
+    ]
+    if form is not None:
+        rows += [
+            StateRow(name=name, value=None, is_set=False, editable=True, field=form[field_prefix(name)])
+            for name in form.workflow.field_types
+            if name not in values
+        ]
+    return rows
 
 
 def _same(new: Any, old: Any) -> bool:

@@ -1686,3 +1686,74 @@ def next_review(user: User, *, after: Review) -> Review | None:
     )
     later = Q(created_at__gt=after.created_at) | Q(created_at=after.created_at, pk__gt=after.pk)
     return reviews.filter(later).first() or reviews.first()
+
+
+# -- the review page: a decision's preview and the thread's decisions (issue 13, item 3) ------
+
+
+@dataclass(frozen=True)
+class PreviewChange:
+    """One field a decision would change: by the reviewer's edit, or by the action itself
+    (`set_by` names it: approve at an expense breakpoint sets approved)."""
+
+    field: str
+    before: Any
+    after: Any
+    kind: Literal["added", "removed", "changed"]
+    set_by: str = ""
+    # The reviewer edited this field too, and the action's value wins.
+    overrides_edit: bool = False
+
+
+def decision_changes(
+    values: dict[str, Any], edits: dict[str, Any], implied: dict[str, Any], action: str
+) -> list[PreviewChange]:
+    """Every field deciding would change, as services.decide applies it: the edits, then what
+    the action sets over them."""
+    return [
+        PreviewChange(
+            change.field,
+            change.before,
+            change.after,
+            change.kind,
+            set_by=action if change.field in implied else "",
+            overrides_edit=change.field in implied and change.field in edits,
+        )
+        for change in diff(values, {**values, **edits, **implied})
+    ]
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """One review of a thread for its page's Decisions section: the decision if there is one
+    (by a reviewer, or by the system: "timeout"), and the approvals given towards it."""
+
+    review: Review
+    decision: Decision | None
+    approvals: list[Approval]
+
+    @property
+    def edited(self) -> list[str]:
+        """The fields the decision changed."""
+        if self.decision is None:
+            return []
+        return sorted((self.decision.updates or {}).get("after", {}))
+
+
+def thread_decisions(thread: Thread) -> list[ReviewOutcome]:
+    """Every review of the thread, oldest first, with its decision and approvals: two queries
+    whatever the number of reviews (the decision and its actor joined, the approvals and
+    their actors prefetched together)."""
+    reviews = (
+        Review.objects.filter(thread=thread)
+        .select_related("decision", "decision__actor")
+        .prefetch_related(
+            Prefetch("approvals", queryset=Approval.objects.select_related("actor").order_by("id"))
+        )
+        .order_by("created_at", "id")
+    )
+    outcomes = []
+    for review in reviews:
+        decision = getattr(review, "decision", None) if review.status == Review.Status.DECIDED else None
+        outcomes.append(ReviewOutcome(review, decision, list(review.approvals.all())))
+    return outcomes

@@ -33,7 +33,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from langgraph.types import StateSnapshot
 
 from approvals import metrics, queries, services
-from approvals.forms import DecisionForm, FollowUpForm
+from approvals.forms import DecisionForm, FollowUpForm, state_rows
 from approvals.http import HtmxHttpRequest, request_user
 from approvals.models import Approval, Decision, Review, SavedFilter
 from workflows import engine, registry
@@ -376,6 +376,7 @@ def _review_context_of(
     description = (request_info or {}).get("description") or (
         review.value.get("question", "") if isinstance(review.value, dict) else ""
     )
+    decidable = _decidable(review, head, request_user(request))
     return {
         "review": review,
         "thread": thread,
@@ -383,6 +384,12 @@ def _review_context_of(
         "values": values,
         "editable": set(spec.editable),
         "form": form,
+        # One table of the state: the editable fields are the form's inputs while the review
+        # can be decided, plain values once it cannot.
+        "decidable": decidable,
+        "state_rows": state_rows(
+            values if isinstance(values, dict) else {}, set(spec.editable), form if decidable else None
+        ),
         "request_info": request_info,
         "description": render_markdown(description or spec.description),
         **_claim_context(request, review),
@@ -394,6 +401,13 @@ def _review_context_of(
         and engine.checkpoint_id_of(head.snapshot) != review.checkpoint_id,
         **_approvals_context(review, head, form),
     }
+
+
+def _decidable(review: Review, head: _Head, user: User) -> bool:
+    """Whether the page shows the decision form, so the state table's editable fields are its
+    inputs: the review is open, pinned to the thread's head, and the user one of its reviewers."""
+    pinned = engine.checkpoint_id_of(head.snapshot) == review.checkpoint_id
+    return review.status == Review.Status.OPEN and pinned and services.may_review(user, review)
 
 
 def _approvals_context(review: Review, head: _Head, form: DecisionForm) -> dict[str, Any]:
@@ -633,17 +647,45 @@ def _bound_form(request: HtmxHttpRequest, review: Review, head: _Head) -> Decisi
     return _form(review, head, request_user(request), request.POST)
 
 
-def _previewed_changes(form: DecisionForm) -> list[queries.Change]:
+def _previewed_changes(form: DecisionForm) -> list[queries.PreviewChange]:
     """What deciding with this valid form would change: the reviewer's edits, checked against
     the schema as deciding checks them, plus what the action itself sets (approve at an
-    expense breakpoint sets approved). An edit that does not fit becomes a form error."""
+    expense breakpoint sets approved), marked as the action's. An edit that does not fit
+    becomes a form error."""
     try:
         updates = form.workflow.validate_updates(form.state_updates())
     except registry.InvalidUpdate as exc:
         form.add_error(None, f"Some edits do not fit: {exc}.")
         return []
-    updates = {**updates, **services.implied_updates(form.review, form.cleaned_data["action"], form.workflow)}
-    return queries.diff(form.values, {**form.values, **updates})
+    action = form.cleaned_data["action"]
+    implied = services.implied_updates(form.review, action, form.workflow)
+    return queries.decision_changes(form.values, updates, implied, action)
+
+
+def _preview_note(form: DecisionForm) -> str:
+    """What the decision does besides changing fields, for a valid form's preview."""
+    review, action, spec = form.review, form.cleaned_data["action"], form.workflow
+    if spec.needs_quorum and action == Decision.Action.APPROVE:
+        if form.state_updates():
+            return (
+                "Your edits restart the count: the approvals so far stop counting, and the thread "
+                "goes on once enough reviewers approve it as you edited it."
+            )
+        quorum = services.quorum_of(review, spec=spec)
+        if len(quorum.missing_groups) > 1 or (not quorum.missing_groups and quorum.given + 1 < quorum.needed):
+            return (
+                f"Your approval is counted ({quorum.given + 1} of {quorum.needed}); the thread goes on "
+                "once the approvals still needed are given."
+            )
+    if review.kind == Review.Kind.BREAKPOINT:
+        if action == Decision.Action.REJECT and spec.on_reject is None:
+            return "Rejecting cancels the thread: it will not go on."
+        return f"The thread goes on from “{review.node}”."
+    if action == Decision.Action.RESPOND:
+        return f"Your response goes to “{review.node}”; the thread goes on with it."
+    if action == Decision.Action.EDIT:
+        return f"The edited arguments go to “{review.node}”; the thread goes on with them."
+    return f"“{review.node}” is answered with {action}; the thread goes on."
 
 
 @require_POST
@@ -658,7 +700,13 @@ def review_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         head = _head_of(review.thread, spec)
         form = _bound_form(request, review, head)
         changes = _previewed_changes(form) if form.is_valid() else []
-        context = {**_review_context_of(request, review, head, form), "preview": changes, "previewed": True}
+        note = _preview_note(form) if form.is_valid() else ""
+        context = {
+            **_review_context_of(request, review, head, form),
+            "preview": changes,
+            "preview_note": note,
+            "previewed": True,
+        }
     template = "approvals/review.html#decision-form" if request.htmx else "approvals/review.html"
     return render(request, template, context, status=200 if form.is_valid() else 422)
 
@@ -762,6 +810,8 @@ def _thread_page(request: HtmxHttpRequest, thread: Thread, spec: registry.Workfl
             context.update(_history(request, thread), history_oob=True)
         return render(request, "approvals/thread.html#status", context)
     context.update(_history(request, thread))
+    # Not on the status poll: a decision is taken before the run it starts, never during it.
+    context["decisions"] = queries.thread_decisions(thread)
     return render(request, "approvals/thread.html", context)
 
 

@@ -30,7 +30,10 @@ def test_a_wrong_type_is_a_field_error_on_the_page_and_in_the_fragment(rita: Cli
 
     assert "<html" in page
     assert "<html" not in fragment
-    assert re.search(r'<div class="row invalid">\s*<label for="id_state__amount">', fragment)
+    # The amount's row of the state table is marked invalid, its input labelled in place.
+    row = r'<tr class="state-row editable invalid" data-field="amount">\s*<th scope="row">'
+    row += r'<label for="id_state__amount">'
+    assert re.search(row, fragment)
     assert 'value="lots"' in fragment  # what the reviewer typed is kept
 
 

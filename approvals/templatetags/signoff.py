@@ -121,3 +121,31 @@ def key_fields(review: Any) -> list[Any]:
 def key_field(review: Any, name: str) -> str:
     """One summary field's text in a row, for a column ("" when the review has none)."""
     return next((cell.text for cell in queries.summary_cells(review) if cell.name == name), "")
+
+
+# -- the review page's state table and preview (issue 13: long values fold) --------------------
+
+# Past these a value is folded behind <details>: a screenful of JSON hides the fields after it.
+FOLD_CHARS = 300
+FOLD_ITEMS = 10
+
+
+@register.filter
+def folds(value: Any) -> bool:
+    """Whether a value shows folded: over FOLD_CHARS characters as shown, or a JSON object or
+    list of more than FOLD_ITEMS items."""
+    if isinstance(value, (dict, list, tuple)) and len(value) > FOLD_ITEMS:
+        return True
+    return len(pretty(value)) > FOLD_CHARS
+
+
+@register.filter
+def fold_summary(value: Any) -> str:
+    """The one line a folded value shows: its size and how it starts."""
+    if isinstance(value, dict):
+        size = f"{len(value)} keys"
+    elif isinstance(value, (list, tuple)):
+        size = f"{len(value)} items"
+    else:
+        size = f"{len(pretty(value)):,} characters"
+    return f"{summary(value)} ({size})"
