@@ -10,7 +10,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/signoff
 REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .NOTPARALLEL:
-.PHONY: help venv node setup browser services lint test test-sqlite test-postgres test-langgraph run clean
+.PHONY: help venv node setup browser services lint test test-suites test-sqlite test-postgres test-langgraph run clean
 
 help: ## list the targets
 	@echo "Signoff: make run (try it) and make test (check it)."
@@ -40,18 +40,16 @@ lint: setup ## ruff check, ruff format --check, mypy
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-mypy-only-not-a-secret} \
 	SIGNOFF_AUDIT_KEY=$${SIGNOFF_AUDIT_KEY:-bXlweS1vbmx5LW5vdC1hLXNlY3JldC1hdWRpdC1rZXkh} $(BIN)/mypy
 
-test: setup browser services lint test-sqlite test-postgres test-langgraph ## lint, the test suite on SQLite and on PostgreSQL, LangGraph's checkpointer tests
+test: setup browser services lint test-suites test-langgraph ## lint, the test suite on SQLite and on PostgreSQL (side by side), LangGraph's checkpointer tests
 
-# --durations: the slowest tests are named at the end of each run, for keeping `make test` short.
+test-suites: setup browser services ## the test suite on SQLite and on PostgreSQL at once (bin/test-suite both)
+	@POSTGRES_URL=$(POSTGRES_URL) REDIS_URL=$(REDIS_URL) bin/test-suite both
+
 test-sqlite: setup browser ## the test suite on SQLite and the on-disk broker (the embedded default)
-	@echo
-	@echo "==================== pytest on SQLite + on-disk broker (the defaults) ===================="
-	env -u DATABASE_URL -u CELERY_BROKER_URL $(BIN)/pytest --create-db --durations=25
+	@bin/test-suite sqlite
 
 test-postgres: setup browser services ## the test suite on PostgreSQL (POSTGRES_URL) and Redis (REDIS_URL)
-	@echo
-	@echo "==================== pytest on PostgreSQL ($(POSTGRES_URL)) + Redis ($(REDIS_URL)) ===================="
-	DATABASE_URL=$(POSTGRES_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest --create-db --durations=25
+	@POSTGRES_URL=$(POSTGRES_URL) REDIS_URL=$(REDIS_URL) bin/test-suite postgres
 
 # The sdist is fetched once into var/langgraph-sdist/ (make clean removes it).
 test-langgraph: setup services ## LangGraph's own checkpointer tests on DjangoSaver (SQLite, PostgreSQL) and LangGraph's savers

@@ -84,7 +84,7 @@ def reviewable_workflows(user: User | AnonymousUser) -> list[str] | None:
     # Kept on the user object: one request asks several times, and groups do not change mid-request.
     cached: list[str] | None = getattr(user, "_signoff_workflows", None)
     if cached is None:
-        groups = set(user.groups.values_list("name", flat=True))
+        groups = set(_group_names(user))
         cached = [spec.name for spec in registry.all_workflows() if spec.reviewer_group in groups]
         user._signoff_workflows = cached  # type: ignore[attr-defined]
     return cached

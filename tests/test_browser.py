@@ -369,8 +369,8 @@ def test_the_queue_shows_new_reviews_without_a_reload(new_page: Callable[[], Pag
 
 def test_screenshots_of_the_queue_and_a_review(new_page: Callable[[], Page]) -> None:
     """A realistic queue (the demo threads of `make run`) and one review with a change previewed."""
-    rita = make_user("rita", groups=["finance", "editors", "contracts"])
-    oscar = make_user("oscar", groups=["finance", "editors", "contracts"])
+    rita = make_user("rita", groups=["finance", "editors", "contracts", "purchasing"])
+    oscar = make_user("oscar", groups=["finance", "editors", "contracts", "purchasing"])
     threads = {
         title: start(workflow, data, title)
         for workflow, title, data in DEMO_THREADS
@@ -379,7 +379,7 @@ def test_screenshots_of_the_queue_and_a_review(new_page: Callable[[], Page]) -> 
     reviews = {title: review_of(thread) for title, thread in threads.items()}
     # A queue that has been open for a while: reviews waiting from minutes to days, one overdue.
     now = timezone.now()
-    for age, thread in zip((50, 26, 5, 3, 1, 0.5), threads.values(), strict=True):
+    for age, thread in zip((50, 26, 8, 5, 3, 1, 0.5), threads.values(), strict=True):
         opened = now - timedelta(hours=age)
         Review.objects.filter(thread=thread).update(created_at=opened, due_at=opened + timedelta(hours=48))
     approvals.claim_review(review=reviews["Post: how we review expenses"], actor=oscar)
