@@ -105,6 +105,18 @@ def admin() -> User:
     return make_user("ada", superuser=True)
 
 
+# Reviewers of the four-eyes workflows (tests/fake_workflows.py `four_eyes`): one in each of the
+# two approval groups.
+@pytest.fixture
+def quinn() -> User:
+    return make_user("quinn", groups=["quorum", "quorum_finance"])
+
+
+@pytest.fixture
+def lena() -> User:
+    return make_user("lena", groups=["quorum", "quorum_legal"])
+
+
 @pytest.fixture
 def reviewer() -> User:
     return make_user("rita", groups=["finance", "editors", "contracts"])

@@ -35,7 +35,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy, interrupt
 from pydantic import BaseModel
 
-from workflows.registry import register
+from workflows.registry import Workflow, register
 
 
 def line(schema: type[Any], **nodes: Any) -> StateGraph[Any]:
@@ -415,6 +415,17 @@ def build_ticks() -> StateGraph[CountState]:
     builder.add_conditional_edges("tick", lambda state: "finish" if state["count"] >= 30 else "tick")
     builder.add_edge("finish", END)
     return builder
+
+
+def ticks_workflow() -> Workflow:
+    """`build_ticks` for finance, paused before `finish`: a thread with a long history."""
+    return Workflow(
+        name="ticks",
+        title="Ticks",
+        builder=build_ticks,
+        reviewer_group="finance",
+        interrupt_before=("finish",),
+    )
 
 
 # -- the reviewer's pages (issue 4): an agent-inbox request, and fields of every widget --------

@@ -18,10 +18,10 @@ from django.urls import reverse
 
 from approvals import queries
 from approvals.models import Review
-from tests.factories import decide, make_thread, make_user, open_review, paused, run_queued
-from tests.fake_workflows import build_ticks
+from tests.factories import decide, make_thread, open_review, paused, run_queued
+from tests.fake_workflows import ticks_workflow
 from tests.pages import HX, client_for, expense_thread, review_url
-from workflows import registry, services
+from workflows import services
 from workflows.models import Checkpoint, Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("doorbell")]
@@ -266,16 +266,6 @@ def test_a_comment_is_shown_escaped(rita: Client, staff: User, reviewer: User):
     assert "<b>no</b>" not in html
 
 
-@pytest.fixture
-def quinn() -> User:
-    return make_user("quinn", groups=["quorum", "quorum_finance"])
-
-
-@pytest.fixture
-def lena() -> User:
-    return make_user("lena", groups=["quorum", "quorum_legal"])
-
-
 def test_partial_approvals_and_the_decision_that_completed_them_show_with_their_comments(
     staff: User, quinn: User, lena: User
 ):
@@ -349,14 +339,7 @@ def test_the_history_reads_in_four_queries_however_many_branches_and_decisions(
 
 @pytest.fixture
 def ticking(staff: User) -> Iterator[Thread]:
-    workflow = registry.Workflow(
-        name="ticks",
-        title="Ticks",
-        builder=build_ticks,
-        reviewer_group="finance",
-        interrupt_before=("finish",),
-    )
-    with paused(workflow, {"count": 0}, staff) as thread:
+    with paused(ticks_workflow(), {"count": 0}, staff) as thread:
         yield thread
 
 

@@ -36,16 +36,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 @pytest.fixture
-def quinn() -> User:
-    return make_user("quinn", groups=["quorum", "quorum_finance"])
-
-
-@pytest.fixture
-def lena() -> User:
-    return make_user("lena", groups=["quorum", "quorum_legal"])
-
-
-@pytest.fixture
 def fred() -> User:
     """A third reviewer, in finance like Quinn."""
     return make_user("fred", groups=["quorum", "quorum_finance"])

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from approvals.models import Review
 from tests.factories import decide, open_review, paused
-from tests.fake_workflows import build_inbox, build_ticks
+from tests.fake_workflows import build_inbox, ticks_workflow
 from tests.pages import HX, form_fields, review_form, review_url, snapshot
 from workflows import registry, services
 from workflows.models import Thread
@@ -133,14 +133,7 @@ def test_a_withdrawn_review_says_so_instead_of_waiting(rita: Client, admin: User
 
 @pytest.fixture
 def long_review(staff: User) -> Iterator[Review]:
-    workflow = registry.Workflow(
-        name="ticks",
-        title="Ticks",
-        builder=build_ticks,
-        reviewer_group="finance",
-        interrupt_before=("finish",),
-    )
-    with paused(workflow, {"count": 0}, staff) as thread:
+    with paused(ticks_workflow(), {"count": 0}, staff) as thread:
         yield open_review(thread)
 
 
