@@ -1,6 +1,7 @@
 """Reviewer page benchmarks: the queue with 100,000 threads and 10,000 open reviews (keyset
-pages 1 and 200, sorted by age and by amount, the htmx fragments), and the review page of a
-thread with 200 checkpoints.
+pages 1 and 200, sorted by age and by amount, the htmx fragments), the inbox (its list, and a
+review opened in it, as a page and as the htmx pane), and the review page of a thread with 200
+checkpoints.
 
 Run by hand (not part of the test suite):
 
@@ -265,6 +266,10 @@ def main() -> None:
             ("queue, mine", "/?scope=mine", {}),
             ("queue, search", "/?q=employee+42", {}),
             ("queue, search (fragment)", "/?q=employee+42", hx),
+            ("inbox, list only", "/inbox/", {}),
+            ("inbox, list fragment (htmx refresh)", "/inbox/", {**hx, "HTTP_HX_TARGET": "results"}),
+            (f"inbox, list and a review of {checkpoints} checkpoints", f"/inbox/{review.pk}/", {}),
+            (f"inbox, review pane (htmx), {checkpoints} checkpoints", f"/inbox/{review.pk}/", hx),
             (f"review page, {checkpoints} checkpoints (newest 20 shown)", f"/reviews/{review.pk}/", {}),
             (
                 f"review page, {checkpoints} checkpoints, all 200 shown",
