@@ -403,7 +403,13 @@ def test_screenshots_of_the_queue_and_a_review(new_page: Callable[[], Page]) -> 
     expect(page.locator("#preview")).to_contain_text("Your changes")
     page.screenshot(path=directory / "review.png", full_page=True)
 
-    for name in ("queue.png", "review.png"):
+    laptop = reviews["Expense: Alan Turing, laptop"]
+    page.set_viewport_size({"width": 1500, "height": 900})
+    page.goto(f"/inbox/{laptop.pk}/")
+    expect(page.locator("#inbox-review")).to_contain_text("Replacement laptop")
+    page.screenshot(path=directory / "inbox.png")
+
+    for name in ("queue.png", "review.png", "inbox.png"):
         assert (directory / name).stat().st_size > 10_000, name
 
 

@@ -92,7 +92,7 @@ def auditing_reviewer() -> User:
     return grant(make_user("aude", groups=["finance"], staff=True), "view_auditevent")
 
 
-def test_the_queue_review_thread_threads_and_audit_pages_fit_a_phone_screen(
+def test_the_queue_inbox_review_thread_threads_and_audit_pages_fit_a_phone_screen(
     phone: Callable[[], Page], auditing_reviewer: User
 ) -> None:
     long_one = start(
@@ -121,6 +121,10 @@ def test_the_queue_review_thread_threads_and_audit_pages_fit_a_phone_screen(
     expect(page).to_have_url(re.compile(rf"/threads/{long_one.public_id}/$"))
     expect(page.locator("#status [data-status]")).to_have_text("Completed")
     assert_fits(page, "the thread")
+
+    page.goto(f"/inbox/{review.pk}/")
+    expect(page.locator("#inbox-review")).to_be_visible()
+    assert_fits(page, "the inbox with a review open")
 
     page.goto("/threads/")
     expect(page.locator(f'a[href="/threads/{long_one.public_id}/"]').first).to_be_visible()
