@@ -75,6 +75,13 @@ CURSOR_SALT = "approvals.queue.cursor"
 PAGE_SIZES = (10, 25, 50, 100)
 
 
+def page_size(params: QueryDict, sizes: tuple[int, ...], default: int) -> int:
+    """`?per_page=`, if it is one of the page's `sizes`; else `default` (never an error: a page
+    size is a preference, not a filter)."""
+    value = params.get("per_page", "")
+    return int(value) if value.isdecimal() and int(value) in sizes else default
+
+
 def reviewable_workflows(user: User | AnonymousUser) -> list[str] | None:
     """Names of the workflows the user reviews; None means every workflow (superusers)."""
     if not user.is_authenticated or not user.is_active:
@@ -326,10 +333,7 @@ class QueueFilters:
         scope = params.get("scope", "all")
         sort = params.get("sort", "waiting")
         sort = sort if sort in SORTS else "waiting"
-        try:
-            per_page = int(params.get("per_page", 25))
-        except ValueError:
-            per_page = 25
+        per_page = page_size(params, PAGE_SIZES, 25)
         after, before = params.get("after", ""), params.get("before", "")
         if after and before:
             raise BadCursor("a page link has either after or before, not both")
@@ -339,7 +343,7 @@ class QueueFilters:
             scope=scope if scope in SCOPES else "all",
             q=_without_nul("Search", params.get("q", "").strip()[:200], errors),
             sort=sort,
-            per_page=per_page if per_page in PAGE_SIZES else 25,
+            per_page=per_page,
             cursor=cursor,
             errors=tuple(errors),
         )
@@ -1198,10 +1202,7 @@ class AuditFilters:
             date_from = date_to = None
         before = _parse_id(params.get("before", ""), "before", errors)
         after = _parse_id(params.get("after", ""), "after", errors) if before is None else None
-        try:
-            per_page = int(params.get("per_page", 50))
-        except ValueError:
-            per_page = 50
+        per_page = page_size(params, AUDIT_PAGE_SIZES, 50)
         return cls(
             actor=entered["actor"][:150],
             action=action,
@@ -1211,7 +1212,7 @@ class AuditFilters:
             date_to=date_to,
             before=before,
             after=after,
-            per_page=per_page if per_page in AUDIT_PAGE_SIZES else 50,
+            per_page=per_page,
             entered=entered,
             errors=tuple(errors),
         )
@@ -1442,7 +1443,7 @@ THREAD_STATUS_LABELS: dict[str, str] = {
     Thread.Status.COMPLETED: "completed",
     Thread.Status.CANCELLED: "cancelled",
 }
-THREAD_PAGE_SIZES = (10, 25, 50, 100)
+THREAD_PAGE_SIZES = PAGE_SIZES
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -1493,16 +1494,13 @@ class ThreadFilters:
             workflow = ""
         before = _parse_thread_cursor(params.get("before", ""), "before", errors)
         after = _parse_thread_cursor(params.get("after", ""), "after", errors) if before is None else None
-        try:
-            per_page = int(params.get("per_page", 25))
-        except ValueError:
-            per_page = 25
+        per_page = page_size(params, THREAD_PAGE_SIZES, 25)
         return cls(
             status=status,
             workflow=workflow,
             before=before,
             after=after,
-            per_page=per_page if per_page in THREAD_PAGE_SIZES else 25,
+            per_page=per_page,
             errors=tuple(errors),
         )
 

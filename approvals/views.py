@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import markdown
 import nh3
@@ -769,12 +769,31 @@ def _form_errors(request: HtmxHttpRequest, review: Review, head: _Head, form: De
 def _refused(request: HtmxHttpRequest, review: Review, exc: Exception, *, status: int = 409) -> HttpResponse:
     """409: the decision or claim cannot apply (decided by someone, stale, claimed); nothing changed."""
     context = {"review": review, "thread": review.thread, "message": str(exc)}
-    template = "approvals/conflict.html#conflict" if request.htmx else "approvals/conflict.html"
-    response = render(request, template, context, status=status)
-    if request.htmx:
-        # Show the conflict where the form was, whichever element asked.
-        reswap(retarget(response, "#decision"), "innerHTML")
-    return response
+    # Shown where the form was, whichever element asked.
+    return _in_place(
+        request,
+        "approvals/conflict.html#conflict",
+        context,
+        status=status,
+        target="#decision",
+        swap="innerHTML",
+    )
+
+
+def _in_place(
+    request: HtmxHttpRequest,
+    partial: str,
+    context: dict[str, Any],
+    *,
+    status: int,
+    target: str,
+    swap: Literal["innerHTML", "outerHTML"],
+) -> HttpResponse:
+    """A refusal's page ("page.html#part": the whole page), or under htmx only its part,
+    swapped into `target` whichever element asked."""
+    page = partial.partition("#")[0]
+    response = render(request, partial if request.htmx else page, context, status=status)
+    return reswap(retarget(response, target), swap) if request.htmx else response
 
 
 # -- a thread --------------------------------------------------------------------------------
@@ -879,12 +898,15 @@ def thread_retry(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
 
 def _retry_refused(request: HtmxHttpRequest, thread: Thread, message: str, *, status: int) -> HttpResponse:
     context = {"thread": thread, "message": message}
-    template = "approvals/retry_refused.html#refused" if request.htmx else "approvals/retry_refused.html"
-    response = render(request, template, context, status=status)
-    if request.htmx:
-        # In place of the failure box, whose button asked.
-        reswap(retarget(response, "#failure"), "outerHTML")
-    return response
+    # In place of the failure box, whose button asked.
+    return _in_place(
+        request,
+        "approvals/retry_refused.html#refused",
+        context,
+        status=status,
+        target="#failure",
+        swap="outerHTML",
+    )
 
 
 @require_GET
